@@ -92,7 +92,7 @@ add_tally "$work/unit" "go test"
 if [ "$fuzztime" != "0" ] && [ "$fuzztime" != "0s" ]; then
   log "fuzz smoke, $fuzztime per target"
   while IFS=: read -r file target; do
-    pkg=./$(dirname "$file")
+    pkg=$(dirname "$file")
     if go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" >"$work/fuzz" 2>&1; then
       pass "fuzz $pkg $target"
     else

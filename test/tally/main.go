@@ -57,6 +57,8 @@ func (t *tally) record(e event) {
 	case "pass":
 		if e.Test != "" {
 			t.counts.passed++
+		} else {
+			fmt.Fprintf(t.out, "ok   %s\n", e.Package)
 		}
 		delete(t.output, key(e.Package, e.Test))
 	case "skip":

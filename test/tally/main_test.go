@@ -28,6 +28,7 @@ func TestTallyCounts(t *testing.T) {
 	require.Equal(t, counts{passed: 3, failed: 1, skipped: 1}, c)
 	require.Contains(t, out.String(), "SKIP p TestC: c_test.go:9: needs /dev/fuse")
 	require.Contains(t, out.String(), "FAIL p TestD\n    boom\n")
+	require.Contains(t, out.String(), "ok   q\n")
 }
 
 func TestTallyPackageFailureWithoutTests(t *testing.T) {
