@@ -1,6 +1,7 @@
 package xdomain
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -26,7 +27,7 @@ type wire struct {
 	taint func(frame []byte) []byte // corrupts frames when set
 }
 
-func (w *wire) Send(p ctl.Packet) error {
+func (w *wire) Send(_ context.Context, p ctl.Packet) error {
 	if w.cut.Load() {
 		return errors.New("cable unplugged")
 	}
@@ -395,7 +396,7 @@ func TestRequestsAnswered(t *testing.T) {
 // probeHost records the last XDP message a host sent.
 type probeHost struct{ last xdp.Message }
 
-func (p *probeHost) Send(pkt ctl.Packet) error {
+func (p *probeHost) Send(_ context.Context, pkt ctl.Packet) error {
 	frame, err := ctl.Encode(pkt)
 	if err != nil {
 		return err

@@ -14,10 +14,11 @@ import (
 	"tbstream/xdomain/xdp"
 )
 
-// Sender transmits control packets on the control channel (NHI ring 0).
-// Send must not block for long: the host calls it while answering requests.
+// Sender transmits control packets on the control channel (NHI ring 0),
+// as nhi.ControlChannel does. Send should return promptly: the host calls
+// it while answering requests, with a context bounded by Timing.Timeout.
 type Sender interface {
-	Send(p ctl.Packet) error
+	Send(ctx context.Context, p ctl.Packet) error
 }
 
 // Timing of the discovery protocol (§4.3). The zero value of every field
@@ -371,7 +372,9 @@ func (h *Host) answer(xd *XDomain, m xdp.Message) {
 func (h *Host) respond(m xdp.Message) {
 	raw, err := xdp.Encode(m)
 	if err == nil {
-		err = h.sender.Send(raw)
+		ctx, cancel := context.WithTimeout(context.Background(), h.timing.Timeout)
+		err = h.sender.Send(ctx, raw)
+		cancel()
 	}
 	if err != nil {
 		h.log.Debug("xdomain: cannot send response", "type", m.MessageType(), "err", err)

@@ -392,7 +392,7 @@ func (xd *XDomain) roundTrip(ctx context.Context, raw *ctl.Raw, want xdp.Message
 		xd.waiter = nil
 		xd.waitMu.Unlock()
 	}()
-	if err := xd.host.sender.Send(raw); err != nil {
+	if err := xd.host.sender.Send(ctx, raw); err != nil {
 		return nil, fmt.Errorf("send to %s: %w", xd.ID, err)
 	}
 	t := time.NewTimer(timeout)
