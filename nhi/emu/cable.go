@@ -1,0 +1,155 @@
+package emu
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"tbstream/nhi"
+)
+
+// Cable frame layout (see the package doc): an 8-byte header, big-endian,
+// then the payload.
+const (
+	CableHeaderSize = 8
+	cableKindOff    = 0 // u8 kind
+	cablePDFOff     = 1 // u8 SOF<<4 | EOF
+	cableHopOff     = 2 // u16 HopID
+	cableLenOff     = 4 // u16 payload length
+	cableResOff     = 6 // u16 reserved, zero
+
+	// CableMaxHopID is the largest HopID a frame can name (11 bits).
+	CableMaxHopID = 0x7ff
+	// CableVersion is the framing version in the hello.
+	CableVersion = 1
+
+	cableHelloSize  = 16 // magic[4], version u16, reserved u16, UID u64
+	cableCreditSize = 4  // u32 credits
+)
+
+// CableKind is the kind of a cable frame.
+type CableKind uint8
+
+// Cable frame kinds.
+const (
+	CableHello       CableKind = 1 // first frame each way: magic, version, router UID
+	CableData        CableKind = 2 // a DMA frame: HopID, SOF/EOF PDFs, 1..4096 bytes
+	CableControl     CableKind = 3 // a control frame (PDF in EOF), 4..256 bytes, CRC included
+	CableCredit      CableKind = 4 // E2E credits for a HopID: u32 count
+	CableCreditReset CableKind = 5 // withdraw every credit granted for a HopID
+	CableUnplug      CableKind = 6 // orderly disconnect
+)
+
+var cableMagic = [4]byte{'T', 'B', 'S', 'C'}
+
+// ErrMalformed is returned for a cable frame that breaks the framing rules.
+var ErrMalformed = errors.New("malformed cable frame")
+
+// cableFrame is one decoded cable frame; Payload aliases the reader's
+// buffer until the next read.
+type cableFrame struct {
+	Kind     CableKind
+	SOF, EOF uint8
+	HopID    uint16
+	Payload  []byte
+}
+
+// payloadLimits gives the allowed payload sizes of each kind.
+func payloadLimits(k CableKind) (lo, hi int, ok bool) {
+	switch k {
+	case CableHello:
+		return cableHelloSize, cableHelloSize, true
+	case CableData:
+		return 1, nhi.MaxFrameSize, true
+	case CableControl:
+		return 4, nhi.FrameSize, true
+	case CableCredit:
+		return cableCreditSize, cableCreditSize, true
+	case CableCreditReset, CableUnplug:
+		return 0, 0, true
+	}
+	return 0, 0, false
+}
+
+// appendCableFrame encodes f after dst.
+func appendCableFrame(dst []byte, f cableFrame) []byte {
+	var hdr [CableHeaderSize]byte
+	hdr[cableKindOff] = byte(f.Kind)
+	hdr[cablePDFOff] = f.SOF<<4 | f.EOF&0xf
+	binary.BigEndian.PutUint16(hdr[cableHopOff:], f.HopID)
+	binary.BigEndian.PutUint16(hdr[cableLenOff:], uint16(len(f.Payload)))
+	return append(append(dst, hdr[:]...), f.Payload...)
+}
+
+// parseCableHeader checks a header and returns the frame it announces,
+// without payload, and the payload length.
+func parseCableHeader(hdr []byte) (cableFrame, int, error) {
+	f := cableFrame{
+		Kind:  CableKind(hdr[cableKindOff]),
+		SOF:   hdr[cablePDFOff] >> 4,
+		EOF:   hdr[cablePDFOff] & 0xf,
+		HopID: binary.BigEndian.Uint16(hdr[cableHopOff:]),
+	}
+	n := int(binary.BigEndian.Uint16(hdr[cableLenOff:]))
+	lo, hi, ok := payloadLimits(f.Kind)
+	switch {
+	case !ok:
+		return f, 0, fmt.Errorf("kind %d: %w", f.Kind, ErrMalformed)
+	case n < lo || n > hi:
+		return f, 0, fmt.Errorf("kind %d with %d payload bytes: %w", f.Kind, n, ErrMalformed)
+	case binary.BigEndian.Uint16(hdr[cableResOff:]) != 0:
+		return f, 0, fmt.Errorf("reserved header bits set: %w", ErrMalformed)
+	case f.HopID > CableMaxHopID:
+		return f, 0, fmt.Errorf("HopID %d: %w", f.HopID, ErrMalformed)
+	case f.Kind == CableControl && (n%4 != 0 || f.SOF != f.EOF):
+		return f, 0, fmt.Errorf("control frame of %d bytes, PDFs %d/%d: %w", n, f.SOF, f.EOF, ErrMalformed)
+	case f.Kind != CableData && f.Kind != CableControl && hdr[cablePDFOff] != 0:
+		return f, 0, fmt.Errorf("kind %d with PDFs: %w", f.Kind, ErrMalformed)
+	case (f.Kind == CableHello || f.Kind == CableControl || f.Kind == CableUnplug) && f.HopID != 0:
+		return f, 0, fmt.Errorf("kind %d with HopID %d: %w", f.Kind, f.HopID, ErrMalformed)
+	}
+	return f, n, nil
+}
+
+// readCableFrame reads one frame; buf (at least 4096 bytes) receives the
+// payload. io.EOF means the cable closed cleanly between frames.
+func readCableFrame(r *bufio.Reader, buf []byte) (cableFrame, error) {
+	hdr, err := r.Peek(CableHeaderSize)
+	if err != nil {
+		if err == io.EOF && len(hdr) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return cableFrame{}, err
+	}
+	f, n, err := parseCableHeader(hdr)
+	if err != nil {
+		return f, err
+	}
+	r.Discard(CableHeaderSize)
+	if _, err := io.ReadFull(r, buf[:n]); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return f, err
+	}
+	f.Payload = buf[:n]
+	if f.Kind == CableHello {
+		if [4]byte(f.Payload[:4]) != cableMagic {
+			return f, fmt.Errorf("hello magic %q: %w", f.Payload[:4], ErrMalformed)
+		}
+		if v := binary.BigEndian.Uint16(f.Payload[4:]); v != CableVersion {
+			return f, fmt.Errorf("hello version %d, want %d: %w", v, CableVersion, ErrMalformed)
+		}
+	}
+	return f, nil
+}
+
+func helloPayload(uid uint64) []byte {
+	p := make([]byte, cableHelloSize)
+	copy(p, cableMagic[:])
+	binary.BigEndian.PutUint16(p[4:], CableVersion)
+	binary.BigEndian.PutUint64(p[8:], uid)
+	return p
+}

@@ -1,0 +1,83 @@
+// Package emu is an emulated NHI and host router behind the nhi.Device
+// interface, and the cables that join emulated hosts: the USB4 fabric for
+// machines without USB4 hardware.
+//
+// It owns the NHI register semantics (ring blocks, options, doorbells,
+// CAPS, interrupt enable, IVR, throttling, notify status, host router
+// reset), a DMA engine that reads descriptors from driver memory and
+// writes completions back, the host router's config spaces and routing,
+// E2E credits, hot-plug events and cables. It does not know the driver's
+// internals: the driver sees only registers, DMA memory and vectors.
+//
+// # Host router
+//
+//	adapter 0      control adapter; router space: ROUTER_CS_0 vendor/device,
+//	               ROUTER_CS_1 max adapter 5, ROUTER_CS_7..8 the router UID
+//	adapters 1..4  lane adapters (type TB_TYPE_PORT), max in/out HopID 19
+//	adapter 5      NHI adapter (TB_TYPE_NHI), max in/out HopID = rings-1
+//
+// Path entries (TB_CFG_HOPS, two dwords per input HopID) route frames: a
+// TX ring r follows the entry of the NHI adapter at HopID r to a lane
+// adapter and output HopID; a frame arriving on a lane adapter with HopID
+// h follows that adapter's entry h to the NHI adapter, whose output HopID
+// is the RX ring. No valid entry, no delivery: the frame is dropped and
+// counted at the receiving router (Counters). A non-E2E TX ring with no
+// path or no cable drops and counts at the sender.
+//
+// Control packets (ring 0) for route 0 are answered by the router (config
+// READ/WRITE, plug acknowledgements). Packets for the route at which the
+// peer appears cross the cable and arrive on the peer's ring 0 with the
+// route rewritten to how the peer sees this host (and the CRC
+// recomputed), so both sides' XDomain code finds the other by its route.
+// The peer's route is configurable per cable (Port.PeerRoute): host2 may
+// see host1 at 0x1 while host1 sees host2 at 0x503. Plug and unplug raise
+// an EVENT on ring 0 from the router one level above the peer (route
+// 0x503 → router 0x3, adapter 5).
+//
+// # E2E flow control
+//
+// An RX ring with E2E grants the sender one credit per posted descriptor,
+// on the cable, for the HopID of its RX path; credits exist only while
+// that path, the ring and the cable do. A TX ring with E2E sends a frame
+// only with a credit for its output HopID, otherwise the frame waits
+// posted. A receiver that stops reading therefore fills its RX ring, the
+// sender's TX ring then fills, and nothing is lost; memory stays bounded
+// by the ring sizes. Disabling the RX path or ring withdraws the credits
+// (a CREDIT_RESET), and frames already on the way are dropped and counted
+// at the receiver.
+//
+// # Cables
+//
+// ConnectInProcess joins two hosts in one process: a TX frame is copied
+// straight from the sender's TX slot into the receiver's RX slot by the
+// sender's DMA engine. Socket cables (PlugConn, Dial, Accept; unix or
+// TCP, TCP on loopback unless an address is given explicitly) carry
+// frames with this framing, every field big-endian:
+//
+//	offset size field
+//	0      1    kind: 1 HELLO, 2 DATA, 3 CONTROL, 4 CREDIT, 5 CREDIT_RESET, 6 UNPLUG
+//	1      1    SOF PDF << 4 | EOF PDF      (DATA, CONTROL: SOF == EOF == type; else 0)
+//	2      2    HopID, 0..2047              (DATA, CREDIT, CREDIT_RESET; else 0)
+//	4      2    payload length
+//	6      2    reserved, 0
+//	8      n    payload
+//
+//	kind          payload
+//	HELLO         16 bytes: "TBSC", version u16 (1), reserved u16, router UID u64;
+//	              the first frame each way
+//	DATA          1..4096 bytes, one DMA frame
+//	CONTROL       4..256 bytes, a multiple of 4: a control frame with its CRC
+//	CREDIT        4 bytes: u32 credits (1..4096) for the HopID
+//	CREDIT_RESET  none: every credit for the HopID is withdrawn
+//	UNPLUG        none: orderly disconnect
+//
+// Any other kind, a length outside its range, nonzero reserved bits or a
+// second HELLO is malformed: the cable closes with one log line, which
+// both hosts see as an unplug. Writes are buffered and flushed after every
+// engine pass, so frames travel in batches as a pass produces them.
+//
+// What is not modelled: splitting frames into 256-byte tunnelled packets,
+// link-level (path) credits, lane bonding, intermediate device routers
+// (a peer at 0x503 is reached through lane adapter 3 directly) and
+// counters space.
+package emu

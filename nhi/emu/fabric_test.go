@@ -1,0 +1,318 @@
+package emu_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"tbstream/nhi"
+	"tbstream/xdomain/ctl"
+)
+
+const waitLong = 10 * time.Second
+
+// TestEverySizeBothDirections sends frames of every size 1..4096 each way
+// and checks length, bytes and PDFs on arrival; the last frame is a CLOSE.
+func TestEverySizeBothDirections(t *testing.T) {
+	for _, kind := range cableKinds {
+		t.Run(kind, func(t *testing.T) {
+			f := newFabric(t, kind)
+			s1 := openStream(t, f.host1, lane1, 8, 9, streamOpts{})
+			s2 := openStream(t, f.host2, lane2, 9, 8, streamOpts{})
+
+			send := func(tx *nhi.Ring, errc chan<- error) {
+				ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+				defer cancel()
+				buf := make([]byte, nhi.MaxFrameSize)
+				for size := 1; size <= nhi.MaxFrameSize; size++ {
+					if _, err := tx.Write(ctx, pattern(buf[:size], size), pdfFrameStart, pdfData); err != nil {
+						errc <- fmt.Errorf("write %d: %w", size, err)
+						return
+					}
+				}
+				_, err := tx.Write(ctx, make([]byte, 256), pdfFrameStart, pdfClose)
+				errc <- err
+			}
+			errc := make(chan error, 2)
+			go send(s1.tx, errc)
+			go send(s2.tx, errc)
+
+			want := make([]byte, nhi.MaxFrameSize)
+			for _, rx := range []*nhi.Ring{s2.rx, s1.rx} {
+				for size := 1; size <= nhi.MaxFrameSize; size++ {
+					fr, data := readFrame(t, rx, waitLong)
+					require.Equal(t, size, len(data))
+					require.Equal(t, uint8(pdfFrameStart), fr.SOF)
+					require.Equal(t, uint8(pdfData), fr.EOF)
+					require.Zero(t, fr.Flags)
+					if !bytes.Equal(pattern(want[:size], size), data) {
+						t.Fatalf("frame of %d bytes corrupted", size)
+					}
+				}
+				fr, data := readFrame(t, rx, waitLong)
+				require.Equal(t, uint8(pdfClose), fr.EOF)
+				require.Equal(t, make([]byte, 256), data)
+			}
+			require.NoError(t, <-errc)
+			require.NoError(t, <-errc)
+			for _, h := range []*testHost{f.host1, f.host2} {
+				c := h.emu.Counters()
+				require.Zero(t, c.RxNoPath+c.RxOverflow+c.RxRingStopped+c.RxPDFMismatch+c.DMAFault, "%+v", c)
+			}
+		})
+	}
+}
+
+// TestNoRxPathNotDelivered: frames for a HopID the receiver has no RX path
+// for never reach a ring. Without E2E they are dropped and counted at the
+// receiving router; with E2E no credit ever comes, so they wait at the
+// sender until the path appears.
+func TestNoRxPathNotDelivered(t *testing.T) {
+	for _, kind := range cableKinds {
+		t.Run(kind, func(t *testing.T) {
+			f := newFabric(t, kind)
+			s2 := openStream(t, f.host2, lane2, 8, 8, streamOpts{}) // host2 receives on HopID 8 only
+
+			// host1 without E2E, sending to HopID 9.
+			tx, err := f.host1.nhi.AllocTxRing(nhi.RingConfig{Hop: -1, Size: 32, Flags: nhi.RingFrame})
+			require.NoError(t, err)
+			t.Cleanup(tx.Free)
+			require.NoError(t, tx.Start())
+			writePath(t, f.host1, nhiAdapter, tx.Hop(), lane1, 9)
+			ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+			defer cancel()
+			for i := range 10 {
+				_, err := tx.Write(ctx, pattern(make([]byte, 100), i), pdfFrameStart, pdfData)
+				require.NoError(t, err)
+			}
+			require.NoError(t, tx.Flush(ctx)) // sent, so completed at the sender
+			require.Eventually(t, func() bool { return f.host2.emu.Counters().RxNoPath == 10 }, waitLong, time.Millisecond)
+			require.Zero(t, s2.rx.RxReady())
+
+			// With E2E: the frames stay posted, nothing is dropped anywhere.
+			e2e := openStream(t, f.host1, lane1, 11, 10, streamOpts{size: 32})
+			for i := range 5 {
+				_, err := e2e.tx.Write(ctx, pattern(make([]byte, 64), i), pdfFrameStart, pdfData)
+				require.NoError(t, err)
+			}
+			short, cancelShort := context.WithTimeout(ctx, 50*time.Millisecond)
+			defer cancelShort()
+			require.ErrorIs(t, e2e.tx.Flush(short), nhi.ErrFlushTimeout)
+			require.Equal(t, 32-1-5, e2e.tx.TxFree())
+			require.Equal(t, uint64(10), f.host2.emu.Counters().RxNoPath)
+			require.Zero(t, f.host1.emu.Counters().TxNoPath)
+
+			// Once host2 routes HopID 10, the credits come and the frames arrive.
+			late := openStream(t, f.host2, lane2, 10, 11, streamOpts{size: 32})
+			for i := range 5 {
+				_, data := readFrame(t, late.rx, waitLong)
+				require.Equal(t, pattern(make([]byte, 64), i), data)
+			}
+			require.NoError(t, e2e.tx.Flush(ctx))
+			require.Zero(t, s2.rx.RxReady())
+		})
+	}
+}
+
+// TestBackpressureNoLoss: a receiver that stops reading stalls the sender
+// through E2E credits; nothing is lost and what is queued is bounded by
+// the two rings.
+func TestBackpressureNoLoss(t *testing.T) {
+	const ringSize, frames = 32, 500
+	for _, kind := range cableKinds {
+		t.Run(kind, func(t *testing.T) {
+			f := newFabric(t, kind)
+			s1 := openStream(t, f.host1, lane1, 8, 8, streamOpts{size: ringSize})
+			s2 := openStream(t, f.host2, lane2, 8, 8, streamOpts{size: ringSize})
+
+			var queued atomic.Int64
+			errc := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*waitLong)
+				defer cancel()
+				buf := make([]byte, nhi.MaxFrameSize)
+				for i := range frames {
+					pattern(buf, i)
+					binary.BigEndian.PutUint32(buf, uint32(i))
+					if _, err := s1.tx.Write(ctx, buf, pdfFrameStart, pdfData); err != nil {
+						errc <- err
+						return
+					}
+					queued.Add(1)
+				}
+				errc <- nil
+			}()
+
+			// Nobody reads host2: its RX ring fills, then host1's TX ring.
+			require.Eventually(t, func() bool {
+				return s2.rx.RxReady() == ringSize-1 && s1.tx.TxFree() == 0
+			}, waitLong, time.Millisecond)
+			time.Sleep(20 * time.Millisecond) // give a lossy fabric the chance to lose
+			require.Equal(t, int64(2*(ringSize-1)), queued.Load())
+			require.Equal(t, ringSize-1, s2.rx.RxReady())
+
+			want := make([]byte, nhi.MaxFrameSize)
+			for i := range frames {
+				_, data := readFrame(t, s2.rx, waitLong)
+				require.Equal(t, uint32(i), binary.BigEndian.Uint32(data), "frame order")
+				pattern(want, i)
+				binary.BigEndian.PutUint32(want, uint32(i))
+				if !bytes.Equal(want, data) {
+					t.Fatalf("frame %d corrupted", i)
+				}
+			}
+			require.NoError(t, <-errc)
+			c := f.host2.emu.Counters()
+			require.Zero(t, c.RxOverflow+c.RxNoPath+c.RxRingStopped, "%+v", c)
+		})
+	}
+}
+
+// TestStopCancelsInFlight: frames posted but not sent are canceled by a
+// ring stop and never delivered.
+func TestStopCancelsInFlight(t *testing.T) {
+	for _, kind := range cableKinds {
+		t.Run(kind, func(t *testing.T) {
+			f := newFabric(t, kind)
+			s1 := openStream(t, f.host1, lane1, 8, 8, streamOpts{size: 32})
+			ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+			defer cancel()
+			for i := range 5 {
+				_, err := s1.tx.Write(ctx, pattern(make([]byte, 300), i), pdfFrameStart, pdfData)
+				require.NoError(t, err)
+			}
+			// host2 has no RX path yet: no credits, the frames stay in flight.
+			require.Equal(t, 5, s1.tx.Stop())
+			require.Equal(t, uint64(5), s1.tx.Stats().Canceled)
+			require.ErrorIs(t, s1.tx.TxPost(1, pdfFrameStart, pdfData), nhi.ErrShutdown)
+			_, err := s1.tx.Write(ctx, []byte{1}, pdfFrameStart, pdfData)
+			require.ErrorIs(t, err, nhi.ErrShutdown)
+
+			// Restart and send a marker: it is the first frame host2 sees.
+			require.NoError(t, s1.tx.Start())
+			s2 := openStream(t, f.host2, lane2, 8, 8, streamOpts{size: 32})
+			_, err = s1.tx.Write(ctx, []byte("marker"), pdfFrameStart, pdfData)
+			require.NoError(t, err)
+			_, data := readFrame(t, s2.rx, waitLong)
+			require.Equal(t, []byte("marker"), data)
+			require.NoError(t, s1.tx.Flush(ctx))
+			require.Zero(t, s2.rx.RxReady())
+		})
+	}
+}
+
+// TestControlFrames: config access to the own router, XDomain packets
+// across the cable with routes rewritten to each side's view and CRC
+// checked, a bad CRC dropped and counted.
+func TestControlFrames(t *testing.T) {
+	for _, kind := range cableKinds {
+		t.Run(kind, func(t *testing.T) {
+			f := newFabric(t, kind)
+			ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+			defer cancel()
+
+			uid, err := f.host1.ctl.ReadConfig(ctx, 0, ctl.SpaceRouter, 0, nhi.RouterCS7, 2)
+			require.NoError(t, err)
+			require.Equal(t, f.host1.emu.UID(), uint64(uid[0])|uint64(uid[1])<<32)
+
+			_, err = f.host1.ctl.ReadConfig(ctx, 0x7, ctl.SpaceRouter, 0, 0, 1)
+			var cfgErr *nhi.ConfigError
+			require.ErrorAs(t, err, &cfgErr)
+			require.Equal(t, ctl.ErrorPortNotConnected, cfgErr.Code)
+
+			// host2 answers every XDomain request with the body reversed.
+			go func() {
+				for p := range f.host2.events {
+					req, ok := p.(*ctl.Raw)
+					if !ok || req.Kind != ctl.TypeXDomainRequest {
+						continue
+					}
+					body := append([]uint32(nil), req.Body...)
+					for i, j := 0, len(body)-1; i < j; i, j = i+1, j-1 {
+						body[i], body[j] = body[j], body[i]
+					}
+					if req.Route != route2to1 { // host2 must see host1 at 0x1
+						body = []uint32{0xbad}
+					}
+					f.host2.ctl.Send(ctx, &ctl.Raw{Header: ctl.Header{Route: req.Route}, Kind: ctl.TypeXDomainResponse, Body: body})
+				}
+			}()
+
+			// A corrupted frame is dropped by host1's router and never crosses.
+			bad, err := ctl.Encode(&ctl.Raw{Header: ctl.Header{Route: route1to2}, Kind: ctl.TypeXDomainRequest, Body: []uint32{0xdead}})
+			require.NoError(t, err)
+			bad[9] ^= 0x10
+			require.NoError(t, f.host1.ctl.SendFrame(ctx, ctl.TypeXDomainRequest, bad))
+			require.Eventually(t, func() bool { return f.host1.emu.Counters().CtlBadFrame == 1 }, waitLong, time.Millisecond)
+
+			for n := 1; n <= ctl.MaxBodyWords-ctl.HeaderWords; n += 20 {
+				body := make([]uint32, n)
+				for i := range body {
+					body[i] = uint32(i*0x01010101 + n)
+				}
+				resp, err := f.host1.ctl.Request(ctx, &ctl.Raw{Header: ctl.Header{Route: route1to2}, Kind: ctl.TypeXDomainRequest, Body: body},
+					ctl.TypeXDomainResponse, nil)
+				require.NoError(t, err)
+				raw := resp.(*ctl.Raw)
+				require.Equal(t, route1to2, raw.Route, "host1 sees the reply coming from 0x503")
+				require.Len(t, raw.Body, n)
+				require.Equal(t, body[0], raw.Body[n-1])
+				require.Equal(t, body[n-1], raw.Body[0])
+			}
+			require.Zero(t, f.host2.ctl.Stats().BadFrames)
+			require.Zero(t, f.host1.ctl.Stats().BadFrames)
+		})
+	}
+}
+
+// TestPlugUnplugEvents: plugging raises EVENTs from the router above each
+// peer; closing either end raises unplug on both sides.
+func TestPlugUnplugEvents(t *testing.T) {
+	for _, kind := range cableKinds {
+		t.Run(kind, func(t *testing.T) {
+			f := newFabric(t, kind)
+			// host1 sees host2 at 0x503: the event comes from router 0x3, adapter 5.
+			require.Equal(t, ctl.Route(0x3), f.plug1.Route)
+			require.Equal(t, uint8(5), f.plug1.Adapter)
+			require.Equal(t, ctl.Route(0), f.plug2.Route)
+			require.Equal(t, uint8(1), f.plug2.Adapter)
+
+			s1 := openStream(t, f.host1, lane1, 8, 8, streamOpts{size: 32})
+			openStream(t, f.host2, lane2, 8, 8, streamOpts{size: 32})
+			ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+			defer cancel()
+			_, err := s1.tx.Write(ctx, []byte("before"), pdfFrameStart, pdfData)
+			require.NoError(t, err)
+			require.NoError(t, s1.tx.Flush(ctx))
+
+			end := f.cable2
+			if kind == "inproc" {
+				end = f.cable1
+			}
+			require.NoError(t, end.Close())
+			ev1 := waitEvent(t, f.host1, true)
+			ev2 := waitEvent(t, f.host2, true)
+			require.Equal(t, f.plug1.Route, ev1.Route)
+			require.Equal(t, f.plug1.Adapter, ev1.Adapter)
+			require.Equal(t, f.plug2.Route, ev2.Route)
+			<-f.cable1.Done()
+			<-f.cable2.Done()
+
+			// E2E frames now wait: the credits went with the cable.
+			s1.tx.Flush(ctx)
+			free := s1.tx.TxFree()
+			_, err = s1.tx.Write(ctx, []byte("after"), pdfFrameStart, pdfData)
+			require.NoError(t, err)
+			short, c2 := context.WithTimeout(ctx, 30*time.Millisecond)
+			defer c2()
+			require.True(t, errors.Is(s1.tx.Flush(short), nhi.ErrFlushTimeout) || free == 0)
+		})
+	}
+}

@@ -1,0 +1,212 @@
+package emu_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"tbstream/nhi"
+	"tbstream/nhi/emu"
+	"tbstream/xdomain/ctl"
+)
+
+// Stream PDFs (USB4STREAM): SOF of every frame, EOF of data and of CLOSE.
+const (
+	pdfFrameStart = 1
+	pdfData       = 2
+	pdfClose      = 3
+	nhiAdapter    = 5 // the emulated NHI adapter
+)
+
+// testHost is an emulated host with its driver and control channel.
+type testHost struct {
+	emu    *emu.Host
+	nhi    *nhi.NHI
+	ctl    *nhi.ControlChannel
+	events chan ctl.Packet // unsolicited control packets
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func newTestHost(tb testing.TB, name string) *testHost {
+	h, err := emu.NewHost(emu.Config{Name: name, Logger: quietLogger()})
+	require.NoError(tb, err)
+	n, err := nhi.Probe(h, nhi.Options{Logger: quietLogger()})
+	require.NoError(tb, err)
+	th := &testHost{emu: h, nhi: n, events: make(chan ctl.Packet, 64)}
+	th.ctl, err = n.OpenControl(nhi.ControlConfig{Timeout: 500 * time.Millisecond, Logger: quietLogger(), Handler: func(p ctl.Packet) {
+		select {
+		case th.events <- p:
+		default:
+		}
+	}})
+	require.NoError(tb, err)
+	tb.Cleanup(func() {
+		th.ctl.Close()
+		th.nhi.Close()
+		h.Close()
+	})
+	return th
+}
+
+// cableKinds are the cable transports every fabric test runs over.
+var cableKinds = []string{"inproc", "unix", "tcp"}
+
+// connect joins a and b; a sees b at routeB (lane adapter routeB&0xff), b
+// sees a at routeA.
+func connect(tb testing.TB, kind string, a *testHost, routeB ctl.Route, b *testHost, routeA ctl.Route) (*emu.Cable, *emu.Cable) {
+	pa := emu.Port{Adapter: uint8(routeB & 0xff), PeerRoute: routeB}
+	pb := emu.Port{Adapter: uint8(routeA & 0xff), PeerRoute: routeA}
+	if kind == "inproc" {
+		ca, cb, err := emu.ConnectInProcess(a.emu, pa, b.emu, pb)
+		require.NoError(tb, err)
+		tb.Cleanup(func() { ca.Close() })
+		return ca, cb
+	}
+	var ln net.Listener
+	var err error
+	if kind == "unix" {
+		ln, err = net.Listen("unix", filepath.Join(tb.TempDir(), "cable.sock"))
+	} else {
+		ln, err = emu.ListenTCP("")
+	}
+	require.NoError(tb, err)
+	defer ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var cb *emu.Cable
+	var errB error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		cb, errB = b.emu.Accept(ctx, ln, pb)
+	}()
+	ca, err := a.emu.Dial(ctx, ln.Addr().Network(), ln.Addr().String(), pa)
+	wg.Wait()
+	require.NoError(tb, err)
+	require.NoError(tb, errB)
+	tb.Cleanup(func() { ca.Close(); cb.Close() })
+	return ca, cb
+}
+
+// fabric is two hosts joined by a cable with the docs' routes: host1
+// sees host2 at 0x503 (lane adapter 3), host2 sees host1 at 0x1 (lane
+// adapter 1).
+type fabric struct {
+	host1, host2   *testHost
+	cable1, cable2 *emu.Cable
+	plug1, plug2   *ctl.Event
+}
+
+const (
+	route1to2 ctl.Route = 0x503
+	route2to1 ctl.Route = 0x1
+	lane1     uint8     = 3
+	lane2     uint8     = 1
+)
+
+func newFabric(tb testing.TB, kind string) *fabric {
+	f := &fabric{host1: newTestHost(tb, "host1"), host2: newTestHost(tb, "host2")}
+	f.cable1, f.cable2 = connect(tb, kind, f.host1, route1to2, f.host2, route2to1)
+	f.plug1 = waitEvent(tb, f.host1, false)
+	f.plug2 = waitEvent(tb, f.host2, false)
+	return f
+}
+
+// waitEvent waits for a plug (or unplug) EVENT on th's control channel.
+func waitEvent(tb testing.TB, th *testHost, unplug bool) *ctl.Event {
+	tb.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case p := <-th.events:
+			if ev, ok := p.(*ctl.Event); ok && ev.Unplug == unplug {
+				return ev
+			}
+		case <-deadline:
+			tb.Fatalf("no EVENT unplug=%v", unplug)
+			return nil
+		}
+	}
+}
+
+// writePath programs one path entry of the host router over the control
+// channel, as xdomain's path set-up does.
+func writePath(tb testing.TB, th *testHost, in uint8, inHop int, out uint8, outHop int) {
+	tb.Helper()
+	e := nhi.PathEntry(out, uint16(outHop), nhi.DMACredits)
+	require.NoError(tb, th.ctl.WriteConfig(context.Background(), 0, ctl.SpacePath, in, uint16(nhi.PathEntryWords*inHop), e[:]))
+}
+
+func clearPath(tb testing.TB, th *testHost, in uint8, inHop int) {
+	tb.Helper()
+	require.NoError(tb, th.ctl.WriteConfig(context.Background(), 0, ctl.SpacePath, in, uint16(nhi.PathEntryWords*inHop), []uint32{0, 0}))
+}
+
+// stream is a TX/RX ring pair as USB4STREAM sets it up.
+type stream struct {
+	tx, rx *nhi.Ring
+}
+
+type streamOpts struct {
+	size     int
+	flags    nhi.RingFlag // added to RingFrame|RingE2E
+	noRxPath bool
+	noTxPath bool
+}
+
+// openStream allocates and starts the rings (RX primed first), then
+// enables the paths: RX lane inHop → ring, TX ring → lane outHop.
+func openStream(tb testing.TB, th *testHost, lane uint8, inHop, outHop int, o streamOpts) *stream {
+	tb.Helper()
+	if o.size == 0 {
+		o.size = 256
+	}
+	flags := nhi.RingFrame | nhi.RingE2E | o.flags
+	tx, err := th.nhi.AllocTxRing(nhi.RingConfig{Hop: -1, Size: o.size, Flags: flags})
+	require.NoError(tb, err)
+	rx, err := th.nhi.AllocRxRing(nhi.RingConfig{Hop: -1, Size: o.size, Flags: flags, E2ETxHop: tx.Hop(),
+		SOFMask: 1 << pdfFrameStart, EOFMask: 1<<pdfData | 1<<pdfClose})
+	require.NoError(tb, err)
+	require.NoError(tb, tx.SetThrottling(0))
+	require.NoError(tb, rx.SetThrottling(0))
+	require.NoError(tb, tx.Start())
+	require.NoError(tb, rx.Start())
+	if !o.noRxPath {
+		writePath(tb, th, lane, inHop, nhiAdapter, rx.Hop())
+	}
+	if !o.noTxPath {
+		writePath(tb, th, nhiAdapter, tx.Hop(), lane, outHop)
+	}
+	tb.Cleanup(func() { tx.Free(); rx.Free() })
+	return &stream{tx: tx, rx: rx}
+}
+
+// readFrame waits for one frame, copies it out and releases its slot.
+func readFrame(tb testing.TB, r *nhi.Ring, timeout time.Duration) (nhi.Frame, []byte) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	require.NoError(tb, r.WaitRx(ctx))
+	f, err := r.RxFrame(0)
+	require.NoError(tb, err)
+	data := append([]byte(nil), f.Data...)
+	require.NoError(tb, r.RxRelease(1))
+	return f, data
+}
+
+// pattern fills b with bytes derived from seed.
+func pattern(b []byte, seed int) []byte {
+	for i := range b {
+		b[i] = byte(seed*131 + i*7 + i>>8)
+	}
+	return b
+}

@@ -1,0 +1,452 @@
+package emu
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"tbstream/nhi"
+	"tbstream/xdomain/ctl"
+)
+
+// helloTimeout bounds the hello exchange of a socket cable.
+const helloTimeout = 5 * time.Second
+
+// socketBuffer is the write buffer of a socket cable; the engine flushes it
+// after every pass, so frames are batched the way a pass batches them.
+const socketBuffer = 256 << 10
+
+// lane is one lane adapter: the cable plugged into it and the E2E credits
+// the peer granted per output HopID.
+type lane struct {
+	adapter uint8
+	cable   atomic.Pointer[Cable]
+	credits [laneMaxHopID + 1]atomic.Int32
+}
+
+func (h *Host) lane(adapter uint8) *lane { return h.lanes[adapter-firstLaneAdapter] }
+
+func (l *lane) clearCredits() {
+	for i := range l.credits {
+		l.credits[i].Store(0)
+	}
+}
+
+func (h *Host) creditArrived(l *lane, hopID uint16, n int32) {
+	if hopID <= laneMaxHopID {
+		l.credits[hopID].Add(n)
+		h.kick()
+	}
+}
+
+func (h *Host) creditReset(l *lane, hopID uint16) {
+	if hopID <= laneMaxHopID {
+		l.credits[hopID].Store(0)
+	}
+}
+
+// Port says where a cable plugs into a host and where the peer appears.
+type Port struct {
+	// Adapter is the lane adapter, 1..4; 0 means 1.
+	Adapter uint8
+	// PeerRoute is the route string at which the peer host appears to
+	// this host; its first hop must be Adapter. 0 means route Adapter, so
+	// {Adapter: 3, PeerRoute: 0x503} reproduces the docs' "0-503".
+	PeerRoute ctl.Route
+}
+
+func (p Port) normalize() (Port, error) {
+	if p.Adapter == 0 {
+		p.Adapter = firstLaneAdapter
+	}
+	if !isLane(p.Adapter) {
+		return p, fmt.Errorf("emu port: adapter %d is not a lane adapter (%d..%d)", p.Adapter, firstLaneAdapter, firstLaneAdapter+laneAdapters-1)
+	}
+	if p.PeerRoute == 0 {
+		p.PeerRoute = ctl.Route(p.Adapter)
+	}
+	if !p.PeerRoute.Valid() || uint8(p.PeerRoute&0xff) != p.Adapter {
+		return p, fmt.Errorf("emu port: peer route %v does not start at adapter %d", p.PeerRoute, p.Adapter)
+	}
+	for r := p.PeerRoute; r != 0; r >>= ctl.RouteShift {
+		if r&0xff == 0 || r&0xff > 0x3f {
+			return p, fmt.Errorf("emu port: peer route %v has an invalid adapter hop", p.PeerRoute)
+		}
+	}
+	return p, nil
+}
+
+// cableEnd is how a host's engine reaches the other end of a cable.
+type cableEnd interface {
+	sendData(hopID uint16, sof, eof uint8, p []byte)
+	sendControl(pdf uint8, frame []byte)
+	sendCredit(hopID uint16, n int32)
+	sendCreditReset(hopID uint16)
+	flush()
+	close()
+}
+
+// Cable is one host's end of an emulated cable. Closing either end
+// unplugs both: each host gets a hot-unplug EVENT on ring 0.
+type Cable struct {
+	host *Host
+	lane *lane
+	port Port
+	end  cableEnd
+	done chan struct{}
+	gone atomic.Bool
+}
+
+// Port returns where the cable is plugged and the route of the peer.
+func (c *Cable) Port() Port { return c.port }
+
+// Done is closed once the cable is unplugged.
+func (c *Cable) Done() <-chan struct{} { return c.done }
+
+// Close unplugs the cable.
+func (c *Cable) Close() error {
+	c.unplug()
+	return nil
+}
+
+func (c *Cable) unplug() {
+	if !c.gone.CompareAndSwap(false, true) {
+		return
+	}
+	h := c.host
+	c.lane.cable.CompareAndSwap(c, nil)
+	c.lane.clearCredits()
+	h.regrant() // withdraws what RX rings granted through this cable
+	h.router.plugEvent(c.port.PeerRoute, true)
+	c.end.close()
+	close(c.done)
+	h.log.Info("emu: cable unplugged", "adapter", c.port.Adapter, "peer", c.port.PeerRoute.String())
+}
+
+// attach plugs c into its lane adapter.
+func (h *Host) attach(port Port, end cableEnd) (*Cable, error) {
+	select {
+	case <-h.done:
+		return nil, nhi.ErrClosed
+	default:
+	}
+	l := h.lane(port.Adapter)
+	c := &Cable{host: h, lane: l, port: port, end: end, done: make(chan struct{})}
+	if !l.cable.CompareAndSwap(nil, c) {
+		return nil, fmt.Errorf("emu: lane adapter %d already has a cable", port.Adapter)
+	}
+	l.clearCredits()
+	return c, nil
+}
+
+// announce raises the plug EVENT and lets credits and frames flow.
+func (h *Host) announce(c *Cable) {
+	h.log.Info("emu: cable plugged", "adapter", c.port.Adapter, "peer", c.port.PeerRoute.String())
+	h.router.plugEvent(c.port.PeerRoute, false)
+	h.regrant()
+	h.kick()
+}
+
+// ConnectInProcess joins two hosts in this process with a cable: frames
+// cross by direct DMA from one host's TX slot into the other's RX slot.
+// It returns each host's end.
+func ConnectInProcess(a *Host, pa Port, b *Host, pb Port) (*Cable, *Cable, error) {
+	var err error
+	if pa, err = pa.normalize(); err != nil {
+		return nil, nil, err
+	}
+	if pb, err = pb.normalize(); err != nil {
+		return nil, nil, err
+	}
+	ea, eb := &inprocEnd{}, &inprocEnd{}
+	ca, err := a.attach(pa, ea)
+	if err != nil {
+		return nil, nil, err
+	}
+	cb, err := b.attach(pb, eb)
+	if err != nil {
+		a.lane(pa.Adapter).cable.CompareAndSwap(ca, nil)
+		return nil, nil, err
+	}
+	ea.peer, eb.peer = cb, ca
+	a.announce(ca)
+	b.announce(cb)
+	return ca, cb, nil
+}
+
+// inprocEnd calls straight into the peer host.
+type inprocEnd struct{ peer *Cable }
+
+func (e *inprocEnd) live() bool { return e.peer.lane.cable.Load() == e.peer }
+
+func (e *inprocEnd) sendData(hopID uint16, sof, eof uint8, p []byte) {
+	if e.live() {
+		e.peer.host.deliver(e.peer.lane, hopID, sof, eof, p)
+	}
+}
+
+func (e *inprocEnd) sendControl(pdf uint8, frame []byte) {
+	if e.live() {
+		e.peer.host.fromCable(e.peer, pdf, frame)
+	}
+}
+
+func (e *inprocEnd) sendCredit(hopID uint16, n int32) {
+	if e.live() {
+		e.peer.host.creditArrived(e.peer.lane, hopID, n)
+	}
+}
+
+func (e *inprocEnd) sendCreditReset(hopID uint16) {
+	if e.live() {
+		e.peer.host.creditReset(e.peer.lane, hopID)
+	}
+}
+
+func (e *inprocEnd) flush() {}
+func (e *inprocEnd) close() { e.peer.unplug() }
+
+// ListenTCP listens for TCP cables. An empty address, or one without a
+// host, binds to loopback; any other interface must be named explicitly.
+func ListenTCP(addr string) (net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if addr == "" {
+		host, port, err = "", "0", nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("emu listen %q: %w", addr, err)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return net.Listen("tcp", net.JoinHostPort(host, port))
+}
+
+// Accept waits for one cable on ln and plugs it in at port.
+func (h *Host) Accept(ctx context.Context, ln net.Listener, port Port) (*Cable, error) {
+	type result struct {
+		conn net.Conn
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		conn, err := ln.Accept()
+		ch <- result{conn, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, fmt.Errorf("emu accept: %w", r.err)
+		}
+		return h.PlugConn(r.conn, port)
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.conn != nil {
+				r.conn.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+// Dial connects a cable to a listening host ("unix" or "tcp") and plugs it
+// in at port.
+func (h *Host) Dial(ctx context.Context, network, addr string, port Port) (*Cable, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("emu dial %s %s: %w", network, addr, err)
+	}
+	return h.PlugConn(conn, port)
+}
+
+// PlugConn plugs a cable carried by conn (a unix or TCP socket) in at
+// port, after exchanging hellos. The cable owns conn.
+func (h *Host) PlugConn(conn net.Conn, port Port) (*Cable, error) {
+	port, err := port.normalize()
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	conn.SetDeadline(time.Now().Add(helloTimeout))
+	if _, err := conn.Write(appendCableFrame(nil, cableFrame{Kind: CableHello, Payload: helloPayload(h.uid)})); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("emu cable hello: %w", err)
+	}
+	br := bufio.NewReaderSize(conn, socketBuffer)
+	buf := make([]byte, nhi.MaxFrameSize)
+	f, err := readCableFrame(br, buf)
+	if err == nil && f.Kind != CableHello {
+		err = fmt.Errorf("first frame of kind %d: %w", f.Kind, ErrMalformed)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("emu cable hello: %w", err)
+	}
+	conn.SetDeadline(time.Time{})
+	end := &streamEnd{conn: conn, w: bufio.NewWriterSize(conn, socketBuffer), host: h}
+	c, err := h.attach(port, end)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	end.cable = c
+	go end.readLoop(br, buf)
+	h.announce(c)
+	return c, nil
+}
+
+// streamEnd carries a cable over a byte stream with the framing of the
+// package doc.
+type streamEnd struct {
+	host  *Host
+	cable *Cable
+	conn  net.Conn
+
+	// wmu protects w and werr.
+	wmu  sync.Mutex
+	w    *bufio.Writer
+	werr error
+
+	// Credits and resets wait here until the engine's next flush, so that
+	// doorbells never write to the socket.
+	credits [laneMaxHopID + 1]atomic.Int32
+	resets  [laneMaxHopID + 1]atomic.Bool
+	dirty   atomic.Bool
+}
+
+func (e *streamEnd) write(kind CableKind, sof, eof uint8, hopID uint16, p []byte) {
+	var hdr [CableHeaderSize]byte
+	hdr[cableKindOff] = byte(kind)
+	hdr[cablePDFOff] = sof<<4 | eof&0xf
+	binary.BigEndian.PutUint16(hdr[cableHopOff:], hopID)
+	binary.BigEndian.PutUint16(hdr[cableLenOff:], uint16(len(p)))
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	if e.werr != nil {
+		return
+	}
+	if _, err := e.w.Write(hdr[:]); err != nil {
+		e.failLocked(err)
+		return
+	}
+	if _, err := e.w.Write(p); err != nil {
+		e.failLocked(err)
+	}
+}
+
+func (e *streamEnd) failLocked(err error) {
+	e.werr = err
+	go e.cable.unplug()
+}
+
+func (e *streamEnd) sendData(hopID uint16, sof, eof uint8, p []byte) {
+	e.write(CableData, sof, eof, hopID, p)
+}
+
+func (e *streamEnd) sendControl(pdf uint8, frame []byte) {
+	e.write(CableControl, pdf, pdf, 0, frame)
+}
+
+func (e *streamEnd) sendCredit(hopID uint16, n int32) {
+	if hopID <= laneMaxHopID {
+		e.credits[hopID].Add(n)
+		e.dirty.Store(true)
+		e.host.kick()
+	}
+}
+
+func (e *streamEnd) sendCreditReset(hopID uint16) {
+	if hopID <= laneMaxHopID {
+		e.credits[hopID].Store(0)
+		e.resets[hopID].Store(true)
+		e.dirty.Store(true)
+		e.host.kick()
+	}
+}
+
+func (e *streamEnd) flush() {
+	if e.dirty.Swap(false) {
+		var count [cableCreditSize]byte
+		for hop := range e.credits {
+			if e.resets[hop].Swap(false) {
+				e.write(CableCreditReset, 0, 0, uint16(hop), nil)
+			}
+			if n := e.credits[hop].Swap(0); n > 0 {
+				binary.BigEndian.PutUint32(count[:], uint32(n))
+				e.write(CableCredit, 0, 0, uint16(hop), count[:])
+			}
+		}
+	}
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	if e.werr == nil && e.w.Buffered() > 0 {
+		if err := e.w.Flush(); err != nil {
+			e.failLocked(err)
+		}
+	}
+}
+
+func (e *streamEnd) close() {
+	e.wmu.Lock()
+	if e.werr == nil {
+		e.conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		e.w.Write(appendCableFrame(nil, cableFrame{Kind: CableUnplug}))
+		e.w.Flush()
+		e.werr = net.ErrClosed
+	}
+	e.wmu.Unlock()
+	e.conn.Close()
+}
+
+// readLoop delivers what the peer sends until the cable closes. A
+// malformed frame closes the cable with one log line.
+func (e *streamEnd) readLoop(br *bufio.Reader, buf []byte) {
+	h, c := e.host, e.cable
+	defer c.unplug()
+	for {
+		f, err := readCableFrame(br, buf)
+		if err == nil && f.Kind == CableHello {
+			err = fmt.Errorf("second hello: %w", ErrMalformed)
+		}
+		if err == nil && f.Kind == CableCredit {
+			if n := binary.BigEndian.Uint32(f.Payload); n > nhi.MaxRingSize {
+				err = fmt.Errorf("credit of %d: %w", n, ErrMalformed)
+			}
+		}
+		if err != nil {
+			switch {
+			case errors.Is(err, ErrMalformed):
+				h.counters.cableMalformed.Add(1)
+				h.log.Warn("emu: cable closed: malformed frame from peer", "adapter", c.port.Adapter, "err", err)
+			case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
+			default:
+				h.log.Info("emu: cable read failed", "adapter", c.port.Adapter, "err", err)
+			}
+			return
+		}
+		switch f.Kind {
+		case CableData:
+			if c.lane.cable.Load() == c {
+				h.deliver(c.lane, f.HopID, f.SOF, f.EOF, f.Payload)
+			}
+		case CableControl:
+			if c.lane.cable.Load() == c {
+				h.fromCable(c, f.EOF, f.Payload)
+			}
+		case CableCredit:
+			h.creditArrived(c.lane, f.HopID, int32(binary.BigEndian.Uint32(f.Payload)))
+		case CableCreditReset:
+			h.creditReset(c.lane, f.HopID)
+		case CableUnplug:
+			return
+		}
+	}
+}

@@ -1,0 +1,398 @@
+package emu
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"tbstream/nhi"
+)
+
+// maxBatch bounds descriptors one engine pass takes from a ring, so one
+// busy ring cannot starve the others or delay socket flushes.
+const maxBatch = 256
+
+// ring is the NHI side of one TX or RX ring: its registers and the
+// hardware's tail.
+type ring struct {
+	hop    int
+	rx     bool
+	head   atomic.Uint32 // software head, from the doorbell
+	hwTail atomic.Uint32 // published tail, for register reads
+
+	// mu protects the fields below; the engine holds it while it works on
+	// the ring, so a disable returns only when the ring is idle.
+	// Lock order: TX ring mu before any RX ring mu (TX processing delivers
+	// into RX rings, also of the peer host).
+	mu        sync.Mutex
+	base      uint64
+	count     int
+	frameSize int    // RX: +12 high half, 0 = 4096
+	flags     uint32 // options+0
+	pdfMasks  uint32 // options+4: sof<<16 | eof
+	enabled   bool
+	desc      []byte // descriptor array, resolved at enable
+	tail      int
+	// RX with E2E: credits granted to the sender and not yet used, and
+	// where they went.
+	granted     int
+	creditLane  *lane
+	creditHopID uint16
+}
+
+func (r *ring) readBlock(f nhi.Reg) uint32 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch f {
+	case nhi.RingAddrLo:
+		return uint32(r.base)
+	case nhi.RingAddrHi:
+		return uint32(r.base >> 32)
+	case nhi.RingIndices:
+		if r.rx {
+			return r.head.Load() | r.hwTail.Load()<<nhi.RingRxTailShift
+		}
+		return r.hwTail.Load() | r.head.Load()<<nhi.RingTxHeadShift
+	case nhi.RingSizeReg:
+		return uint32(r.count) | uint32(r.frameSize)<<nhi.RingFrameSizeShift
+	}
+	return 0
+}
+
+func (r *ring) readOptions(f nhi.Reg) uint32 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch f {
+	case 0:
+		return r.flags
+	case nhi.RingOptionsPDF:
+		return r.pdfMasks
+	}
+	return 0
+}
+
+func (r *ring) e2e() bool { return r.flags&nhi.RingFlagE2EFlowControl != 0 }
+func (r *ring) raw() bool { return r.flags&nhi.RingFlagRaw != 0 }
+func (r *ring) irqIndex(hopCount int) int {
+	return nhi.InterruptIndex(hopCount, r.hop, r.rx)
+}
+
+// posted is the number of descriptors between the hardware tail and the
+// software head. Called with mu held.
+func (r *ring) postedLocked() int {
+	head := int(r.head.Load())
+	if head >= r.count {
+		return 0
+	}
+	return (head - r.tail + r.count) % r.count
+}
+
+func (h *Host) writeBlock(r *ring, f nhi.Reg, v uint32) {
+	switch f {
+	case nhi.RingAddrLo:
+		r.mu.Lock()
+		r.base = r.base&^0xffffffff | uint64(v)
+		r.mu.Unlock()
+	case nhi.RingAddrHi:
+		r.mu.Lock()
+		r.base = r.base&0xffffffff | uint64(v)<<32
+		r.mu.Unlock()
+	case nhi.RingIndices:
+		if r.rx {
+			r.head.Store(v & nhi.RingIndexMask)
+			h.grant(r)
+		} else {
+			r.head.Store(v >> nhi.RingTxHeadShift & nhi.RingIndexMask)
+			h.kick()
+		}
+	case nhi.RingSizeReg:
+		r.mu.Lock()
+		r.count = int(v & nhi.RingIndexMask)
+		if r.rx {
+			r.frameSize = int(v >> nhi.RingFrameSizeShift)
+		}
+		r.mu.Unlock()
+	}
+}
+
+func (h *Host) writeOptions(r *ring, f nhi.Reg, v uint32) {
+	switch f {
+	case nhi.RingOptionsPDF:
+		r.mu.Lock()
+		r.pdfMasks = v
+		r.mu.Unlock()
+	case 0:
+		if v&nhi.RingFlagEnable == 0 {
+			h.disableRing(r)
+			r.mu.Lock()
+			r.flags = v
+			r.mu.Unlock()
+			return
+		}
+		r.mu.Lock()
+		r.flags = v
+		if !r.enabled {
+			r.desc = nil
+			if r.count >= 2 {
+				r.desc = h.mem.translate(r.base, r.count*nhi.DescSize)
+			}
+			if r.desc == nil {
+				h.counters.dmaFault.Add(1)
+				h.log.Warn("emu: ring enabled with unmapped descriptors", "hop", r.hop, "rx", r.rx, "base", r.base, "count", r.count)
+				r.mu.Unlock()
+				return
+			}
+			r.tail = 0
+			r.hwTail.Store(0)
+			r.enabled = true
+		}
+		if r.rx {
+			h.grantLocked(r)
+		}
+		r.mu.Unlock()
+		h.kick()
+	}
+}
+
+// disableRing stops the engine using r; in-flight descriptors stay as they
+// are (the driver cancels them). Credits granted for an RX ring are
+// withdrawn.
+func (h *Host) disableRing(r *ring) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.enabled {
+		return
+	}
+	r.enabled = false
+	r.desc = nil
+	if r.rx {
+		h.withdrawLocked(r)
+	}
+}
+
+// txPass moves up to maxBatch posted frames of TX ring r to their
+// destination and reports whether any completed.
+func (h *Host) txPass(r *ring) bool {
+	if r.head.Load() == r.hwTail.Load() {
+		return false
+	}
+	r.mu.Lock()
+	if !r.enabled || int(r.head.Load()) >= r.count {
+		r.mu.Unlock()
+		return false
+	}
+	head := int(r.head.Load())
+	irq, n := false, 0
+	var route txRoute
+	if r.hop != 0 {
+		route = h.router.txRoute(r.hop)
+	}
+loop:
+	for r.tail != head && n < maxBatch {
+		ctrl := nhi.LoadDescControl(r.desc, r.tail)
+		size := nhi.ControlSize(ctrl)
+		buf := h.mem.translate(nhi.LoadDescAddr(r.desc, r.tail), size)
+		switch {
+		case buf == nil || (r.raw() && size > nhi.FrameSize):
+			h.counters.dmaFault.Add(1)
+		case r.hop == 0:
+			h.router.fromNHI(nhi.ControlEOF(ctrl), buf)
+		default:
+			if !h.sendFrame(r, route, ctrl, buf) {
+				break loop
+			}
+		}
+		nhi.StoreDescControl(r.desc, r.tail, ctrl|nhi.DescFlagCompleted)
+		irq = irq || ctrl&nhi.DescFlagInterrupt != 0
+		r.tail = (r.tail + 1) % r.count
+		n++
+	}
+	r.hwTail.Store(uint32(r.tail))
+	idx := r.irqIndex(h.hopCount)
+	r.mu.Unlock()
+	if irq {
+		h.irq.raise(idx)
+	}
+	return n > 0
+}
+
+// sendFrame puts one TX frame on its path. It returns false when the frame
+// must wait: an E2E ring with no path, no cable or no credit stalls rather
+// than drops (credits flow only on an enabled path).
+func (h *Host) sendFrame(r *ring, route txRoute, ctrl uint32, buf []byte) bool {
+	e2e := r.e2e()
+	if !route.ok {
+		if e2e {
+			return false
+		}
+		h.counters.txNoPath.Add(1)
+		return true
+	}
+	l := h.lane(route.adapter)
+	c := l.cable.Load()
+	if c == nil {
+		if e2e {
+			return false
+		}
+		h.counters.txUnplugged.Add(1)
+		return true
+	}
+	if e2e {
+		credits := &l.credits[route.hopID]
+		if credits.Load() <= 0 {
+			return false
+		}
+		credits.Add(-1)
+	}
+	c.end.sendData(route.hopID, nhi.ControlSOF(ctrl), nhi.ControlEOF(ctrl), buf)
+	return true
+}
+
+// deliver is a data frame arriving on lane adapter l with HopID hopID: the
+// lane adapter's path entry picks the RX ring.
+func (h *Host) deliver(l *lane, hopID uint16, sof, eof uint8, p []byte) {
+	ringIdx, ok := h.router.rxRoute(l.adapter, hopID)
+	if !ok {
+		h.counters.rxNoPath.Add(1)
+		return
+	}
+	h.fill(h.rx[ringIdx], sof, eof, p)
+}
+
+// deliverControl puts a control frame on RX ring 0 with PDF pdf.
+func (h *Host) deliverControl(pdf uint8, frame []byte) { h.fill(h.rx[0], pdf, pdf, frame) }
+
+// fill writes one frame into the next posted descriptor of RX ring r.
+func (h *Host) fill(r *ring, sof, eof uint8, p []byte) {
+	r.mu.Lock()
+	irq := h.fillLocked(r, sof, eof, p)
+	idx := r.irqIndex(h.hopCount)
+	r.mu.Unlock()
+	if irq {
+		h.irq.raise(idx)
+	}
+}
+
+func (h *Host) fillLocked(r *ring, sof, eof uint8, p []byte) (irq bool) {
+	if !r.enabled {
+		h.counters.rxRingStopped.Add(1)
+		return false
+	}
+	if r.e2e() && r.granted > 0 {
+		r.granted--
+		// Whatever happens to this frame below, a descriptor it did not
+		// use is offered again.
+		defer h.grantLocked(r)
+	}
+	if !r.raw() {
+		sofMask, eofMask := r.pdfMasks>>16, r.pdfMasks&0xffff
+		if sofMask>>(sof&0xf)&1 == 0 || eofMask>>(eof&0xf)&1 == 0 {
+			h.counters.rxPDFMismatch.Add(1)
+			return false
+		}
+	}
+	if r.postedLocked() == 0 {
+		h.counters.rxOverflow.Add(1)
+		h.irq.overflow(r.hop)
+		return false
+	}
+	limit := r.frameSize
+	if limit == 0 {
+		limit = nhi.MaxFrameSize
+	}
+	ctrl := nhi.LoadDescControl(r.desc, r.tail)
+	n, flags := len(p), nhi.DescFlagCompleted
+	if n > limit {
+		n, flags = limit, flags|nhi.DescFlagBufferOverrun
+	}
+	buf := h.mem.translate(nhi.LoadDescAddr(r.desc, r.tail), n)
+	if buf == nil {
+		h.counters.dmaFault.Add(1)
+		return false
+	}
+	copy(buf, p[:n])
+	nhi.StoreDescControl(r.desc, r.tail, nhi.ControlWord(n, sof, eof, flags))
+	r.tail = (r.tail + 1) % r.count
+	r.hwTail.Store(uint32(r.tail))
+	return ctrl&nhi.DescFlagInterrupt != 0
+}
+
+// grant offers the sender one E2E credit per posted descriptor of RX ring
+// r not yet offered.
+func (h *Host) grant(r *ring) {
+	r.mu.Lock()
+	h.grantLocked(r)
+	r.mu.Unlock()
+}
+
+func (h *Host) grantLocked(r *ring) {
+	if !r.enabled || !r.e2e() {
+		return
+	}
+	src, ok := h.router.rxSource(r.hop)
+	var l *lane
+	var c *Cable
+	if ok {
+		l = h.lane(src.adapter)
+		c = l.cable.Load()
+	}
+	if c == nil || r.creditLane != nil && (r.creditLane != l || r.creditHopID != src.hopID) {
+		h.withdrawLocked(r)
+	}
+	if c == nil {
+		return
+	}
+	if delta := r.postedLocked() - r.granted; delta > 0 {
+		r.granted += delta
+		r.creditLane, r.creditHopID = l, src.hopID
+		c.end.sendCredit(src.hopID, int32(delta))
+	}
+}
+
+// withdrawLocked cancels the credits RX ring r granted (path or ring
+// disabled, cable gone).
+func (h *Host) withdrawLocked(r *ring) {
+	if r.creditLane != nil {
+		if c := r.creditLane.cable.Load(); c != nil {
+			c.end.sendCreditReset(r.creditHopID)
+		}
+	}
+	r.granted, r.creditLane = 0, nil
+}
+
+// regrant re-evaluates the credits of every RX ring (after a path or cable
+// change).
+func (h *Host) regrant() {
+	for _, r := range h.rx {
+		h.grant(r)
+	}
+}
+
+// engine is the DMA engine: woken by TX doorbells, credits, path changes
+// and plug events, it drains every TX ring until no progress is possible,
+// then flushes the cables.
+func (h *Host) engine() {
+	defer h.engineWG.Done()
+	for {
+		select {
+		case <-h.wake:
+		case <-h.done:
+			return
+		}
+		for {
+			progress := false
+			for _, r := range h.tx {
+				if h.txPass(r) {
+					progress = true
+				}
+			}
+			for _, l := range h.lanes {
+				if c := l.cable.Load(); c != nil {
+					c.end.flush()
+				}
+			}
+			if !progress {
+				break
+			}
+		}
+	}
+}

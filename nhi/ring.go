@@ -1,0 +1,502 @@
+package nhi
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+)
+
+// RingFlag are the allocation flags of a ring (RING_FLAG_* of
+// include/linux/thunderbolt.h), not the hardware option bits.
+type RingFlag uint32
+
+const (
+	RingNoSuspend   RingFlag = 1 << 0 // RING_FLAG_NO_SUSPEND
+	RingFrame       RingFlag = 1 << 1 // RING_FLAG_FRAME: 4 KiB frames, PDF masks; else RAW
+	RingE2E         RingFlag = 1 << 2 // RING_FLAG_E2E: end-to-end flow control
+	RingNoInterrupt RingFlag = 1 << 3 // RING_FLAG_NO_INTERRUPT: busy polling
+)
+
+// MaxThrottlingNs is the largest interrupt throttling interval (16 bits of
+// 256 ns units).
+const MaxThrottlingNs = IntThrottlingIntervalMax * IntThrottlingUnitNs
+
+// RingConfig describes a ring to allocate.
+type RingConfig struct {
+	Hop   int // ring index; -1 allocates the first free from RingFirstUsableHop
+	Size  int // descriptors, MinRingSize..MaxRingSize; Size-1 frames fit in flight
+	Flags RingFlag
+	// RX only: the local TX ring whose path carries this ring's E2E
+	// credits back (RingE2E), and the PDF masks of frame mode.
+	E2ETxHop         int
+	SOFMask, EOFMask uint16
+	// Notify, if set, runs after completions were reaped or the ring
+	// stopped, on the interrupt goroutine. It must not block.
+	Notify func()
+}
+
+// Frame is a received frame, in place in its RX slot.
+type Frame struct {
+	Data     []byte // the slot, cut to the received length
+	SOF, EOF uint8  // PDFs the NHI saw
+	Flags    uint32 // DescFlagCRCError, DescFlagBufferOverrun
+}
+
+// RingStats are a ring's counters since allocation.
+type RingStats struct {
+	Posted, Completed, Canceled uint64
+}
+
+// Ring is one TX or RX ring with its zero-copy slots: one contiguous DMA
+// buffer of Size × 4 KiB, descriptor i always using slot i. TX callers fill
+// the slot TxSlot returns and post it with TxPost; RX callers read completed
+// frames in place (RxFrame) and hand slots back with RxRelease.
+//
+// A Ring is safe for concurrent use, but frames are ordered: one producer
+// (TX) or one consumer (RX) at a time is the intended use.
+type Ring struct {
+	nhi              *NHI
+	hop              int
+	rx               bool
+	size             int
+	cfg              RingConfig
+	descMem, slotMem Memory
+	desc, slots      []byte
+	slotIOVA         uint64
+	vector           int  // under NHI.mu; -1 without interrupts
+	ownVector        bool // throttling applies only to an unshared vector
+
+	// mu protects the fields below. Acquire after NHI.mu.
+	mu         sync.Mutex
+	running    bool
+	freed      bool
+	head       int           // next descriptor to post
+	tail       int           // next descriptor to complete
+	cons       int           // RX: next completed frame to hand out
+	throttleNs uint32        // applied at Start
+	waitCh     chan struct{} // closed on progress; nil when nobody waits
+	stats      RingStats
+}
+
+// Hop returns the ring index (the NHI adapter HopID of its path).
+func (r *Ring) Hop() int { return r.hop }
+
+// Size returns the number of descriptors.
+func (r *Ring) Size() int { return r.size }
+
+// IsRx reports whether r is an RX ring.
+func (r *Ring) IsRx() bool { return r.rx }
+
+// Slot returns the 4 KiB buffer of slot i.
+func (r *Ring) Slot(i int) []byte { return r.slots[i*SlotSize : (i+1)*SlotSize : (i+1)*SlotSize] }
+
+func (r *Ring) name() string {
+	if r.rx {
+		return fmt.Sprintf("rx ring %d", r.hop)
+	}
+	return fmt.Sprintf("tx ring %d", r.hop)
+}
+
+// descFlags are the flags the driver sets when posting.
+func (r *Ring) descFlags() uint32 {
+	if r.cfg.Flags&RingNoInterrupt != 0 {
+		return DescFlagPosted
+	}
+	return DescFlagPosted | DescFlagInterrupt
+}
+
+// SetThrottling sets the interrupt throttling interval in ns
+// (tb_ring_throttling); only while the ring is stopped.
+func (r *Ring) SetThrottling(ns uint32) error {
+	if ns > MaxThrottlingNs {
+		return fmt.Errorf("%s: throttling %d ns above %d: %w", r.name(), ns, MaxThrottlingNs, ErrInvalid)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.running {
+		return fmt.Errorf("%s: throttling: %w", r.name(), ErrRingBusy)
+	}
+	r.throttleNs = ns
+	return nil
+}
+
+// Start programs and enables the ring (tb_ring_start). An RX ring then posts
+// all Size-1 slots, so it is primed before any path delivers to it.
+func (r *Ring) Start() error {
+	n := r.nhi
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.freed:
+		return fmt.Errorf("%s: start: %w", r.name(), ErrClosed)
+	case r.running:
+		return fmt.Errorf("%s: start: %w", r.name(), ErrRingBusy)
+	}
+	dev := n.dev
+	flags := RingFlagEnable
+	frameSize := uint32(0)
+	if r.cfg.Flags&RingFrame == 0 {
+		flags |= RingFlagRaw
+		frameSize = FrameSize
+	}
+	base := r.descMem.IOVA()
+	if r.rx {
+		dev.Write32(RxRingReg(r.hop, RingAddrLo), uint32(base))
+		dev.Write32(RxRingReg(r.hop, RingAddrHi), uint32(base>>32))
+		dev.Write32(RxRingReg(r.hop, RingSizeReg), frameSize<<RingFrameSizeShift|uint32(r.size))
+		dev.Write32(RxOptionsReg(r.hop, RingOptionsPDF), uint32(r.cfg.SOFMask)<<16|uint32(r.cfg.EOFMask))
+		dev.Write32(RxOptionsReg(r.hop, 0), flags)
+	} else {
+		dev.Write32(TxRingReg(r.hop, RingAddrLo), uint32(base))
+		dev.Write32(TxRingReg(r.hop, RingAddrHi), uint32(base>>32))
+		dev.Write32(TxRingReg(r.hop, RingSizeReg), uint32(r.size))
+		dev.Write32(TxOptionsReg(r.hop, RingOptionsPDF), 0)
+		dev.Write32(TxOptionsReg(r.hop, 0), flags)
+	}
+	if r.cfg.Flags&RingE2E != 0 {
+		flags |= RingFlagE2EFlowControl
+		if r.rx {
+			flags |= uint32(r.cfg.E2ETxHop) << RxOptionsE2EHopShift & RxOptionsE2EHopMask
+			dev.Write32(RxOptionsReg(r.hop, 0), flags)
+		} else {
+			dev.Write32(TxOptionsReg(r.hop, 0), flags)
+		}
+	}
+	if r.cfg.Flags&RingNoInterrupt == 0 {
+		n.bindVector(r)
+		n.setInterrupt(r, true)
+	}
+	r.head, r.tail, r.cons = 0, 0, 0
+	r.running = true
+	if r.rx {
+		for range r.size - 1 {
+			r.postRxLocked()
+		}
+	}
+	return nil
+}
+
+// postRxLocked posts the slot at head to the NHI and rings the RX doorbell
+// (head in the low 16 bits, the read-only tail half written as zero).
+func (r *Ring) postRxLocked() {
+	StoreDesc(r.desc, r.head, r.slotIOVA+uint64(r.head*SlotSize), ControlWord(0, 0, 0, r.descFlags()))
+	r.head = (r.head + 1) % r.size
+	r.stats.Posted++
+	r.nhi.dev.Write32(RxRingReg(r.hop, RingIndices), uint32(r.head))
+}
+
+// Stop disables the ring (tb_ring_stop): interrupts off, registers zeroed,
+// indices reset. Frames posted but not completed are canceled; completed RX
+// frames not yet released are dropped. It returns how many were canceled.
+func (r *Ring) Stop() int {
+	n := r.nhi
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.running {
+		return 0
+	}
+	if r.cfg.Flags&RingNoInterrupt == 0 {
+		n.setInterrupt(r, false)
+		n.unbindVector(r)
+	}
+	dev := n.dev
+	regs, opts := TxRingReg, TxOptionsReg
+	if r.rx {
+		regs, opts = RxRingReg, RxOptionsReg
+	}
+	dev.Write32(opts(r.hop, 0), 0)
+	dev.Write32(regs(r.hop, RingAddrLo), 0)
+	dev.Write32(regs(r.hop, RingAddrHi), 0)
+	dev.Write32(regs(r.hop, RingIndices), 0)
+	dev.Write32(regs(r.hop, RingSizeReg), 0)
+	r.reapLocked() // completions that raced with the stop still count
+	canceled := (r.head - r.tail + r.size) % r.size
+	r.stats.Canceled += uint64(canceled)
+	r.head, r.tail, r.cons = 0, 0, 0
+	r.running = false
+	r.wakeLocked()
+	if r.cfg.Notify != nil {
+		defer r.cfg.Notify()
+	}
+	return canceled
+}
+
+// Free stops the ring and releases its memory and index (tb_ring_free).
+func (r *Ring) Free() {
+	r.Stop()
+	r.mu.Lock()
+	if r.freed {
+		r.mu.Unlock()
+		return
+	}
+	r.freed = true
+	r.mu.Unlock()
+	r.nhi.releaseRing(r)
+	r.slotMem.Free()
+	r.descMem.Free()
+}
+
+// Running reports whether the ring is started.
+func (r *Ring) Running() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.running
+}
+
+// Stats returns the ring's counters.
+func (r *Ring) Stats() RingStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stats
+}
+
+// Poll reaps completions by reading descriptors; busy-poll users call it,
+// interrupt mode does it on the vector goroutine.
+func (r *Ring) Poll() { r.reap() }
+
+func (r *Ring) reap() {
+	r.mu.Lock()
+	n := r.reapLocked()
+	if n > 0 {
+		r.wakeLocked()
+	}
+	r.mu.Unlock()
+	if n > 0 && r.cfg.Notify != nil {
+		r.cfg.Notify()
+	}
+}
+
+// reapLocked advances tail over descriptors the NHI marked COMPLETED
+// (completion is read from the descriptor, never from the tail register).
+func (r *Ring) reapLocked() int {
+	if !r.running {
+		return 0
+	}
+	n := 0
+	for r.tail != r.head && LoadDescControl(r.desc, r.tail)&DescFlagCompleted != 0 {
+		r.tail = (r.tail + 1) % r.size
+		n++
+	}
+	r.stats.Completed += uint64(n)
+	return n
+}
+
+func (r *Ring) wakeLocked() {
+	if r.waitCh != nil {
+		close(r.waitCh)
+		r.waitCh = nil
+	}
+}
+
+// wait blocks until cond (evaluated under r.mu after reaping) holds, the
+// ring stops, or ctx ends. Busy-poll rings spin instead of sleeping.
+func (r *Ring) wait(ctx context.Context, cond func() bool) error {
+	for {
+		r.mu.Lock()
+		if !r.running {
+			r.mu.Unlock()
+			return fmt.Errorf("%s: %w", r.name(), ErrShutdown)
+		}
+		r.reapLocked()
+		if cond() {
+			r.mu.Unlock()
+			return nil
+		}
+		if r.cfg.Flags&RingNoInterrupt != 0 {
+			r.mu.Unlock()
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			runtime.Gosched()
+			continue
+		}
+		if r.waitCh == nil {
+			r.waitCh = make(chan struct{})
+		}
+		ch := r.waitCh
+		r.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// inFlightLocked is the number of posted, not completed descriptors.
+func (r *Ring) inFlightLocked() int { return (r.head - r.tail + r.size) % r.size }
+
+// Flush waits until no posted frame is outstanding (tb_ring_flush). An RX
+// ring keeps its slots posted, so flushing it waits for ctx's deadline.
+func (r *Ring) Flush(ctx context.Context) error {
+	err := r.wait(ctx, func() bool { return r.inFlightLocked() == 0 })
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("%s: %w: %w", r.name(), ErrFlushTimeout, err)
+	}
+	return err
+}
+
+// ---- TX ----
+
+// TxFree returns the number of free TX slots.
+func (r *Ring) TxFree() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.running {
+		return 0
+	}
+	r.reapLocked()
+	return r.size - 1 - r.inFlightLocked()
+}
+
+// TxSlot returns the 4 KiB buffer of the next free TX slot to fill before
+// TxPost; ErrRingFull if every slot is in flight.
+func (r *Ring) TxSlot() ([]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.txReadyLocked(); err != nil {
+		return nil, err
+	}
+	return r.Slot(r.head), nil
+}
+
+func (r *Ring) txReadyLocked() error {
+	if !r.running {
+		return fmt.Errorf("%s: %w", r.name(), ErrShutdown)
+	}
+	if r.inFlightLocked() == r.size-1 {
+		r.reapLocked()
+		if r.inFlightLocked() == r.size-1 {
+			return ErrRingFull
+		}
+	}
+	return nil
+}
+
+// TxPost posts the slot TxSlot returned, holding size bytes (1..4096, raw
+// rings 4..256), with the given SOF and EOF PDFs, and rings the TX doorbell
+// (head<<16, the read-only tail half written as zero).
+func (r *Ring) TxPost(size int, sof, eof uint8) error {
+	max := MaxFrameSize
+	if r.cfg.Flags&RingFrame == 0 {
+		max = FrameSize
+	}
+	if r.rx || size < 1 || size > max {
+		return fmt.Errorf("%s: post %d bytes: %w", r.name(), size, ErrInvalid)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.txReadyLocked(); err != nil {
+		return err
+	}
+	StoreDesc(r.desc, r.head, r.slotIOVA+uint64(r.head*SlotSize), ControlWord(size, sof, eof, r.descFlags()))
+	r.head = (r.head + 1) % r.size
+	r.stats.Posted++
+	r.nhi.dev.Write32(TxRingReg(r.hop, RingIndices), uint32(r.head)<<RingTxHeadShift)
+	return nil
+}
+
+// WaitTx blocks until a TX slot is free.
+func (r *Ring) WaitTx(ctx context.Context) error {
+	return r.wait(ctx, func() bool { return r.inFlightLocked() < r.size-1 })
+}
+
+// Write copies p into TX slots as ⌈len(p)/4096⌉ frames with the given PDFs,
+// waiting for free slots. It returns the bytes queued; on error some may
+// have been queued.
+func (r *Ring) Write(ctx context.Context, p []byte, sof, eof uint8) (int, error) {
+	return r.write(ctx, p, sof, eof, true)
+}
+
+// TryWrite is Write without waiting: it queues what fits (a short write)
+// and returns ErrRingFull only if nothing fit.
+func (r *Ring) TryWrite(p []byte, sof, eof uint8) (int, error) {
+	return r.write(context.Background(), p, sof, eof, false)
+}
+
+func (r *Ring) write(ctx context.Context, p []byte, sof, eof uint8, block bool) (int, error) {
+	done := 0
+	for done < len(p) {
+		slot, err := r.TxSlot()
+		if err == ErrRingFull {
+			if !block {
+				if done > 0 {
+					return done, nil
+				}
+				return 0, err
+			}
+			if err = r.WaitTx(ctx); err == nil {
+				continue
+			}
+		}
+		if err != nil {
+			return done, err
+		}
+		n := copy(slot, p[done:])
+		if err := r.TxPost(n, sof, eof); err != nil {
+			return done, err
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// ---- RX ----
+
+// RxReady returns how many completed frames wait to be read.
+func (r *Ring) RxReady() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reapLocked()
+	return (r.tail - r.cons + r.size) % r.size
+}
+
+// RxFrame returns the i-th completed, unreleased frame (0 is the oldest),
+// in place in its slot. It stays valid until released.
+func (r *Ring) RxFrame(i int) (Frame, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.running {
+		return Frame{}, fmt.Errorf("%s: %w", r.name(), ErrShutdown)
+	}
+	if i < 0 || i >= (r.tail-r.cons+r.size)%r.size {
+		return Frame{}, fmt.Errorf("%s: frame %d not ready: %w", r.name(), i, ErrInvalid)
+	}
+	idx := (r.cons + i) % r.size
+	w := LoadDescControl(r.desc, idx)
+	size := ControlSize(w)
+	return Frame{
+		Data:  r.Slot(idx)[:size:size],
+		SOF:   ControlSOF(w),
+		EOF:   ControlEOF(w),
+		Flags: w & (DescFlagCRCError | DescFlagBufferOverrun),
+	}, nil
+}
+
+// RxRelease gives the n oldest completed frames back to the NHI, re-posting
+// their slots.
+func (r *Ring) RxRelease(n int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.running {
+		return fmt.Errorf("%s: %w", r.name(), ErrShutdown)
+	}
+	if n < 0 || n > (r.tail-r.cons+r.size)%r.size {
+		return fmt.Errorf("%s: release %d frames: %w", r.name(), n, ErrInvalid)
+	}
+	for range n {
+		r.cons = (r.cons + 1) % r.size
+		r.postRxLocked()
+	}
+	return nil
+}
+
+// WaitRx blocks until a completed frame is ready.
+func (r *Ring) WaitRx(ctx context.Context) error {
+	return r.wait(ctx, func() bool { return r.tail != r.cons })
+}

@@ -1,0 +1,222 @@
+package xdomain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"tbstream/nhi"
+	"tbstream/xdomain/ctl"
+)
+
+// DMA paths between the NHI and a remote host (tb_xdomain_enable_paths
+// with the software connection manager, reference §2.7). Two paths, each
+// a single hop in the host router:
+//
+//	RX "DMA RX": lane adapter, input HopID ReceivePath  → NHI adapter, output HopID ReceiveRing
+//	TX "DMA TX": NHI adapter,  input HopID TransmitRing → lane adapter, output HopID TransmitPath
+//
+// The lane adapter is the host router's adapter toward the remote host: the
+// first hop of its route. Entries are written in the path config space
+// (TB_CFG_HOPS, two dwords per input HopID) over the control channel, RX
+// path first, as tb_tunnel_alloc_dma orders them.
+
+// ConfigAccess is what path set-up needs from the control channel;
+// *nhi.ControlChannel implements it.
+type ConfigAccess interface {
+	ReadConfig(ctx context.Context, route ctl.Route, space ctl.ConfigSpace, adapter uint8, offset uint16, length int) ([]uint32, error)
+	WriteConfig(ctx context.Context, route ctl.Route, space ctl.ConfigSpace, adapter uint8, offset uint16, data []uint32) error
+}
+
+// DMAPaths are the four numbers of tb_xdomain_enable_paths. A negative
+// (or zero) value leaves that direction alone.
+type DMAPaths struct {
+	TransmitPath int // output HopID on the lane adapter (the remote's in_hopid)
+	TransmitRing int // local TX ring
+	ReceivePath  int // input HopID on the lane adapter (our in_hopid)
+	ReceiveRing  int // local RX ring
+}
+
+// Path set-up errors.
+var (
+	ErrPathRange = errors.New("xdomain path: HopID or ring out of range") // EINVAL
+	ErrPathBusy  = errors.New("xdomain path: HopID already routed")      // EBUSY
+	ErrTopology  = errors.New("xdomain path: host router topology")      // ENODEV
+)
+
+// hostRoute is the route of the host router, whose paths we program.
+const hostRoute ctl.Route = 0
+
+// adapterInfo is what path set-up reads from ADP_CS_2 and ADP_CS_5.
+type adapterInfo struct {
+	number          uint8
+	kind            uint32
+	maxIn, maxOutID int
+}
+
+func readAdapter(ctx context.Context, c ConfigAccess, a uint8) (adapterInfo, error) {
+	w, err := c.ReadConfig(ctx, hostRoute, ctl.SpaceAdapter, a, nhi.AdpCS0, nhi.AdpCS5+1)
+	if err != nil {
+		return adapterInfo{}, fmt.Errorf("read adapter %d: %w", a, err)
+	}
+	return adapterInfo{
+		number:   a,
+		kind:     w[nhi.AdpCS2] & nhi.AdpCS2TypeMask,
+		maxIn:    int(w[nhi.AdpCS5] & nhi.AdpCS5MaxInHopIDMask),
+		maxOutID: int(w[nhi.AdpCS5] & nhi.AdpCS5MaxOutHopIDMask >> nhi.AdpCS5MaxOutHopIDShift),
+	}, nil
+}
+
+// dmaAdapters finds the NHI adapter of the host router and checks the lane
+// adapter toward route.
+func dmaAdapters(ctx context.Context, c ConfigAccess, route ctl.Route) (nhiAdp, lane adapterInfo, err error) {
+	if route == 0 || !route.Valid() {
+		return nhiAdp, lane, fmt.Errorf("route %v: %w", route, ErrTopology)
+	}
+	cs, err := c.ReadConfig(ctx, hostRoute, ctl.SpaceRouter, 0, nhi.RouterCS1, 1)
+	if err != nil {
+		return nhiAdp, lane, fmt.Errorf("read ROUTER_CS_1: %w", err)
+	}
+	maxAdapter := uint8(cs[0] & nhi.RouterCS1MaxAdapterMask >> nhi.RouterCS1MaxAdapterShift)
+	laneNumber := uint8(route & 0xff)
+	if laneNumber > maxAdapter {
+		return nhiAdp, lane, fmt.Errorf("lane adapter %d above max adapter %d: %w", laneNumber, maxAdapter, ErrTopology)
+	}
+	if lane, err = readAdapter(ctx, c, laneNumber); err != nil {
+		return nhiAdp, lane, err
+	}
+	if lane.kind != nhi.AdapterLane {
+		return nhiAdp, lane, fmt.Errorf("adapter %d has type %#x, not a lane adapter: %w", laneNumber, lane.kind, ErrTopology)
+	}
+	for a := uint8(1); a <= maxAdapter; a++ {
+		info, err := readAdapter(ctx, c, a)
+		if err != nil {
+			return nhiAdp, lane, err
+		}
+		if info.kind == nhi.AdapterNHI {
+			return info, lane, nil
+		}
+	}
+	return nhiAdp, lane, fmt.Errorf("no NHI adapter among %d: %w", maxAdapter, ErrTopology)
+}
+
+// hop is one path entry to program: at adapter in, input HopID inHop,
+// forwarding to out/outHop.
+type hop struct {
+	in, out     uint8
+	inHop       int
+	outHop      int
+	name        string
+	inMax, oMax int
+}
+
+func (p DMAPaths) hops(nhiAdp, lane adapterInfo) []hop {
+	var hops []hop
+	if p.ReceivePath > 0 && p.ReceiveRing > 0 {
+		hops = append(hops, hop{in: lane.number, out: nhiAdp.number, inHop: p.ReceivePath, outHop: p.ReceiveRing,
+			name: "DMA RX", inMax: lane.maxIn, oMax: nhiAdp.maxOutID})
+	}
+	if p.TransmitPath > 0 && p.TransmitRing > 0 {
+		hops = append(hops, hop{in: nhiAdp.number, out: lane.number, inHop: p.TransmitRing, outHop: p.TransmitPath,
+			name: "DMA TX", inMax: nhiAdp.maxIn, oMax: lane.maxOutID})
+	}
+	return hops
+}
+
+func (h hop) check() error {
+	// HopIDs 0..7 are reserved on lane adapters; on the NHI adapter the
+	// HopID is a ring number, ring 0 being the control channel.
+	minIn, minOut := nhi.MinHopID, 1
+	if h.name == "DMA TX" {
+		minIn, minOut = 1, nhi.MinHopID
+	}
+	if h.inHop < minIn || h.inHop > h.inMax || h.outHop < minOut || h.outHop > h.oMax {
+		return fmt.Errorf("%s: adapter %d HopID %d → adapter %d HopID %d (in %d..%d, out %d..%d): %w",
+			h.name, h.in, h.inHop, h.out, h.outHop, minIn, h.inMax, minOut, h.oMax, ErrPathRange)
+	}
+	return nil
+}
+
+func readEntry(ctx context.Context, c ConfigAccess, h hop) ([nhi.PathEntryWords]uint32, error) {
+	w, err := c.ReadConfig(ctx, hostRoute, ctl.SpacePath, h.in, uint16(nhi.PathEntryWords*h.inHop), nhi.PathEntryWords)
+	if err != nil {
+		return [nhi.PathEntryWords]uint32{}, fmt.Errorf("%s: read path entry: %w", h.name, err)
+	}
+	return [nhi.PathEntryWords]uint32(w), nil
+}
+
+// EnableDMAPaths programs the RX and TX paths between the NHI and the
+// remote host at route. A HopID already routed elsewhere is ErrPathBusy;
+// enabling the same paths twice is not an error. On failure nothing stays
+// enabled by this call.
+func EnableDMAPaths(ctx context.Context, c ConfigAccess, route ctl.Route, p DMAPaths) error {
+	nhiAdp, lane, err := dmaAdapters(ctx, c, route)
+	if err != nil {
+		return fmt.Errorf("enable paths to %v: %w", route, err)
+	}
+	hops := p.hops(nhiAdp, lane)
+	for _, h := range hops {
+		if err := h.check(); err != nil {
+			return fmt.Errorf("enable paths to %v: %w", route, err)
+		}
+	}
+	var done []hop
+	for _, h := range hops {
+		cur, err := readEntry(ctx, c, h)
+		if err == nil {
+			out, outHop, valid := nhi.PathEntryTarget(cur)
+			switch {
+			case valid && out == h.out && int(outHop) == h.outHop:
+				continue // already ours
+			case valid:
+				err = fmt.Errorf("%s: adapter %d HopID %d routed to adapter %d HopID %d: %w", h.name, h.in, h.inHop, out, outHop, ErrPathBusy)
+			default:
+				e := nhi.PathEntry(h.out, uint16(h.outHop), nhi.DMACredits)
+				err = c.WriteConfig(ctx, hostRoute, ctl.SpacePath, h.in, uint16(nhi.PathEntryWords*h.inHop), e[:])
+			}
+		}
+		if err != nil {
+			for _, d := range done {
+				clearEntry(ctx, c, d)
+			}
+			return fmt.Errorf("enable paths to %v: %w", route, err)
+		}
+		done = append(done, h)
+	}
+	return nil
+}
+
+// DisableDMAPaths tears down the paths EnableDMAPaths set up with the same
+// numbers; entries that route elsewhere are left alone.
+func DisableDMAPaths(ctx context.Context, c ConfigAccess, route ctl.Route, p DMAPaths) error {
+	nhiAdp, lane, err := dmaAdapters(ctx, c, route)
+	if err != nil {
+		return fmt.Errorf("disable paths to %v: %w", route, err)
+	}
+	var errs []error
+	for _, h := range p.hops(nhiAdp, lane) {
+		if h.check() != nil {
+			continue
+		}
+		cur, err := readEntry(ctx, c, h)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if out, outHop, valid := nhi.PathEntryTarget(cur); valid && out == h.out && int(outHop) == h.outHop {
+			errs = append(errs, clearEntry(ctx, c, h))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("disable paths to %v: %w", route, err)
+	}
+	return nil
+}
+
+func clearEntry(ctx context.Context, c ConfigAccess, h hop) error {
+	err := c.WriteConfig(ctx, hostRoute, ctl.SpacePath, h.in, uint16(nhi.PathEntryWords*h.inHop), make([]uint32, nhi.PathEntryWords))
+	if err != nil {
+		return fmt.Errorf("%s: clear path entry: %w", h.name, err)
+	}
+	return nil
+}
