@@ -40,8 +40,8 @@ type DMAPaths struct {
 // Path set-up errors.
 var (
 	ErrPathRange = errors.New("xdomain path: HopID or ring out of range") // EINVAL
-	ErrPathBusy  = errors.New("xdomain path: HopID already routed")      // EBUSY
-	ErrTopology  = errors.New("xdomain path: host router topology")      // ENODEV
+	ErrPathBusy  = errors.New("xdomain path: HopID already routed")       // EBUSY
+	ErrTopology  = errors.New("xdomain path: host router topology")       // ENODEV
 )
 
 // hostRoute is the route of the host router, whose paths we program.

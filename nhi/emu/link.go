@@ -298,8 +298,8 @@ func (h *Host) PlugConn(conn net.Conn, port Port) (*Cable, error) {
 		return nil, err
 	}
 	end.cable = c
+	h.announce(c) // before reading, so an early unplug follows the plug event
 	go end.readLoop(br, buf)
-	h.announce(c)
 	return c, nil
 }
 
