@@ -1,0 +1,242 @@
+// Package stream is the USB4STREAM service of one host, with Linux 7.3's
+// semantics: the objects behind the configfs directories (groups named
+// after remote services, stream items with their attributes), the binding
+// of groups to the peer's `stream` service, HopID allocation and the
+// per-stream announcements in the property block, and the character
+// devices: open, read, write, poll and close over an NHI TX/RX ring pair
+// with the CLOSE frame and EOF.
+//
+// It fixes the upstream defects named in the design: RX is primed and the
+// rings started before the DMA paths are enabled; attaching allocates both
+// HopIDs or neither; HopIDs are released and no longer shown after a
+// detach, so a re-attach asks again for what the user wrote or what the
+// peer announces; an announcement that arrives after our mkdir is picked up;
+// read and write loop over the whole request (no 7.2 short-loop bug).
+//
+// It knows nothing of FUSE or CUSE transports: configfs calls it through
+// configfs.Backend, the device nodes through cuse.Device, and it registers
+// nodes through the Devices interface the daemon provides.
+package stream
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"syscall"
+
+	"tbstream/configfs"
+	"tbstream/cuse"
+	"tbstream/nhi"
+	"tbstream/xdomain"
+	"tbstream/xdomain/property"
+	"tbstream/xdomain/xdp"
+)
+
+// Key and protocol of the service, as Linux registers them.
+const (
+	Key      = "stream"
+	PrtcID   = 1
+	PrtcVers = 1
+	PrtcRevs = 0
+	PrtcStns = 0
+)
+
+// DirUUID is the UUID of the `stream` property directory.
+var DirUUID = xdp.MustParseUUID("3a1cb984-c4d9-4469-a277-ce2fdfd11f0d")
+
+// Attribute defaults (Linux 7.3).
+const (
+	DefaultRingSize   = 256
+	DefaultThrottling = 8192
+)
+
+// Devices registers and removes character device nodes. The daemon
+// implements it with CUSE (/dev/tbstreamX) or the FUSE fallback.
+type Devices interface {
+	// Register creates node name (e.g. "tbstream0") served by dev; the
+	// returned function removes it.
+	Register(name string, dev cuse.Device) (remove func(), err error)
+}
+
+// DataPath is what the streams need below them: the NHI for rings and the
+// control channel for DMA paths.
+type DataPath struct {
+	NHI     *nhi.NHI
+	Control xdomain.ConfigAccess
+}
+
+// Config wires a Service.
+type Config struct {
+	Host    *xdomain.Host
+	Data    DataPath
+	Devices Devices
+	Logger  *slog.Logger
+}
+
+// Service is the USB4STREAM service of one host. It is a configfs.Backend
+// and an xdomain.ServiceDriver.
+type Service struct {
+	cfg Config
+	log *slog.Logger
+
+	// mu protects groups, remotes and shutdown. Lock order: Service.mu,
+	// Group.mu, Stream.mu.
+	mu       sync.Mutex
+	groups   map[string]*Group
+	remotes  map[string]*xdomain.Service // bound remote services by name
+	shutdown bool
+
+	idxMu   sync.Mutex // a leaf lock
+	indexes map[int]bool
+}
+
+var (
+	_ configfs.Backend      = (*Service)(nil)
+	_ xdomain.ServiceDriver = (*Service)(nil)
+	_ configfs.Group        = (*Group)(nil)
+	_ configfs.Item         = (*Stream)(nil)
+	_ cuse.Device           = (*Stream)(nil)
+	_ cuse.Handle           = (*handle)(nil)
+)
+
+// New registers the `stream` directory in the host's property block and the
+// service driver for the peers' `stream` services.
+func New(cfg Config) (*Service, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Service{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		groups:  make(map[string]*Group),
+		remotes: make(map[string]*xdomain.Service),
+		indexes: make(map[int]bool),
+	}
+	if err := cfg.Host.RegisterPropertyDir(Key, staticDir()); err != nil {
+		return nil, fmt.Errorf("register stream properties: %w", err)
+	}
+	cfg.Host.RegisterDriver(Key, PrtcID, s)
+	return s, nil
+}
+
+// staticDir is the `stream` directory every host publishes.
+func staticDir() *property.Dir {
+	d := property.NewDir(&DirUUID)
+	// constant keys; cannot fail
+	_ = d.AddValue("prtcid", PrtcID)
+	_ = d.AddValue("prtcvers", PrtcVers)
+	_ = d.AddValue("prtcrevs", PrtcRevs)
+	_ = d.AddValue("prtcstns", PrtcStns)
+	return d
+}
+
+// MakeGroup creates stream/<name>; it attaches at once when the peer's
+// service is already there.
+func (s *Service) MakeGroup(ctx context.Context, name configfs.GroupName) (configfs.Group, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown {
+		return nil, syscall.ENODEV
+	}
+	if s.groups[name.Name] != nil {
+		return nil, syscall.EEXIST
+	}
+	g := &Group{s: s, name: name.Name, items: make(map[string]*Stream)}
+	s.groups[name.Name] = g
+	if svc := s.remotes[name.Name]; svc != nil {
+		g.attach(svc)
+	}
+	return g, nil
+}
+
+// Probe binds a peer's stream service: the group of the same name, if any,
+// attaches its streams.
+func (s *Service) Probe(svc *xdomain.Service) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	name := svc.ID.String()
+	s.remotes[name] = svc
+	if g := s.groups[name]; g != nil {
+		g.attach(svc)
+	}
+	s.log.Info("stream service found", "service", name)
+	return nil
+}
+
+// Changed re-reads the peer's announcements for streams that take their
+// HopIDs from it.
+func (s *Service) Changed(svc *xdomain.Service) {
+	s.mu.Lock()
+	g := s.groups[svc.ID.String()]
+	s.mu.Unlock()
+	if g != nil {
+		g.remoteChanged(svc)
+	}
+}
+
+// Remove detaches the group of a service that went away.
+func (s *Service) Remove(svc *xdomain.Service) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	name := svc.ID.String()
+	if s.remotes[name] == svc {
+		delete(s.remotes, name)
+	}
+	if g := s.groups[name]; g != nil {
+		g.detach(svc)
+	}
+	s.log.Info("stream service gone", "service", name)
+}
+
+// allocIndex returns the lowest free device index (Linux: a global IDA).
+func (s *Service) allocIndex() int {
+	s.idxMu.Lock()
+	defer s.idxMu.Unlock()
+	i := 0
+	for s.indexes[i] {
+		i++
+	}
+	s.indexes[i] = true
+	return i
+}
+
+func (s *Service) freeIndex(i int) {
+	s.idxMu.Lock()
+	defer s.idxMu.Unlock()
+	delete(s.indexes, i)
+}
+
+// Snapshot describes every group and stream, for `tbstream list`.
+func (s *Service) Snapshot() []GroupInfo {
+	s.mu.Lock()
+	groups := make([]*Group, 0, len(s.groups))
+	for _, g := range s.groups {
+		groups = append(groups, g)
+	}
+	s.mu.Unlock()
+	infos := make([]GroupInfo, 0, len(groups))
+	for _, g := range groups {
+		infos = append(infos, g.info())
+	}
+	sort.Slice(infos, func(i, j int) bool { return infos[i].Name < infos[j].Name })
+	return infos
+}
+
+// Shutdown closes every stream: open handles see the stream removed, nodes
+// disappear, rings stop. Later mkdirs fail with ENODEV.
+func (s *Service) Shutdown() {
+	s.mu.Lock()
+	s.shutdown = true
+	groups := make([]*Group, 0, len(s.groups))
+	for _, g := range s.groups {
+		groups = append(groups, g)
+	}
+	s.mu.Unlock()
+	for _, g := range groups {
+		for _, st := range g.streams() {
+			_ = st.Remove(context.Background())
+		}
+	}
+}
