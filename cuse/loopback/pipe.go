@@ -1,0 +1,235 @@
+// Package loopback is a bounded byte pipe served as a cuse.Device: what is
+// written to the device node is read back from it, in order, by whoever
+// reads next. The VM suite and the FUSE fallback tests use it as the
+// simplest device that exercises every rule of the Device contract.
+//
+// Semantics (those of a FIFO, minus SIGPIPE):
+//
+//   - The pipe holds at most its capacity. A write blocks while it is full
+//     and returns only when every byte is in (or, with O_NONBLOCK, takes
+//     what fits and fails with EAGAIN when nothing does). An interrupted
+//     write returns the bytes it took, or EINTR if none.
+//   - A read blocks while the pipe is empty and returns what is there, up
+//     to the size asked (O_NONBLOCK: EAGAIN when empty).
+//   - End of file: when the last handle opened for writing (O_WRONLY or
+//     O_RDWR) is released, the pipe is hung up; reads return what is left,
+//     then 0. A new open for writing clears the hang-up. A reader that opens
+//     before any writer therefore waits for one. A reader opened O_RDWR is
+//     a writer too and never sees end of file while it is open.
+//   - Poll reports POLLIN when there are bytes or the pipe is hung up
+//     (with POLLHUP in the latter case) and POLLOUT when there is room;
+//     every change wakes every handle's Waker.
+//   - Reads are zero-copy: a READ reply is written straight from the ring,
+//     and the bytes leave the pipe only once the kernel took the reply, so
+//     an interrupted read loses nothing.
+//
+// It does not know which transport serves it, and it stores nothing on
+// disk.
+package loopback
+
+import (
+	"context"
+	"sync"
+	"syscall"
+
+	"tbstream/cuse"
+)
+
+// DefaultSize is the capacity New uses for 0.
+const DefaultSize = 1 << 20
+
+// Pipe is the device. The zero value is not usable; call New.
+type Pipe struct {
+	readTurn  chan struct{} // held from Read until its Done: one reader at a time
+	writeTurn chan struct{} // held for a whole WRITE, so requests do not interleave
+
+	mu struct {
+		sync.Mutex
+		ring    []byte
+		r, n    int           // read position, bytes stored
+		writers int           // open handles that may write
+		hungUp  bool          // the last writer left
+		changed chan struct{} // closed and replaced on every change
+		wakers  map[*handle]cuse.Waker
+	}
+}
+
+// New returns an empty pipe holding up to size bytes.
+func New(size int) *Pipe {
+	if size <= 0 {
+		size = DefaultSize
+	}
+	p := &Pipe{readTurn: make(chan struct{}, 1), writeTurn: make(chan struct{}, 1)}
+	p.mu.ring = make([]byte, size)
+	p.mu.changed = make(chan struct{})
+	p.mu.wakers = map[*handle]cuse.Waker{}
+	return p
+}
+
+var _ cuse.Device = (*Pipe)(nil)
+
+// changedLocked wakes blocked requests and poll waiters.
+func (p *Pipe) changedLocked() {
+	close(p.mu.changed)
+	p.mu.changed = make(chan struct{})
+	for _, w := range p.mu.wakers {
+		w()
+	}
+}
+
+// Open admits a reader, a writer or both.
+func (p *Pipe) Open(ctx context.Context, req *cuse.OpenRequest) (cuse.Handle, error) {
+	h := &handle{p: p, writer: req.Writable()}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if h.writer {
+		p.mu.writers++
+		p.mu.hungUp = false
+	}
+	if req.Wake != nil {
+		p.mu.wakers[h] = req.Wake
+	}
+	return h, nil
+}
+
+// Buffered reports the number of bytes in the pipe.
+func (p *Pipe) Buffered() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mu.n
+}
+
+type handle struct {
+	p      *Pipe
+	writer bool
+}
+
+// take acquires a turn, or fails when ctx ends first. Non-blocking requests
+// wait for the turn too: its holder never waits for anything but the pipe.
+func take(ctx context.Context, turn chan struct{}) error {
+	select {
+	case turn <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (h *handle) Read(ctx context.Context, req *cuse.ReadRequest) (cuse.ReadResult, error) {
+	p := h.p
+	if err := take(ctx, p.readTurn); err != nil {
+		return cuse.ReadResult{}, err
+	}
+	for {
+		p.mu.Lock()
+		if p.mu.n > 0 {
+			size := len(p.mu.ring)
+			k := min(req.Size, p.mu.n)
+			first := min(k, size-p.mu.r)
+			data := [][]byte{p.mu.ring[p.mu.r : p.mu.r+first]}
+			if k > first {
+				data = append(data, p.mu.ring[:k-first])
+			}
+			p.mu.Unlock()
+			return cuse.ReadResult{Data: data, Done: func(delivered bool) {
+				p.mu.Lock()
+				if delivered {
+					p.mu.r = (p.mu.r + k) % size
+					p.mu.n -= k
+					p.changedLocked()
+				}
+				p.mu.Unlock()
+				<-p.readTurn
+			}}, nil
+		}
+		hungUp, changed := p.mu.hungUp, p.mu.changed
+		p.mu.Unlock()
+		switch {
+		case hungUp:
+			<-p.readTurn
+			return cuse.ReadResult{}, nil
+		case req.Nonblock():
+			<-p.readTurn
+			return cuse.ReadResult{}, syscall.EAGAIN
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			<-p.readTurn
+			return cuse.ReadResult{}, ctx.Err()
+		}
+	}
+}
+
+func (h *handle) Write(ctx context.Context, req *cuse.WriteRequest) (int, error) {
+	p := h.p
+	if err := take(ctx, p.writeTurn); err != nil {
+		return 0, err
+	}
+	defer func() { <-p.writeTurn }()
+	taken := 0
+	for _, src := range req.Data {
+		for len(src) > 0 {
+			p.mu.Lock()
+			size := len(p.mu.ring)
+			if free := size - p.mu.n; free > 0 {
+				w := (p.mu.r + p.mu.n) % size
+				k := copy(p.mu.ring[w:min(size, w+free)], src)
+				p.mu.n += k
+				src = src[k:]
+				taken += k
+				p.changedLocked()
+				p.mu.Unlock()
+				continue
+			}
+			changed := p.mu.changed
+			p.mu.Unlock()
+			if req.Nonblock() {
+				if taken > 0 {
+					return taken, nil
+				}
+				return 0, syscall.EAGAIN
+			}
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				if taken > 0 {
+					return taken, nil
+				}
+				return 0, ctx.Err()
+			}
+		}
+	}
+	return taken, nil
+}
+
+func (h *handle) Poll(ctx context.Context, req *cuse.PollRequest) (uint32, error) {
+	p := h.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var ev uint32
+	if p.mu.n > 0 || p.mu.hungUp {
+		ev |= cuse.EventIn | cuse.EventRdNorm
+	}
+	if p.mu.hungUp && p.mu.n == 0 {
+		ev |= cuse.EventHup
+	}
+	if p.mu.n < len(p.mu.ring) {
+		ev |= cuse.EventOut | cuse.EventWrNorm
+	}
+	return ev & (req.Events | cuse.EventHup | cuse.EventErr), nil
+}
+
+func (h *handle) Release(ctx context.Context) {
+	p := h.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.mu.wakers, h)
+	if h.writer {
+		p.mu.writers--
+		if p.mu.writers == 0 {
+			p.mu.hungUp = true
+		}
+	}
+	p.changedLocked()
+}
