@@ -3,10 +3,12 @@ package configfs
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -19,6 +21,25 @@ type mounted struct {
 	stream  string // dir/thunderbolt/stream
 	backend *MemBackend
 	server  *Server
+	logs    *lockedBuffer // what the mount logged
+}
+
+// lockedBuffer collects log output written by the FUSE server's goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // mountForTest mounts a fresh tree over backend (a new MemBackend when nil) and unmounts
@@ -34,7 +55,7 @@ func mountForTest(t *testing.T, backend Backend) *mounted {
 	if _, err := exec.LookPath("bash"); err != nil {
 		t.Skip("bash is needed to check the shell's error messages")
 	}
-	m := &mounted{t: t}
+	m := &mounted{t: t, logs: &lockedBuffer{}}
 	if backend == nil {
 		m.backend = NewMemBackend()
 		backend = m.backend
@@ -44,7 +65,8 @@ func mountForTest(t *testing.T, backend Backend) *mounted {
 	for d := m.dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
 		require.NoError(t, os.Chmod(d, 0o755))
 	}
-	server, err := Mount(context.Background(), m.dir, backend, Options{})
+	logger := slog.New(slog.NewTextHandler(m.logs, nil))
+	server, err := Mount(context.Background(), m.dir, backend, Options{Logger: logger})
 	require.NoError(t, err)
 	m.server = server
 	m.stream = filepath.Join(m.dir, "thunderbolt", "stream")

@@ -155,4 +155,4 @@ func (b nothingBackend) MakeGroup(context.Context, GroupName) (Group, error) {
 	return nil, nil
 }
 func (nothingBackend) MakeItem(context.Context, string) (Item, error) { return nil, nil }
-func (nothingBackend) Remove(context.Context) error                  { return nil }
+func (nothingBackend) Remove(context.Context) error                   { return nil }
