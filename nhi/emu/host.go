@@ -35,10 +35,13 @@ type Host struct {
 	uid      uint64
 	mem      *memoryMap
 	irq      *interrupts
-	tx, rx   []*ring
-	router   *router
-	lanes    [laneAdapters]*lane
-	counters counters
+	// irqPending holds RX interrupts of delivered frames until flushIRQ
+	// (by ring interrupt index).
+	irqPending []atomic.Uint32
+	tx, rx     []*ring
+	router     *router
+	lanes      [laneAdapters]*lane
+	counters   counters
 
 	wake      chan struct{} // DMA engine doorbell, coalescing
 	done      chan struct{}
@@ -79,9 +82,10 @@ func NewHost(cfg Config) (*Host, error) {
 	}
 	h := &Host{
 		name: cfg.Name, log: log, hopCount: cfg.Rings, uid: cfg.UID,
-		mem:  newMemoryMap(),
-		irq:  newInterrupts(cfg.Rings, cfg.Vectors),
-		wake: make(chan struct{}, 1), done: make(chan struct{}),
+		mem:        newMemoryMap(),
+		irq:        newInterrupts(cfg.Rings, cfg.Vectors),
+		irqPending: make([]atomic.Uint32, nhi.InterruptRegCount(cfg.Rings)),
+		wake:       make(chan struct{}, 1), done: make(chan struct{}),
 		misc: map[nhi.Reg]uint32{},
 	}
 	for i := range cfg.Rings {

@@ -210,7 +210,7 @@ func (e *inprocEnd) sendCreditReset(hopID uint16) {
 	}
 }
 
-func (e *inprocEnd) flush() {}
+func (e *inprocEnd) flush() { e.peer.host.flushIRQ() }
 func (e *inprocEnd) close() { e.peer.unplug() }
 
 // ListenTCP listens for TCP cables. An empty address, or one without a
@@ -411,7 +411,11 @@ func (e *streamEnd) close() {
 func (e *streamEnd) readLoop(br *bufio.Reader, buf []byte) {
 	h, c := e.host, e.cable
 	defer c.unplug()
+	defer h.flushIRQ()
 	for {
+		if br.Buffered() < CableHeaderSize {
+			h.flushIRQ() // the batch the peer flushed has been delivered
+		}
 		f, err := readCableFrame(br, buf)
 		if err == nil && f.Kind == CableHello {
 			err = fmt.Errorf("second hello: %w", ErrMalformed)

@@ -1,6 +1,7 @@
 package emu
 
 import (
+	mathbits "math/bits"
 	"sync"
 	"sync/atomic"
 
@@ -248,52 +249,77 @@ func (h *Host) sendFrame(r *ring, route txRoute, ctrl uint32, buf []byte) bool {
 }
 
 // deliver is a data frame arriving on lane adapter l with HopID hopID: the
-// lane adapter's path entry picks the RX ring.
+// lane adapter's path entry picks the RX ring. Its interrupt waits for
+// the next flushIRQ, so one batch of frames raises one interrupt.
 func (h *Host) deliver(l *lane, hopID uint16, sof, eof uint8, p []byte) {
 	ringIdx, ok := h.router.rxRoute(l.adapter, hopID)
 	if !ok {
 		h.counters.rxNoPath.Add(1)
 		return
 	}
-	h.fill(h.rx[ringIdx], sof, eof, p)
-}
-
-// deliverControl puts a control frame on RX ring 0 with PDF pdf.
-func (h *Host) deliverControl(pdf uint8, frame []byte) { h.fill(h.rx[0], pdf, pdf, frame) }
-
-// fill writes one frame into the next posted descriptor of RX ring r.
-func (h *Host) fill(r *ring, sof, eof uint8, p []byte) {
+	r := h.rx[ringIdx]
 	r.mu.Lock()
 	irq := h.fillLocked(r, sof, eof, p)
-	idx := r.irqIndex(h.hopCount)
 	r.mu.Unlock()
 	if irq {
-		h.irq.raise(idx)
+		setBit(h.irqPending, r.irqIndex(h.hopCount))
 	}
 }
 
+// flushIRQ raises the interrupts deliver deferred.
+func (h *Host) flushIRQ() {
+	for i := range h.irqPending {
+		bits := h.irqPending[i].Swap(0)
+		for bits != 0 {
+			b := bits & -bits
+			bits &^= b
+			h.irq.raise(32*i + mathbits.TrailingZeros32(b))
+		}
+	}
+}
+
+// deliverControl puts a control frame on RX ring 0 with PDF pdf and
+// interrupts at once.
+func (h *Host) deliverControl(pdf uint8, frame []byte) {
+	r := h.rx[0]
+	r.mu.Lock()
+	irq := h.fillLocked(r, pdf, pdf, frame)
+	r.mu.Unlock()
+	if irq {
+		h.irq.raise(r.irqIndex(h.hopCount))
+	}
+}
+
+// fillLocked writes one frame into the next posted descriptor of RX ring r
+// and reports whether the descriptor asked for an interrupt.
 func (h *Host) fillLocked(r *ring, sof, eof uint8, p []byte) (irq bool) {
 	if !r.enabled {
 		h.counters.rxRingStopped.Add(1)
 		return false
 	}
+	// An E2E frame used one of our credits; if it is dropped below, the
+	// descriptor it did not use is offered again.
+	credited := false
 	if r.e2e() && r.granted > 0 {
 		r.granted--
-		// Whatever happens to this frame below, a descriptor it did not
-		// use is offered again.
-		defer h.grantLocked(r)
+		credited = true
+	}
+	drop := func(counter *atomic.Uint64) bool {
+		counter.Add(1)
+		if credited {
+			h.grantLocked(r)
+		}
+		return false
 	}
 	if !r.raw() {
 		sofMask, eofMask := r.pdfMasks>>16, r.pdfMasks&0xffff
 		if sofMask>>(sof&0xf)&1 == 0 || eofMask>>(eof&0xf)&1 == 0 {
-			h.counters.rxPDFMismatch.Add(1)
-			return false
+			return drop(&h.counters.rxPDFMismatch)
 		}
 	}
 	if r.postedLocked() == 0 {
-		h.counters.rxOverflow.Add(1)
 		h.irq.overflow(r.hop)
-		return false
+		return drop(&h.counters.rxOverflow)
 	}
 	limit := r.frameSize
 	if limit == 0 {
@@ -306,8 +332,7 @@ func (h *Host) fillLocked(r *ring, sof, eof uint8, p []byte) (irq bool) {
 	}
 	buf := h.mem.translate(nhi.LoadDescAddr(r.desc, r.tail), n)
 	if buf == nil {
-		h.counters.dmaFault.Add(1)
-		return false
+		return drop(&h.counters.dmaFault)
 	}
 	copy(buf, p[:n])
 	nhi.StoreDescControl(r.desc, r.tail, nhi.ControlWord(n, sof, eof, flags))
@@ -367,6 +392,14 @@ func (h *Host) regrant() {
 	}
 }
 
+func (h *Host) flushCables() {
+	for _, l := range h.lanes {
+		if c := l.cable.Load(); c != nil {
+			c.end.flush()
+		}
+	}
+}
+
 // engine is the DMA engine: woken by TX doorbells, credits, path changes
 // and plug events, it drains every TX ring until no progress is possible,
 // then flushes the cables.
@@ -383,13 +416,10 @@ func (h *Host) engine() {
 			for _, r := range h.tx {
 				if h.txPass(r) {
 					progress = true
+					h.flushCables()
 				}
 			}
-			for _, l := range h.lanes {
-				if c := l.cable.Load(); c != nil {
-					c.end.flush()
-				}
-			}
+			h.flushCables() // credits granted since the last pass
 			if !progress {
 				break
 			}
