@@ -124,3 +124,34 @@ func TestDocumentedWorkflow(t *testing.T) {
 	require.Empty(t, m.backend.Groups())
 	require.Empty(t, strings.TrimSpace(m.ok(`ls -A`)))
 }
+
+// TestKernelPathsVerbatim binds the mount over /sys/kernel/config in a private mount
+// namespace, as `tbstream shell` does, and runs the kernel documentation's commands
+// character for character.
+func TestKernelPathsVerbatim(t *testing.T) {
+	m := mountForTest(t, nil)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("unshare (util-linux) is needed for a private mount namespace")
+	}
+	// /sys/kernel/config exists only with configfs; a tmpfs over /sys/kernel, private to
+	// the namespace, provides the mount point.
+	setup := `mount -t tmpfs tbstream-test /sys/kernel && mkdir /sys/kernel/config && mount --bind "$0" /sys/kernel/config`
+	documented := `
+mkdir /sys/kernel/config/thunderbolt/stream/0-1.0
+mkdir /sys/kernel/config/thunderbolt/stream/0-1.0/backup
+echo -1 > /sys/kernel/config/thunderbolt/stream/0-1.0/backup/in_hopid
+echo -1 > /sys/kernel/config/thunderbolt/stream/0-1.0/backup/out_hopid
+mkdir /sys/kernel/config/thunderbolt/stream/0-503.0
+mkdir /sys/kernel/config/thunderbolt/stream/0-503.0/backup
+cat /sys/kernel/config/thunderbolt/stream/0-1.0/backup/in_hopid /sys/kernel/config/thunderbolt/stream/0-503.0/backup/index
+cd /sys/kernel/config/thunderbolt/stream/ && rmdir -p 0-503.0/backup
+ls /sys/kernel/config/thunderbolt/stream/`
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "bash", "-e", "-c", setup+"\n"+documented, m.dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil && strings.Contains(string(out), "unshare failed") {
+		t.Skipf("no private mount namespace here: %s", out)
+	}
+	require.NoError(t, err, "%s", out)
+	require.Equal(t, "-1\n1\n0-1.0\n", string(out))
+	require.Equal(t, map[string][]string{"0-1.0": {"backup"}}, m.backend.Groups())
+}
