@@ -1,9 +1,12 @@
 package configfs
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -209,4 +212,40 @@ func TestUnmount(t *testing.T) {
 	require.NoError(t, s.Unmount())
 	_, err = os.Stat(filepath.Join(dir, "thunderbolt"))
 	require.ErrorIs(t, err, os.ErrNotExist, "the mount is gone")
+}
+
+// TestMountOverStaleMount: a daemon killed with SIGKILL leaves a mount answering ENOTCONN;
+// the next Mount on that directory detaches it and serves again.
+func TestMountOverStaleMount(t *testing.T) {
+	if dir := os.Getenv("TBSTREAM_CONFIGFS_CRASH_DIR"); dir != "" {
+		// The daemon to be killed: mount, say so, wait for SIGKILL.
+		_, err := Mount(context.Background(), dir, NewMemBackend(), Options{})
+		require.NoError(t, err)
+		fmt.Println("mounted")
+		select {}
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("mounting FUSE with mount(2) needs root (CAP_SYS_ADMIN); run as root")
+	}
+	dir := t.TempDir()
+	crash := exec.Command(os.Args[0], "-test.run=^TestMountOverStaleMount$")
+	crash.Env = append(os.Environ(), "TBSTREAM_CONFIGFS_CRASH_DIR="+dir)
+	stdout, err := crash.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, crash.Start())
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "mounted\n", line)
+	require.NoError(t, crash.Process.Kill())
+	_ = crash.Wait()
+	_, err = os.Stat(dir)
+	require.ErrorIs(t, err, syscall.ENOTCONN, "the killed server's mount is stale")
+
+	var logs lockedBuffer
+	s, err := Mount(context.Background(), dir, NewMemBackend(), Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, s.Unmount()) }()
+	require.Contains(t, logs.String(), "detaching a stale configfs mount")
+	_, err = os.Stat(filepath.Join(dir, "thunderbolt", "stream"))
+	require.NoError(t, err)
 }
