@@ -130,20 +130,22 @@ func (c *Cable) unplug() {
 	h.log.Info("emu: cable unplugged", "adapter", c.port.Adapter, "peer", c.port.PeerRoute.String())
 }
 
-// attach plugs c into its lane adapter.
-func (h *Host) attach(port Port, end cableEnd) (*Cable, error) {
+func (h *Host) newCable(port Port, end cableEnd) *Cable {
+	return &Cable{host: h, lane: h.lane(port.Adapter), port: port, end: end, done: make(chan struct{})}
+}
+
+// attach plugs c into its lane adapter; from then on the engine uses it.
+func (h *Host) attach(c *Cable) error {
 	select {
 	case <-h.done:
-		return nil, nhi.ErrClosed
+		return nhi.ErrClosed
 	default:
 	}
-	l := h.lane(port.Adapter)
-	c := &Cable{host: h, lane: l, port: port, end: end, done: make(chan struct{})}
-	if !l.cable.CompareAndSwap(nil, c) {
-		return nil, fmt.Errorf("emu: lane adapter %d already has a cable", port.Adapter)
+	if !c.lane.cable.CompareAndSwap(nil, c) {
+		return fmt.Errorf("emu: lane adapter %d already has a cable", c.port.Adapter)
 	}
-	l.clearCredits()
-	return c, nil
+	c.lane.clearCredits()
+	return nil
 }
 
 // announce raises the plug EVENT and lets credits and frames flow.
@@ -166,16 +168,15 @@ func ConnectInProcess(a *Host, pa Port, b *Host, pb Port) (*Cable, *Cable, error
 		return nil, nil, err
 	}
 	ea, eb := &inprocEnd{}, &inprocEnd{}
-	ca, err := a.attach(pa, ea)
-	if err != nil {
+	ca, cb := a.newCable(pa, ea), b.newCable(pb, eb)
+	ea.peer, eb.peer = cb, ca
+	if err := a.attach(ca); err != nil {
 		return nil, nil, err
 	}
-	cb, err := b.attach(pb, eb)
-	if err != nil {
+	if err := b.attach(cb); err != nil {
 		a.lane(pa.Adapter).cable.CompareAndSwap(ca, nil)
 		return nil, nil, err
 	}
-	ea.peer, eb.peer = cb, ca
 	a.announce(ca)
 	b.announce(cb)
 	return ca, cb, nil
@@ -292,12 +293,12 @@ func (h *Host) PlugConn(conn net.Conn, port Port) (*Cable, error) {
 	}
 	conn.SetDeadline(time.Time{})
 	end := &streamEnd{conn: conn, w: bufio.NewWriterSize(conn, socketBuffer), host: h}
-	c, err := h.attach(port, end)
-	if err != nil {
+	c := h.newCable(port, end)
+	end.cable = c
+	if err := h.attach(c); err != nil {
 		conn.Close()
 		return nil, err
 	}
-	end.cable = c
 	h.announce(c) // before reading, so an early unplug follows the plug event
 	go end.readLoop(br, buf)
 	return c, nil
