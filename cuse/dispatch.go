@@ -286,21 +286,32 @@ func (s *Server) sendv(iov [][]byte) error {
 	return err
 }
 
-// errno maps a device error to the errno crossing the CUSE boundary: a
-// syscall.Errno as is, a cancelled context as EINTR, anything else EIO
-// with a log line.
+// errno maps a device error to the errno crossing the CUSE boundary (see
+// Errno), counting EAGAIN and logging what had to become EIO.
 func (s *Server) errno(err error, op string) syscall.Errno {
+	e := Errno(err)
+	switch {
+	case e == syscall.EAGAIN:
+		s.stats.Again.Add(1)
+	case e == syscall.EIO && !errors.Is(err, syscall.EIO):
+		s.log.Error(op, "err", err)
+	}
+	return e
+}
+
+// Errno is the one mapping from a device error to an errno: a
+// syscall.Errno (1..511) as is, a cancelled context as EINTR, anything else
+// EIO.
+func Errno(err error) syscall.Errno {
 	var e syscall.Errno
 	switch {
+	case err == nil:
+		return 0
 	case errors.As(err, &e) && e > 0 && e < 512:
-		if e == syscall.EAGAIN {
-			s.stats.Again.Add(1)
-		}
 		return e
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return syscall.EINTR
 	default:
-		s.log.Error(op, "err", err)
 		return syscall.EIO
 	}
 }

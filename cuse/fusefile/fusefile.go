@@ -1,0 +1,227 @@
+// Package fusefile serves cuse.Devices as files of a FUSE mount: the
+// fallback for kernels without CUSE (no /dev/cuse), where
+// <dir>/tbstreamN stands in for /dev/tbstreamN. The same Device that the
+// CUSE server serves works here unchanged.
+//
+// Files are opened with FOPEN_DIRECT_IO|FOPEN_NONSEEKABLE|FOPEN_STREAM, so
+// every read(2) and write(2) reaches the device (no page cache, no
+// offsets), split into requests of at most Options.MaxWrite bytes.
+//
+// Differences from CUSE, all forced by go-fuse or FUSE:
+//
+//   - No poll: go-fuse answers POLL with ENOSYS at mount time, which makes
+//     the kernel report every file of the mount as always ready. So that
+//     non-blocking clients (every Go os.File) cannot spin or hang, the
+//     fallback clears O_NONBLOCK from every request: reads and writes block
+//     as if the file were in blocking mode. Wakers are no-ops.
+//   - No zero-copy WRITE: go-fuse owns the request buffers, so a
+//     WriteBufferer is not asked; READ replies still go out from the
+//     device's slices when there is one slice.
+//   - A READ reply whose delivery fails cannot be detected: Done is always
+//     called with delivered true.
+//   - Opens also see FLUSH (answered 0) and size-0 SETATTR from O_TRUNC
+//     (accepted and ignored, as a character device would).
+//
+// It does not emulate /dev (use a bind mount for that), and does not know
+// what the device carries.
+package fusefile
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"tbstream/cuse"
+)
+
+// File is one device file of the mount.
+type File struct {
+	Device cuse.Device
+	// Mode is the permission bits (default 0600); UID and GID own the file.
+	Mode     os.FileMode
+	UID, GID uint32
+}
+
+// Options configure the mount.
+type Options struct {
+	// MaxWrite bounds one request (default cuse.DefaultMaxIO, as CUSE; FUSE
+	// allows up to 1 MiB, which makes the fallback faster than CUSE).
+	MaxWrite int
+	// Name is the file system type suffix (fuse.NAME) and source (default
+	// "tbstream").
+	Name   string
+	Logger *slog.Logger
+	Debug  bool
+}
+
+// Mount serves files in dir (which must exist) until Unmount. It mounts
+// with mount(2) directly (DirectMountStrict), so it needs root or
+// CAP_SYS_ADMIN and no fusermount.
+func Mount(dir string, files map[string]File, opts Options) (*fuse.Server, error) {
+	if opts.MaxWrite == 0 {
+		opts.MaxWrite = cuse.DefaultMaxIO
+	}
+	if opts.Name == "" {
+		opts.Name = "tbstream"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	zero := time.Duration(0)
+	root := &rootNode{files: files}
+	srv, err := fs.Mount(dir, root, &fs.Options{
+		EntryTimeout:    &zero,
+		AttrTimeout:     &zero,
+		NegativeTimeout: &zero,
+		MountOptions: fuse.MountOptions{
+			DirectMountStrict: true,
+			FsName:            opts.Name,
+			Name:              opts.Name,
+			MaxWrite:          opts.MaxWrite,
+			DisableXAttrs:     true,
+			Debug:             opts.Debug,
+			Logger:            log.New(slogWriter{opts.Logger}, "", 0),
+			Options:           []string{"default_permissions"},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	return srv, nil
+}
+
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Debug(string(p))
+	return len(p), nil
+}
+
+type rootNode struct {
+	fs.Inode
+	files map[string]File
+}
+
+var _ = (fs.NodeOnAdder)((*rootNode)(nil))
+
+func (r *rootNode) OnAdd(ctx context.Context) {
+	for name, f := range r.files {
+		mode := f.Mode.Perm()
+		if mode == 0 {
+			mode = cuse.DefaultNodeMode
+		}
+		n := &fileNode{file: f, mode: uint32(mode)}
+		r.AddChild(name, r.NewPersistentInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG}), false)
+	}
+}
+
+type fileNode struct {
+	fs.Inode
+	file File
+	mode uint32
+}
+
+var (
+	_ = (fs.NodeOpener)((*fileNode)(nil))
+	_ = (fs.NodeGetattrer)((*fileNode)(nil))
+	_ = (fs.NodeSetattrer)((*fileNode)(nil))
+)
+
+func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFREG | n.mode
+	out.Uid, out.Gid = n.file.UID, n.file.GID
+	out.Nlink = 1
+	return 0
+}
+
+// Setattr accepts the size-0 truncate of O_TRUNC and ignores it.
+func (n *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return n.Getattr(ctx, fh, out)
+}
+
+func callerOf(ctx context.Context) cuse.Caller {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return cuse.Caller{UID: c.Uid, GID: c.Gid, PID: c.Pid}
+	}
+	return cuse.Caller{}
+}
+
+func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	h, err := n.file.Device.Open(ctx, &cuse.OpenRequest{Caller: callerOf(ctx), Flags: flags &^ syscall.O_NONBLOCK, Wake: func() {}})
+	if err != nil {
+		return nil, 0, errnoOf(err)
+	}
+	return &fileHandle{h: h}, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_NONSEEKABLE | fuse.FOPEN_STREAM, 0
+}
+
+type fileHandle struct{ h cuse.Handle }
+
+var (
+	_ = (fs.FileReader)((*fileHandle)(nil))
+	_ = (fs.FileWriter)((*fileHandle)(nil))
+	_ = (fs.FileReleaser)((*fileHandle)(nil))
+)
+
+func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	res, err := f.h.Read(ctx, &cuse.ReadRequest{Caller: callerOf(ctx), Size: len(dest)})
+	if err != nil {
+		if res.Done != nil {
+			res.Done(false)
+		}
+		return nil, errnoOf(err)
+	}
+	return &readResult{res: res}, 0
+}
+
+func (f *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	n, err := f.h.Write(ctx, &cuse.WriteRequest{Caller: callerOf(ctx), Data: [][]byte{data}})
+	if err != nil && n == 0 {
+		return 0, errnoOf(err)
+	}
+	return uint32(n), 0
+}
+
+func (f *fileHandle) Release(ctx context.Context) syscall.Errno {
+	f.h.Release(ctx)
+	return 0
+}
+
+// readResult hands the device's slices to go-fuse: one slice goes out as
+// is, several are gathered into go-fuse's buffer.
+type readResult struct {
+	res cuse.ReadResult
+}
+
+func (r *readResult) Bytes(buf []byte) ([]byte, fuse.Status) {
+	switch len(r.res.Data) {
+	case 0:
+		return nil, fuse.OK
+	case 1:
+		return r.res.Data[0], fuse.OK
+	}
+	n := 0
+	for _, b := range r.res.Data {
+		n += copy(buf[n:], b)
+	}
+	return buf[:n], fuse.OK
+}
+
+func (r *readResult) Size() int { return r.res.Len() }
+
+func (r *readResult) Done() {
+	if r.res.Done != nil {
+		r.res.Done(true)
+	}
+}
+
+// errnoOf maps a device error as the CUSE server does.
+func errnoOf(err error) syscall.Errno {
+	return cuse.Errno(err)
+}

@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# test/suites.d/vm.sh — real CUSE in a qemu VM (software emulation, no KVM).
+#
+#   host (root, no CUSE)                 guest (Debian's stock kernel, TCG)
+#   ┌──────────────────────────┐         ┌────────────────────────────────────┐
+#   │ this script: apt, kernel │  initrd │ /init (test/vm/init.sh, busybox)   │
+#   │ .deb, go build, cpio ────┼────────►│  insmod fuse cuse                  │
+#   │ qemu -serial stdio ◄─────┼─────────┤  loopdev ── /dev/cuse ── /dev/tbstreamN
+#   │ count VMTEST lines       │ console │  dd, tar|gzip, vmcheck, signals    │
+#   └──────────────────────────┘         └────────────────────────────────────┘
+#
+# Installs what it needs (qemu-system-x86 busybox-static cpio xz-utils zstd),
+# resolves the kernel through linux-image-amd64 on every run (Debian bumps
+# the ABI name), caches the .deb under test/vm/cache/, builds static Go
+# binaries and the initramfs, boots, and prints one PASS/FAIL line per check
+# and the benchmark ratios, ending with `tally: passed=N failed=M skipped=K`.
+# A check that never reports (hang, timeout, crash) counts as failed.
+#
+# Environment:
+#   TBSTREAM_VM_TIMEOUT     seconds before qemu is killed (default 300)
+#   TBSTREAM_VM_KERNEL_PKG  pin a kernel package instead of resolving it
+#   TBSTREAM_VM_MIB         dd size in MiB for the round trip and benchmarks (default 100)
+#   TBSTREAM_VM_KEEP        keep the work directory (serial log, initramfs)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+top=$(pwd)
+export PATH="$PATH:/usr/local/go/bin"
+cache=$top/test/vm/cache
+timeout_s=${TBSTREAM_VM_TIMEOUT:-300}
+mib=${TBSTREAM_VM_MIB:-100}
+
+# The checks init.sh reports, in order; each is one test.
+checks=(modules node node-mode dd tar-gzip ioctl go-nonblocking-read
+  sigint-blocked-reader sigkill-blocked-reader stop-removes-node)
+
+work=$(mktemp -d -t tbstream-vm.XXXXXX)
+if [ -n "${TBSTREAM_VM_KEEP:-}" ]; then
+  echo "vm: work directory $work"
+else
+  trap 'rm -rf "$work"' EXIT
+fi
+
+# fail_all REASON: the VM could not run; every check fails with REASON.
+fail_all() {
+  for c in "${checks[@]}"; do echo "FAIL vm/$c: $1"; done
+  echo "tally: passed=0 failed=${#checks[@]} skipped=0"
+  exit 1
+}
+
+if [ "$(id -u)" != 0 ]; then
+  for c in "${checks[@]}"; do echo "SKIP vm/$c: needs root (apt-get, mknod /dev/console in the initramfs)"; done
+  echo "tally: passed=0 failed=0 skipped=${#checks[@]}"
+  exit 0
+fi
+
+apt_updated=
+install() { # install CMD PKG: apt-get install PKG when CMD is missing
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if [ -z "$apt_updated" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1
+    apt_updated=1
+  fi
+  echo "vm: installing $2"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null 2>&1
+  command -v "$1" >/dev/null 2>&1
+}
+install qemu-system-x86_64 qemu-system-x86 || fail_all "cannot install qemu-system-x86"
+install cpio cpio || fail_all "cannot install cpio"
+install xz xz-utils || fail_all "cannot install xz-utils"
+install zstd zstd || fail_all "cannot install zstd"
+# busybox must be the static build: the initramfs has no libc.
+if ! dpkg -s busybox-static >/dev/null 2>&1; then
+  [ -n "$apt_updated" ] || DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1
+  apt_updated=1
+  echo "vm: installing busybox-static"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends busybox-static >/dev/null 2>&1 ||
+    fail_all "cannot install busybox-static"
+fi
+busybox=$(dpkg -L busybox-static | grep -m1 '/busybox$')
+
+# The kernel: resolved through linux-image-amd64 unless pinned.
+[ -n "$apt_updated" ] || { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1; apt_updated=1; }
+kpkg=${TBSTREAM_VM_KERNEL_PKG:-$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')}
+[ -n "$kpkg" ] || fail_all "cannot resolve linux-image-amd64 to a kernel package"
+kver=${kpkg#linux-image-}
+mkdir -p "$cache"
+deb=$(ls "$cache/${kpkg}"_*.deb 2>/dev/null | head -n1)
+if [ -z "$deb" ]; then
+  echo "vm: downloading $kpkg"
+  rm -f "$cache"/linux-image-*.deb
+  (cd "$cache" && apt-get download -q -o APT::Sandbox::User=root "$kpkg" >/dev/null 2>&1) || fail_all "cannot download $kpkg"
+  deb=$(ls "$cache/${kpkg}"_*.deb 2>/dev/null | head -n1)
+  [ -n "$deb" ] || fail_all "download of $kpkg left no .deb"
+fi
+kdir=$cache/$kver
+if [ ! -s "$kdir/vmlinuz" ] || [ ! -s "$kdir/cuse.ko" ]; then
+  echo "vm: extracting $kpkg"
+  rm -rf "$kdir" "$work/x"
+  mkdir -p "$kdir" "$work/x"
+  dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$work/x" --wildcards "./boot/vmlinuz-$kver" \
+    "./lib/modules/$kver/kernel/fs/fuse/fuse.ko*" "./lib/modules/$kver/kernel/fs/fuse/cuse.ko*" ||
+    fail_all "cannot extract $deb"
+  cp "$work/x/boot/vmlinuz-$kver" "$kdir/vmlinuz"
+  for m in fuse cuse; do
+    f=$(ls "$work/x/lib/modules/$kver/kernel/fs/fuse/$m.ko"* | head -n1)
+    case $f in # busybox insmod loads only uncompressed modules
+      *.ko.xz) xz -dc "$f" >"$kdir/$m.ko" ;;
+      *.ko.zst) zstd -qdc "$f" >"$kdir/$m.ko" ;;
+      *) cp "$f" "$kdir/$m.ko" ;;
+    esac || fail_all "cannot unpack $f"
+  done
+  # The xz payload of vmlinuz is an ELF vmlinux that qemu boots directly
+  # (PVH), sparing the slow decompressor under TCG. Optional.
+  off=$(LC_ALL=C grep -aobP '\xfd7zXZ\x00' "$kdir/vmlinuz" | head -n1 | cut -d: -f1)
+  if [ -n "$off" ]; then
+    tail -c +$((off + 1)) "$kdir/vmlinuz" | xz -dcq >"$kdir/vmlinux" 2>/dev/null
+    head -c 4 "$kdir/vmlinux" | grep -q ELF || rm -f "$kdir/vmlinux"
+  fi
+  rm -rf "$work/x"
+fi
+kernel=$kdir/vmlinuz
+[ -s "$kdir/vmlinux" ] && kernel=$kdir/vmlinux
+
+echo "vm: kernel $kpkg ($(basename "$kernel")), building the initramfs"
+stage=$work/stage
+mkdir -p "$stage"/{bin,dev,proc,sys,tmp,lib/modules}
+cp "$busybox" "$stage/bin/busybox"
+cp test/vm/init.sh "$stage/init"
+cp "$kdir/fuse.ko" "$kdir/cuse.ko" "$stage/lib/modules/"
+mknod "$stage/dev/console" c 5 1 || fail_all "mknod /dev/console"
+for cmd in loopdev vmcheck; do
+  CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$stage/bin/$cmd" "./test/vm/cmd/$cmd" ||
+    fail_all "go build $cmd"
+done
+(cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1 >"$work/initrd.gz") || fail_all "cpio"
+
+echo "vm: booting (timeout ${timeout_s}s)"
+start=$(date +%s)
+timeout "$timeout_s" qemu-system-x86_64 -accel tcg,thread=single -m 1024 -smp 2 -nographic -no-reboot \
+  -nic none -kernel "$kernel" -initrd "$work/initrd.gz" \
+  -append "console=ttyS0 quiet panic=-1 vmtest.mib=$mib" </dev/null >"$work/serial.raw" 2>&1
+qrc=$?
+echo "vm: qemu exited $qrc after $(($(date +%s) - start))s"
+# Strip SeaBIOS escapes and CRs.
+sed -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\r//g' "$work/serial.raw" >"$work/serial.log"
+
+passed=0 failed=0
+for c in "${checks[@]}"; do
+  line=$(grep -m1 -E "^VMTEST (ok  |FAIL) - $c:" "$work/serial.log")
+  case $line in
+    "VMTEST ok   - "*) passed=$((passed + 1)); echo "PASS vm/${line#VMTEST ok   - }" ;;
+    "VMTEST FAIL - "*) failed=$((failed + 1)); echo "FAIL vm/${line#VMTEST FAIL - }" ;;
+    *) failed=$((failed + 1)); echo "FAIL vm/$c: no result (qemu rc=$qrc: hang, timeout or crash)" ;;
+  esac
+done
+if [ "$failed" -gt 0 ]; then
+  echo "--- serial console (last 60 lines) ---"
+  tail -n 60 "$work/serial.log"
+fi
+
+# Benchmarks: MB/s of each and the ratios, measured in this run.
+awk '/^VMBENCH /{ mbs[$2] = $3 / $4 / 1e6; printf "vm bench: %-9s %8.1f MB/s (%d bytes in %.3f s)\n", $2, mbs[$2], $3, $4 }
+  END { if (mbs["zero-null"] > 0 && mbs["cuse"] > 0)
+          printf "vm bench: cuse/zero-null = %.3f, cuse/pipe = %.3f\n", mbs["cuse"] / mbs["zero-null"], mbs["cuse"] / mbs["pipe"] }' \
+  "$work/serial.log"
+
+echo "vm: $passed passed, $failed failed"
+echo "tally: passed=$passed failed=$failed skipped=0"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,139 @@
+#!/bin/busybox sh
+# /init of the VM suite's guest (test/vm). PID 1 in a busybox initramfs
+# booted from Debian's stock kernel; see test/suites.d/vm.sh for the host
+# side. It loads fuse and cuse, starts loopdev (CUSE loopback pipes), runs
+# the checks, prints one line per check and the benchmark lines, and powers
+# off:
+#   VMTEST ok   - NAME: detail
+#   VMTEST FAIL - NAME: detail
+#   VMBENCH NAME BYTES SECONDS
+#   VMTEST RESULT: N passed, M failed
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp
+exec </dev/console >/dev/console 2>&1
+echo   # the serial line starts after SeaBIOS output without a newline
+
+MIB=$(sed -n 's/.*vmtest.mib=\([0-9]*\).*/\1/p' /proc/cmdline)
+MIB=${MIB:-100}
+passed=0 failed=0
+ok() { passed=$((passed + 1)); echo "VMTEST ok   - $*"; }
+bad() { failed=$((failed + 1)); echo "VMTEST FAIL - $*"; }
+finish() {
+  echo "VMTEST RESULT: $passed passed, $failed failed"
+  sync
+  poweroff -f
+}
+
+if insmod /lib/modules/fuse.ko && insmod /lib/modules/cuse.ko && [ -c /dev/cuse ]; then
+  ok "modules: fuse and cuse loaded, /dev/cuse present"
+else
+  bad "modules: insmod fuse/cuse failed"
+  finish
+fi
+
+# tbstream0: defaults (0600 root); tbstream1: mode option; 2, 3: clients.
+loopdev -stats /tmp/stats tbstream0 tbstream1:0666 tbstream2 tbstream3 >/tmp/loopdev.log 2>&1 &
+server=$!
+for i in $(seq 500); do
+  [ -c /dev/tbstream3 ] && break
+  sleep 0.02
+done
+
+mode0=$(stat -c '%A %u:%g' /dev/tbstream0 2>&1)
+devno=$(printf '%d:%d' 0x$(stat -c %t /dev/tbstream0) 0x$(stat -c %T /dev/tbstream0))
+if [ "$mode0" = "crw------- 0:0" ] && [ "$(cat /sys/class/cuse/tbstream0/dev)" = "$devno" ]; then
+  ok "node: /dev/tbstream0 $mode0 (dev $(cat /sys/class/cuse/tbstream0/dev))"
+else
+  bad "node: /dev/tbstream0 is '$mode0'"; cat /tmp/loopdev.log
+fi
+mode1=$(stat -c '%A %u:%g' /dev/tbstream1 2>&1)
+if [ "$mode1" = "crw-rw-rw- 0:0" ]; then
+  ok "node-mode: /dev/tbstream1 $mode1 (mode option applied)"
+else
+  bad "node-mode: /dev/tbstream1 is '$mode1'"
+fi
+
+# dd of MIB MiB in and out, concurrently (the pipe holds 1 MiB).
+head -c $((MIB * 1048576)) /dev/urandom >/tmp/src
+dd if=/tmp/src of=/dev/tbstream0 bs=256k 2>/tmp/dd.w &
+writer=$!
+dd if=/dev/tbstream0 of=/tmp/dst bs=256k 2>/tmp/dd.r
+wait $writer
+if cmp /tmp/src /tmp/dst; then
+  ok "dd: ${MIB} MiB in and out of /dev/tbstream0, identical"
+else
+  bad "dd: ${MIB} MiB round trip differs: $(cat /tmp/dd.w /tmp/dd.r)"
+fi
+rm -f /tmp/dst
+
+# The documented command lines: tar | gzip > dev, gunzip < dev | tar x.
+mkdir -p /tmp/x
+(tar cf - -C / bin lib | gzip >/dev/tbstream1) &
+writer=$!
+gunzip </dev/tbstream1 | tar xf - -C /tmp/x
+wait $writer
+if diff -r /bin /tmp/x/bin >/dev/null && diff -r /lib /tmp/x/lib >/dev/null; then
+  ok "tar-gzip: tar|gzip > /dev/tbstream1, gunzip < /dev/tbstream1 | tar x identical ($(find /tmp/x | wc -l) entries)"
+else
+  bad "tar-gzip: extracted tree differs"
+fi
+rm -rf /tmp/x
+
+if out=$(stty -F /dev/tbstream0 2>&1); then
+  bad "ioctl: stty on the device succeeded: $out"
+else
+  ok "ioctl: stty -F /dev/tbstream0 fails: $out"
+fi
+
+# A Go client (os.OpenFile: O_NONBLOCK + epoll) reading before the writer
+# starts: EAGAIN, POLL, NOTIFY_POLL, read, until EOF.
+(sleep 1; dd if=/dev/zero of=/dev/tbstream2 bs=64k count=160 2>/dev/null) &
+writer=$!
+out=$(timeout 60 vmcheck goread /dev/tbstream2 10485760 2>&1)
+rc=$?
+wait $writer
+kill -USR1 $server
+sleep 0.3
+stats=$(grep '^tbstream2 ' /tmp/stats)
+again=$(echo "$stats" | sed -n 's/.* again=\([0-9]*\).*/\1/p')
+notifies=$(echo "$stats" | sed -n 's/.* notifies=\([0-9]*\).*/\1/p')
+if [ $rc = 0 ] && [ "${again:-0}" -gt 0 ] && [ "${notifies:-0}" -gt 0 ]; then
+  ok "go-nonblocking-read: $out (server: again=$again notifies=$notifies)"
+else
+  bad "go-nonblocking-read: rc=$rc $out; server: $stats"
+fi
+
+for sig in INT KILL; do
+  if out=$(vmcheck signal /dev/tbstream3 $sig 2>&1); then
+    ok "sig$(echo $sig | tr A-Z a-z)-blocked-reader: $out"
+  else
+    bad "sig$(echo $sig | tr A-Z a-z)-blocked-reader: $out"
+  fi
+done
+
+# Benchmarks: the same bytes through the CUSE loopback, through a kernel
+# pipe, and /dev/zero -> /dev/null. busybox dd prints no rate, so vmcheck
+# times each command.
+bench() {
+  t=$(vmcheck time "$2" | sed -n 's/^elapsed //p')
+  echo "VMBENCH $1 $((MIB * 1048576)) $t"
+}
+n=$((MIB * 4))
+bench zero-null "dd if=/dev/zero of=/dev/null bs=256k count=$n 2>/dev/null"
+bench pipe "dd if=/dev/zero bs=256k count=$n 2>/dev/null | dd of=/dev/null bs=256k 2>/dev/null"
+bench cuse "dd if=/dev/zero of=/dev/tbstream0 bs=256k count=$n 2>/dev/null & dd if=/dev/tbstream0 of=/dev/null bs=256k 2>/dev/null; wait"
+
+kill -TERM $server
+wait $server
+rc=$?
+left=$(ls /dev/tbstream* 2>/dev/null)
+if [ $rc = 0 ] && [ -z "$left" ] && [ ! -e /sys/class/cuse/tbstream0 ]; then
+  ok "stop-removes-node: loopdev exited 0 on SIGTERM and the nodes are gone"
+else
+  bad "stop-removes-node: rc=$rc, left: $left"; cat /tmp/loopdev.log
+fi
+finish
