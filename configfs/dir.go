@@ -2,6 +2,7 @@ package configfs
 
 import (
 	"context"
+	"sort"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -63,46 +64,59 @@ func (d *dir) meta() *meta {
 
 // child is one directory entry: its node (not yet in the FUSE tree) and metadata.
 type child struct {
-	name  string
-	node  fs.InodeEmbedder
-	meta  *meta
-	nlink uint32
+	node fs.InodeEmbedder
+	meta *meta
 }
 
-// children lists the directory's entries. Caller holds t.mu.
-func (d *dir) children() []child {
+// child returns the entry called name. Caller holds t.mu.
+func (d *dir) child(name string) (child, bool) {
 	t := d.t
 	switch d.kind {
 	case kindRoot:
-		return []child{{"thunderbolt", &dir{t: t, kind: kindSubsys}, &t.subsys, 3}}
+		if name == "thunderbolt" {
+			return child{&dir{t: t, kind: kindSubsys}, &t.subsys}, true
+		}
 	case kindSubsys:
-		return []child{{"stream", &dir{t: t, kind: kindStream}, &t.stream, 2 + uint32(len(t.groups))}}
+		if name == "stream" {
+			return child{&dir{t: t, kind: kindStream}, &t.stream}, true
+		}
 	case kindStream:
-		var out []child
-		for _, name := range sortedNames(t.groups) {
-			g := t.groups[name]
-			out = append(out, child{name, &dir{t: t, kind: kindGroup, group: g}, &g.meta, 2 + uint32(len(g.items))})
+		if g := t.groups[name]; g != nil {
+			return child{&dir{t: t, kind: kindGroup, group: g}, &g.meta}, true
 		}
-		return out
 	case kindGroup:
-		if d.group.dead {
-			return nil
+		if it := d.group.items[name]; it != nil {
+			return child{&dir{t: t, kind: kindItem, item: it}, &it.meta}, true
 		}
-		var out []child
-		for _, name := range sortedNames(d.group.items) {
-			it := d.group.items[name]
-			out = append(out, child{name, &dir{t: t, kind: kindItem, item: it}, &it.meta, 2})
+	case kindItem:
+		if a, ok := attrNamed(name); ok && !d.item.dead {
+			return child{&attrNode{t: t, item: d.item, attr: a}, &d.item.attrs[a]}, true
 		}
-		return out
+	}
+	return child{}, false
+}
+
+// names lists the directory's entries in order. Caller holds t.mu.
+func (d *dir) names() []string {
+	switch d.kind {
+	case kindRoot:
+		return []string{"thunderbolt"}
+	case kindSubsys:
+		return []string{"stream"}
+	case kindStream:
+		return sortedNames(d.t.groups)
+	case kindGroup:
+		return sortedNames(d.group.items)
 	}
 	if d.item.dead {
 		return nil
 	}
-	out := make([]child, 0, numAttrs)
+	names := make([]string, 0, numAttrs)
 	for a := range numAttrs {
-		out = append(out, child{a.String(), &attrNode{t: t, item: d.item, attr: a}, &d.item.attrs[a], 1})
+		names = append(names, a.String())
 	}
-	return out
+	sort.Strings(names)
+	return names
 }
 
 // nlink is 2 plus the number of subdirectories, as for any Linux directory. Caller holds t.mu.
@@ -121,27 +135,22 @@ func (d *dir) nlink() uint32 {
 func (d *dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	d.t.mu.RLock()
 	defer d.t.mu.RUnlock()
-	for _, c := range d.children() {
-		if c.name == name {
-			return d.newChild(ctx, c, out), 0
-		}
+	c, ok := d.child(name)
+	if !ok {
+		return nil, syscall.ENOENT
 	}
-	return nil, syscall.ENOENT
+	return d.newChild(ctx, c, out), 0
 }
 
 // newChild makes the inode for c; when the kernel already holds one for the same inode
 // number, go-fuse keeps that one. Caller holds t.mu.
 func (d *dir) newChild(ctx context.Context, c child, out *fuse.EntryOut) *fs.Inode {
-	c.meta.fill(&out.Attr, sizeOf(c.meta), c.nlink)
-	return d.NewInode(ctx, c.node, fs.StableAttr{Mode: c.meta.mode & syscall.S_IFMT, Ino: c.meta.ino})
-}
-
-// sizeOf is configfs's i_size: PAGE_SIZE for an attribute, 0 for a directory.
-func sizeOf(m *meta) uint64 {
-	if m.mode&syscall.S_IFMT == syscall.S_IFREG {
-		return attrPageSize
+	if sub, ok := c.node.(*dir); ok {
+		c.meta.fill(&out.Attr, 0, sub.nlink())
+	} else {
+		c.meta.fill(&out.Attr, attrPageSize, 1)
 	}
-	return 0
+	return d.NewInode(ctx, c.node, fs.StableAttr{Mode: c.meta.mode & syscall.S_IFMT, Ino: c.meta.ino})
 }
 
 func (d *dir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
@@ -151,8 +160,9 @@ func (d *dir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 		{Name: ".", Mode: syscall.S_IFDIR, Ino: d.meta().ino},
 		{Name: "..", Mode: syscall.S_IFDIR},
 	}
-	for _, c := range d.children() {
-		entries = append(entries, fuse.DirEntry{Name: c.name, Mode: c.meta.mode & syscall.S_IFMT, Ino: c.meta.ino})
+	for _, name := range d.names() {
+		c, _ := d.child(name)
+		entries = append(entries, fuse.DirEntry{Name: name, Mode: c.meta.mode & syscall.S_IFMT, Ino: c.meta.ino})
 	}
 	return fs.NewListDirStream(entries), 0
 }
@@ -182,13 +192,13 @@ func (d *dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 		if errno != 0 {
 			return nil, errno
 		}
-		c = child{name, &dir{t: d.t, kind: kindGroup, group: g}, &g.meta, 2}
+		c = child{&dir{t: d.t, kind: kindGroup, group: g}, &g.meta}
 	case kindGroup:
 		it, errno := d.t.makeItem(ctx, d.group, name)
 		if errno != 0 {
 			return nil, errno
 		}
-		c = child{name, &dir{t: d.t, kind: kindItem, item: it}, &it.meta, 2}
+		c = child{&dir{t: d.t, kind: kindItem, item: it}, &it.meta}
 	default:
 		return nil, syscall.EPERM
 	}

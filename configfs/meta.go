@@ -43,3 +43,6 @@ func (m *meta) set(in *fuse.SetAttrIn) {
 		m.ctime = t
 	}
 }
+
+// touch records a change of a directory's entries.
+func (m *meta) touch(now time.Time) { m.mtime, m.ctime = now, now }

@@ -53,7 +53,12 @@ func Mount(ctx context.Context, mountpoint string, backend Backend, opts Options
 		return nil, err
 	}
 	var zero time.Duration
-	traceLog := slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
+	// go-fuse logs its failures, and with Debug every request, through a log.Logger.
+	traceLevel := slog.LevelWarn
+	if opts.Debug {
+		traceLevel = slog.LevelInfo
+	}
+	traceLog := slog.NewLogLogger(logger.Handler(), traceLevel)
 	fsOpts := &fs.Options{
 		MountOptions: fuse.MountOptions{
 			AllowOther:    true,

@@ -18,12 +18,12 @@ type GroupName struct {
 
 func (g GroupName) String() string { return g.Name }
 
-// ParseGroupName parses a group directory name. The kernel's sscanf("%u-%llx.%u") would
+// parseGroupName parses a group directory name. The kernel's sscanf("%u-%llx.%u") would
 // take names such as "+0-1.0" or "0-1.0junk" that can never equal a device name; like the
 // reference's recommended ^\d+-[0-9a-fA-F]+\.\d+$, this takes only decimal digits, a dash,
 // hex digits, a dot and decimal digits, each number within its C type. Anything else is
 // EINVAL, the errno mkdir reports.
-func ParseGroupName(name string) (GroupName, error) {
+func parseGroupName(name string) (GroupName, error) {
 	domain, rest, ok1 := strings.Cut(name, "-")
 	route, service, ok2 := strings.Cut(rest, ".")
 	if !ok1 || !ok2 || !allDigits(domain, 10) || !allDigits(route, 16) || !allDigits(service, 10) {

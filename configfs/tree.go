@@ -97,7 +97,7 @@ func (t *tree) errno(op string, err error) syscall.Errno {
 }
 
 func (t *tree) makeGroup(ctx context.Context, name string) (*group, syscall.Errno) {
-	gn, err := ParseGroupName(name)
+	gn, err := parseGroupName(name)
 	if err != nil {
 		return nil, syscall.EINVAL
 	}
@@ -116,7 +116,7 @@ func (t *tree) makeGroup(ctx context.Context, name string) (*group, syscall.Errn
 	now := time.Now()
 	g := &group{meta: newMeta(t.allocIno(1), syscall.S_IFDIR|0o755, now), name: gn, backend: bg, items: map[string]*item{}}
 	t.groups[name] = g
-	t.stream.mtime, t.stream.ctime = now, now
+	t.stream.touch(now)
 	return g, 0
 }
 
@@ -135,8 +135,7 @@ func (t *tree) removeGroup(ctx context.Context, name string) syscall.Errno {
 	}
 	g.dead = true
 	delete(t.groups, name)
-	t.stream.mtime = time.Now()
-	t.stream.ctime = t.stream.mtime
+	t.stream.touch(time.Now())
 	return 0
 }
 
@@ -166,7 +165,7 @@ func (t *tree) makeItem(ctx context.Context, g *group, name string) (*item, sysc
 		it.attrs[a] = newMeta(ino+1+uint64(a), syscall.S_IFREG|a.defaultMode(), now)
 	}
 	g.items[name] = it
-	g.mtime, g.ctime = now, now
+	g.touch(now)
 	return it, 0
 }
 
@@ -184,8 +183,7 @@ func (t *tree) removeItem(ctx context.Context, g *group, name string) syscall.Er
 	}
 	it.dead = true
 	delete(g.items, name)
-	g.mtime = time.Now()
-	g.ctime = g.mtime
+	g.touch(time.Now())
 	return 0
 }
 
