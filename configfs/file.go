@@ -91,6 +91,9 @@ func (f *attrFile) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadR
 		}
 		f.page, f.filled = page, true
 	}
+	if off < 0 {
+		return nil, syscall.EINVAL
+	}
 	if off >= int64(len(f.page)) {
 		return fuse.ReadResultData(nil), 0
 	}

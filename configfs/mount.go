@@ -27,15 +27,16 @@ type Options struct {
 type Server struct {
 	dir    string
 	server *fuse.Server
-	stop   func() bool // stops the context watch
+	stop   func() bool // ends the watch of Mount's context
 
 	once sync.Once
 	err  error
 }
 
-// Mount mounts the tree on dir (an existing directory) so that dir/thunderbolt/stream/ is
-// what /sys/kernel/config/thunderbolt/stream/ is on a kernel with thunderbolt_stream; bind
-// dir over /sys/kernel/config and the documented commands work verbatim. It mounts with
+// Mount mounts the tree on mountpoint (an existing directory) so that
+// mountpoint/thunderbolt/stream/ is what /sys/kernel/config/thunderbolt/stream/ is on a
+// kernel with thunderbolt_stream; bind mountpoint over /sys/kernel/config and the
+// documented commands work verbatim. It mounts with
 // mount(2) (no fusermount), so it needs CAP_SYS_ADMIN and /dev/fuse. A stale FUSE mount
 // left on dir by a killed daemon is detached first. The mount lasts until Unmount or
 // until ctx is done.
@@ -61,14 +62,14 @@ func Mount(ctx context.Context, mountpoint string, backend Backend, opts Options
 	traceLog := slog.NewLogLogger(logger.Handler(), traceLevel)
 	fsOpts := &fs.Options{
 		MountOptions: fuse.MountOptions{
-			AllowOther:    true,
-			Options:       []string{"default_permissions"},
-			FsName:        "configfs",
-			Name:          "configfs",
-			DirectMount:   true,
-			DisableXAttrs: true, // configfs has none: EOPNOTSUPP, and no GETXATTR per ls -l
-			Debug:         opts.Debug,
-			Logger:        traceLog,
+			AllowOther:        true,
+			Options:           []string{"default_permissions"},
+			FsName:            "configfs",
+			Name:              "configfs",
+			DirectMountStrict: true, // mount(2) and umount(2) only: there is no fusermount
+			DisableXAttrs:     true, // configfs has none: EOPNOTSUPP, and no GETXATTR per ls -l
+			Debug:             opts.Debug,
+			Logger:            traceLog,
 		},
 		EntryTimeout:    &zero,
 		AttrTimeout:     &zero,
@@ -83,7 +84,7 @@ func Mount(ctx context.Context, mountpoint string, backend Backend, opts Options
 	}
 	s := &Server{dir: mountpoint, server: server}
 	s.stop = context.AfterFunc(ctx, func() {
-		if err := s.Unmount(); err != nil {
+		if err := s.unmount(); err != nil {
 			logger.Error("unmount configfs", "dir", mountpoint, "err", err)
 		}
 	})
@@ -97,8 +98,12 @@ func (s *Server) Dir() string { return s.dir }
 // shell's working directory is inside it), it is detached lazily instead and Unmount
 // returns an error saying so without waiting. Calling it again returns the first result.
 func (s *Server) Unmount() error {
+	s.stop()
+	return s.unmount()
+}
+
+func (s *Server) unmount() error {
 	s.once.Do(func() {
-		s.stop()
 		err := s.server.Unmount()
 		if err == nil {
 			s.server.Wait()

@@ -249,3 +249,32 @@ func TestMountOverStaleMount(t *testing.T) {
 	_, err = os.Stat(filepath.Join(dir, "thunderbolt", "stream"))
 	require.NoError(t, err)
 }
+
+// TestUnmountBusy: with a shell inside the mount, Unmount detaches lazily and says so; the
+// server stops when the last user leaves.
+func TestUnmountBusy(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting FUSE with mount(2) needs root (CAP_SYS_ADMIN); run as root")
+	}
+	dir := t.TempDir()
+	s, err := Mount(context.Background(), dir, NewMemBackend(), Options{})
+	require.NoError(t, err)
+	shell := exec.Command("bash", "-c", `cd "$0/thunderbolt/stream" && echo inside && exec sleep 60`, dir)
+	stdout, err := shell.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, shell.Start())
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "inside\n", line)
+
+	unmountErr := s.Unmount()
+	require.ErrorContains(t, unmountErr, "detached lazily")
+	require.ErrorIs(t, unmountErr, syscall.EBUSY)
+	_, err = os.Stat(filepath.Join(dir, "thunderbolt"))
+	require.ErrorIs(t, err, os.ErrNotExist, "the mount point no longer shows the tree")
+
+	require.NoError(t, shell.Process.Kill())
+	_ = shell.Wait()
+	s.Wait() // returns once the kernel drops the detached mount
+	require.Equal(t, unmountErr, s.Unmount(), "later calls repeat the first result")
+}
