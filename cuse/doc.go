@@ -1,0 +1,120 @@
+// Package cuse is a pure-Go CUSE server: it registers a character device
+// (/dev/<name>) through /dev/cuse and serves it from a Device. It owns the
+// CUSE wire protocol, the request loop, interrupts, poll notifications and
+// the device node's mode and owner. It knows nothing of Thunderbolt or of
+// what the device carries; package cuse/fusefile serves the same Device
+// as a FUSE file where /dev/cuse is missing, package cuse/loopback is a
+// simple pipe Device, and package cuse/fakekernel is a kernel stand-in for
+// tests.
+//
+// go-fuse has no CUSE support; this package reuses its exported wire
+// structs (fuse.InHeader, fuse.ReadIn, fuse.WriteIn, fuse.OpenIn,
+// fuse.ReleaseIn, fuse.IoctlIn, fuse.InterruptIn) and defines the ones
+// go-fuse keeps unexported (CuseInitIn, CuseInitOut, PollIn).
+//
+// # Using it
+//
+//	srv, err := cuse.Open(dev, cuse.Options{Name: "tbstream0"}) // opens /dev/cuse
+//	err = srv.Init(ctx)      // CUSE_INIT; the node exists when it returns
+//	go srv.Serve(ctx)        // until ctx ends, Close, or the kernel aborts
+//	...
+//	srv.Close()              // the kernel removes the node
+//
+// One Server is one /dev/cuse connection and one device; the name must be
+// unique among CUSE devices. NewServer takes any Channel, which is how
+// tests run against cuse/fakekernel without root.
+//
+// # Protocol
+//
+// Every message is one read or one write of the channel, little-endian:
+//
+//	kernel → server   fuse_in_header (40 bytes)   len, opcode, unique, nodeid (0), uid, gid, pid
+//	server → kernel   fuse_out_header (16 bytes)  len, -errno, unique
+//
+//	opcode          body in                    reply body             here
+//	CUSE_INIT 4096  cuse_init_in 16            cuse_init_out 72 +     Init: 7.min(kernel,28),
+//	                                           "DEVNAME=<name>\0"     max_read = max_write = 128 KiB,
+//	                                                                  dynamic major, restricted ioctl
+//	OPEN 14         fuse_open_in 8             fuse_open_out 16       Device.Open; fh chosen here
+//	READ 15         fuse_read_in 40            data                   Handle.Read; writev of its slices
+//	WRITE 16        fuse_write_in 40 + data    fuse_write_out 8       Handle.Write; readv into lent buffers
+//	RELEASE 18      fuse_release_in 24         (none)                 Handle.Release (synchronous)
+//	INTERRUPT 36    fuse_interrupt_in 8        none, or EAGAIN        cancels the request's context
+//	IOCTL 39        fuse_ioctl_in 32           ENOTTY                 the real driver has no ioctl
+//	POLL 40         fuse_poll_in 24            fuse_poll_out 8        Handle.Poll; kh kept per fh
+//	(notify)        –                          unique 0, error +1,    NOTIFY_POLL{kh} when a Waker
+//	                                           fuse_notify_poll_wakeup_out 8   fires after a POLL asked
+//
+// Anything else is answered ENOSYS and counted; the kernel sends CUSE no
+// FLUSH, FSYNC, DESTROY or FORGET. A request that does not parse is
+// answered EIO and counted. The kernel splits every read(2) and write(2)
+// into requests of at most 128 KiB (CUSE cannot raise max_pages), and
+// READ/WRITE offsets count from 0 within each syscall, so they are ignored.
+//
+// # The Device contract
+//
+// Device.Open runs for every open(2) and returns a Handle, one per open
+// file description; the server maps the kernel's fh to it. A Handle's
+// methods may run concurrently (the kernel sends several requests at once
+// when several threads use one fd); Release comes last, once.
+//
+// Blocking. Read, Write and Open may block, but each gets a context that
+// an INTERRUPT (the caller got a signal) or shutdown cancels. They must
+// then return promptly: a read(2) waiting on CUSE cannot even be killed
+// with SIGKILL until the server answers. Return ctx.Err() (the caller
+// sees EINTR) or, for a write that took some bytes, the count.
+//
+// Non-blocking. O_NONBLOCK is per request (ReadRequest.Flags,
+// WriteRequest.Flags), because fcntl(F_SETFL) is not announced to the
+// server: Go's os.OpenFile sets it after the open. When the request is
+// non-blocking and nothing can be done, return syscall.EAGAIN, and make
+// sure a Waker fires when that changes, or the client sleeps forever.
+//
+// Poll. Poll returns the current readiness (EventIn, EventOut, EventHup,
+// EventErr) without blocking. Each handle gets a Waker in its
+// OpenRequest; call it whenever readiness may have changed (bytes arrived,
+// room freed, the stream hung up). The server sends NOTIFY_POLL for the
+// handle's kh only if the kernel asked (FUSE_POLL_SCHEDULE_NOTIFY) since
+// the last notification, so calling it often is cheap.
+//
+// Errors. Return a syscall.Errno for what users should see (ENXIO, EBUSY,
+// EINVAL...); a cancelled context becomes EINTR and anything else EIO with
+// a log line (see Errno). Returning no data and no error from Read is end
+// of file.
+//
+// Zero copy. A READ reply is written with one writev straight from the
+// ReadResult's slices; ReadResult.Done(delivered) says when they are free
+// again and whether the kernel took them (false when the request was
+// interrupted meanwhile, so a stream loses nothing). A Device that also
+// implements WriteBufferer lends the memory WRITE payloads are read into:
+// the server reads each request with readv([80-byte head, lent buffers])
+// and hands the payload to Handle.Write as slices of those buffers.
+//
+// # Concurrency and interrupts
+//
+// Requests are read by a small pool of goroutines, as in go-fuse: a
+// reader handles what it read itself (no hand-off on the fast path), and
+// when the last idle reader takes a request it first starts another, so
+// some goroutine is always reading the channel. That is what lets an
+// INTERRUPT in while READs are parked in the device. Every request has a
+// context in an in-flight map keyed by unique; INTERRUPT cancels it and is
+// not answered, or is answered EAGAIN when the target is not known yet
+// (the INTERRUPT overtook its request between two readers), which makes
+// the kernel queue it again.
+//
+// # Shutdown
+//
+// Serve ends when its context ends, Close is called, or the kernel ends
+// the connection (ENODEV). It then cancels every request, closes the
+// channel (the kernel removes the device and its node), waits for its
+// goroutines, and releases every handle the kernel will no longer release.
+//
+// # The node
+//
+// devtmpfs creates /dev/<name> as 0600 root:root, like the kernel's misc
+// device; Init waits for it and applies NodeOptions (mode, owner). Without
+// devtmpfs the server makes the node itself from /sys/class/cuse/<name>/dev
+// and removes it at shutdown. udev rules must match SUBSYSTEM=="cuse", not
+// "misc". The node's major differs from a misc device's (CUSE cannot claim
+// major 10).
+package cuse
