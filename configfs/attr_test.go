@@ -2,6 +2,7 @@ package configfs
 
 import (
 	"fmt"
+	"log/slog"
 	"strconv"
 	"syscall"
 	"testing"
@@ -195,7 +196,7 @@ func FuzzStoreAttribute(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, input string) {
-		tr := newTree(NewMemBackend(), nil)
+		tr := newTree(NewMemBackend(), slog.New(slog.DiscardHandler))
 		g, errno := tr.makeGroup(t.Context(), "0-1.0")
 		require.Zero(t, errno)
 		it, errno := tr.makeItem(t.Context(), g, "s")
