@@ -1,0 +1,116 @@
+package fusefile_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"tbstream/cuse/fusefile"
+	"tbstream/cuse/loopback"
+)
+
+// mount serves loopback pipes under a fresh directory; it skips, saying
+// why, where a FUSE mount cannot be made.
+func mount(t *testing.T, files map[string]fusefile.File) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts with mount(2) (DirectMountStrict)")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("needs /dev/fuse (CONFIG_FUSE_FS)")
+	}
+	dir := t.TempDir()
+	srv, err := fusefile.Mount(dir, files, fusefile.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if srv.Unmount() != nil {
+			syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+	})
+	return dir
+}
+
+func TestFallbackFiles(t *testing.T) {
+	dir := mount(t, map[string]fusefile.File{
+		"tbstream0": {Device: loopback.New(0)},
+		"tbstream1": {Device: loopback.New(0), Mode: 0o640, GID: 6},
+	})
+	tests := []struct {
+		name string
+		mode os.FileMode
+		gid  uint32
+	}{
+		{"tbstream0", 0o600, 0},
+		{"tbstream1", 0o640, 6},
+	}
+	for _, tt := range tests {
+		fi, err := os.Stat(filepath.Join(dir, tt.name))
+		require.NoError(t, err)
+		require.Equal(t, tt.mode, fi.Mode())
+		require.Equal(t, tt.gid, fi.Sys().(*syscall.Stat_t).Gid)
+	}
+}
+
+// TestFallbackGoClients uses os.File on both ends: Go makes the fds
+// non-blocking, and without poll the fallback must block instead of
+// answering EAGAIN, or the reader would hang.
+func TestFallbackGoClients(t *testing.T) {
+	dir := mount(t, map[string]fusefile.File{"tbstream0": {Device: loopback.New(64 << 10)}})
+	path := filepath.Join(dir, "tbstream0")
+	want := make([]byte, 3<<20+123)
+	rand.Read(want)
+
+	r, err := os.OpenFile(path, os.O_RDONLY, 0)
+	require.NoError(t, err)
+	defer r.Close()
+	errc := make(chan error, 1)
+	go func() {
+		w, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
+		_, err = w.Write(want)
+		if cerr := w.Close(); err == nil {
+			err = cerr
+		}
+		errc <- err
+	}()
+	got, err := io.ReadAll(r)
+	require.NoError(t, err)
+	require.NoError(t, <-errc)
+	require.True(t, bytes.Equal(want, got), "read %d bytes, wrote %d", len(got), len(want))
+}
+
+// TestFallbackKilledReader checks that a reader blocked in read(2) dies of
+// SIGINT and SIGKILL: go-fuse cancels the request's context on INTERRUPT.
+func TestFallbackKilledReader(t *testing.T) {
+	dir := mount(t, map[string]fusefile.File{"tbstream0": {Device: loopback.New(0)}})
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGKILL} {
+		t.Run(sig.String(), func(t *testing.T) {
+			cmd := exec.Command("cat", filepath.Join(dir, "tbstream0"))
+			require.NoError(t, cmd.Start())
+			time.Sleep(200 * time.Millisecond) // let it reach read(2); either way it must die
+			require.NoError(t, cmd.Process.Signal(sig))
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				cmd.Process.Kill()
+				t.Fatal("reader still alive 30 s after the signal")
+			}
+			ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+			require.True(t, ws.Signaled())
+			require.Equal(t, sig, ws.Signal())
+		})
+	}
+}
