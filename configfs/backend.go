@@ -41,9 +41,10 @@ type Group interface {
 type Item interface {
 	// Show returns the attribute's value; configfs prints it.
 	Show(ctx context.Context, attr Attr) (int64, error)
-	// Store sets a writable attribute. value has passed the driver's parse and range
-	// checks (see Attr); the backend's own refusals (EBUSY while open, HopID out of range
-	// EINVAL, taken EBUSY, exhausted ENOSPC) are its to return.
+	// Store sets a writable attribute (never AttrIndex). value has passed the driver's
+	// parse and range checks (see Attr); busy_poll arrives as 0 or 1. The backend's own
+	// refusals (EBUSY while open, HopID out of range EINVAL, taken EBUSY, exhausted ENOSPC)
+	// are its to return.
 	Store(ctx context.Context, attr Attr, value int64) error
 	// Remove is called for `rmdir <group>/<name>`. The kernel never fails here either.
 	Remove(ctx context.Context) error

@@ -3,6 +3,7 @@ package configfs
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -277,4 +278,60 @@ func TestUnmountBusy(t *testing.T) {
 	_ = shell.Wait()
 	s.Wait() // returns once the kernel drops the detached mount
 	require.Equal(t, unmountErr, s.Unmount(), "later calls repeat the first result")
+}
+
+// TestNoStoreAfterRemove: writers hammering an item's attributes while it is removed get
+// ENOENT afterwards, and the backend sees no Show or Store after the item's Remove.
+func TestNoStoreAfterRemove(t *testing.T) {
+	m := mountForTest(t, nil)
+	m.ok("mkdir -p 0-1.0/backup")
+	var mu sync.Mutex
+	removed, late := false, 0
+	m.backend.InjectFault(func(op Op) error {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case op.Kind == OpRemoveItem:
+			removed = true
+		case removed && (op.Kind == OpStore || op.Kind == OpShow):
+			late++
+		}
+		return nil
+	})
+	var files []*os.File
+	for _, attr := range []string{"in_hopid", "out_hopid", "ring_size", "throttling"} {
+		f, err := os.OpenFile(m.path("0-1.0/backup/"+attr), os.O_RDWR, 0)
+		require.NoError(t, err)
+		defer f.Close()
+		files = append(files, f)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(files))
+	for _, f := range files {
+		wg.Go(func() {
+			for {
+				_, err := f.WriteAt([]byte("64\n"), 0)
+				if err == nil {
+					_, err = unix.Pread(int(f.Fd()), make([]byte, 16), 0)
+				}
+				if errors.Is(err, syscall.ENOENT) {
+					return
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	m.ok("sleep 0.05 && rmdir 0-1.0/backup")
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.True(t, removed)
+	require.Zero(t, late, "Show or Store reached the backend after Remove")
 }
