@@ -1,6 +1,7 @@
 package configfs
 
 import (
+	"bytes"
 	"strconv"
 	"syscall"
 )
@@ -8,8 +9,7 @@ import (
 // Attr names one attribute file of a stream item, <group>/<name>/<attr>.
 type Attr int
 
-// The attributes of a stream item, in the order `ls` does not use (it sorts) but the kernel
-// documentation lists them.
+// The attributes of a stream item, in the order of the kernel documentation's table.
 const (
 	AttrIndex      Attr = iota // X of /dev/tbstreamX; read-only, "%d\n"
 	AttrInHopID                // HopID the peer transmits on; kstrtoint base 0, "%d\n"
@@ -93,7 +93,10 @@ func (a Attr) show(v int64) []byte {
 // a write open of an attribute without store()). page is cut at its first NUL, as the
 // kernel's C string would be.
 func (a Attr) parse(page []byte) (int64, syscall.Errno) {
-	s := cString(page)
+	if end := bytes.IndexByte(page, 0); end >= 0 {
+		page = page[:end]
+	}
+	s := string(page)
 	switch a {
 	case AttrInHopID, AttrOutHopID:
 		v, errno := kstrtoint(s)
@@ -124,13 +127,4 @@ func (a Attr) parse(page []byte) (int64, syscall.Errno) {
 		return 0, errno
 	}
 	return 0, syscall.EACCES
-}
-
-func cString(page []byte) string {
-	for i, c := range page {
-		if c == 0 {
-			return string(page[:i])
-		}
-	}
-	return string(page)
 }
