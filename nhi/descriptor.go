@@ -15,10 +15,12 @@ import (
 //	            31:20 flags (12 bits)
 //	byte 12..15 time (0)
 //
-// Driver and device run concurrently, so every descriptor dword is read and
-// written with one atomic 32-bit access: the device's COMPLETED store
-// publishes the frame it wrote before, and the driver's POSTED store
-// publishes the buffer it filled.
+// Driver and device run concurrently. The control dword is the one both
+// sides write while the other may read it, so it is always accessed
+// atomically: the device's COMPLETED store publishes the frame it wrote,
+// the driver's POSTED store (followed by the doorbell) publishes the
+// buffer. The address and time dwords are written before that store and
+// read only after the doorbell, so plain accesses suffice.
 const (
 	DescSize     = 16
 	DescAddrLo   = 0
@@ -90,10 +92,10 @@ func LoadLE32(mem []byte, off int) uint32 { return toLE(atomic.LoadUint32(word(m
 // StoreLE32 atomically writes v little-endian at mem[off:].
 func StoreLE32(mem []byte, off int, v uint32) { atomic.StoreUint32(word(mem, off), toLE(v)) }
 
-// LoadDescAddr reads the buffer IOVA of descriptor i of a ring.
+// LoadDescAddr reads the buffer IOVA of descriptor i of a ring; call it
+// only after the doorbell published the descriptor.
 func LoadDescAddr(ring []byte, i int) uint64 {
-	o := i * DescSize
-	return uint64(LoadLE32(ring, o+DescAddrLo)) | uint64(LoadLE32(ring, o+DescAddrHi))<<32
+	return binary.LittleEndian.Uint64(ring[i*DescSize+DescAddrLo:])
 }
 
 // LoadDescControl reads the control dword of descriptor i.
@@ -102,12 +104,11 @@ func LoadDescControl(ring []byte, i int) uint32 { return LoadLE32(ring, i*DescSi
 // StoreDescControl writes the control dword of descriptor i.
 func StoreDescControl(ring []byte, i int, w uint32) { StoreLE32(ring, i*DescSize+DescControl, w) }
 
-// StoreDesc writes a whole descriptor; the control dword goes last so that
-// it publishes the others.
+// StoreDesc writes a whole descriptor; the control dword goes last, with
+// one atomic store, so that it publishes the others.
 func StoreDesc(ring []byte, i int, addr uint64, control uint32) {
 	o := i * DescSize
-	StoreLE32(ring, o+DescAddrLo, uint32(addr))
-	StoreLE32(ring, o+DescAddrHi, uint32(addr>>32))
-	StoreLE32(ring, o+DescTime, 0)
+	binary.LittleEndian.PutUint64(ring[o+DescAddrLo:], addr)
+	binary.LittleEndian.PutUint32(ring[o+DescTime:], 0)
 	StoreLE32(ring, o+DescControl, control)
 }
