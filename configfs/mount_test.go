@@ -120,6 +120,13 @@ func TestDocumentedWorkflow(t *testing.T) {
 	m.ok(`mkdir 0-1.0 && mkdir 0-1.0/backup && echo -1 > 0-1.0/backup/in_hopid && echo -1 > 0-1.0/backup/out_hopid`)
 	require.Equal(t, "-1\n-1\n0\n", m.ok(`cd 0-1.0/backup && cat in_hopid out_hopid index`))
 	require.Equal(t, map[string][]string{"0-1.0": {"backup"}}, m.backend.Groups())
+	for _, a := range []Attr{AttrInHopID, AttrOutHopID} {
+		v, ok := m.backend.Value("0-1.0", "backup", a)
+		require.True(t, ok)
+		require.EqualValues(t, -1, v, "%s reached the backend", a)
+	}
+	_, ok := m.backend.Value("0-1.0", "camera", AttrInHopID)
+	require.False(t, ok)
 	m.ok(`rmdir -p 0-1.0/backup`)
 	require.Empty(t, m.backend.Groups())
 	require.Empty(t, strings.TrimSpace(m.ok(`ls -A`)))
