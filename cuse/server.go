@@ -58,6 +58,7 @@ type Server struct {
 		nextFh   uint64
 		err      error // why serving stopped
 	}
+	bufPool      sync.Pool // *[]byte of readBufferSize: readers come and go
 	stats        Stats
 	serving      atomic.Bool   // Serve has started
 	ready        chan struct{} // closed when Init has succeeded
@@ -314,7 +315,12 @@ func (s *Server) reader() {
 	wb, _ := s.dev.(WriteBufferer)
 	size := s.readBufferSize()
 	bufs := &buffers{head: make([]byte, RequestHeadSize)}
-	defer bufs.giveBack(0)
+	defer func() {
+		bufs.giveBack(0)
+		if bufs.own != nil {
+			s.bufPool.Put(&bufs.own)
+		}
+	}()
 	for {
 		if wb != nil && bufs.lent == nil {
 			lent, done := wb.WriteBuffer(size)
@@ -325,7 +331,11 @@ func (s *Server) reader() {
 			}
 		}
 		if bufs.lent == nil && bufs.own == nil {
-			bufs.own = make([]byte, size)
+			if p, ok := s.bufPool.Get().(*[]byte); ok {
+				bufs.own = *p
+			} else {
+				bufs.own = make([]byte, size)
+			}
 		}
 		n, err := s.ch.ReadRequest(bufs.iov())
 		if s.idle.Add(-1) == 0 && err == nil {

@@ -414,7 +414,12 @@ func (c *channel) WriteReply(iov [][]byte) error {
 	case err := <-c.k.acks:
 		return err
 	case <-c.k.readerDone:
-		return syscall.ENODEV
+		select { // the message may have been processed before the end
+		case err := <-c.k.acks:
+			return err
+		default:
+			return syscall.ENODEV
+		}
 	}
 }
 
