@@ -44,6 +44,7 @@ type Host struct {
 	counters   counters
 
 	wake      chan struct{} // DMA engine doorbell, coalescing
+	idle      atomic.Bool   // the engine is about to sleep or sleeping
 	done      chan struct{}
 	engineWG  sync.WaitGroup
 	closeOnce sync.Once
@@ -134,6 +135,9 @@ func (h *Host) Vectors() []<-chan struct{} {
 }
 
 func (h *Host) kick() {
+	if !h.idle.Load() {
+		return
+	}
 	select {
 	case h.wake <- struct{}{}:
 	default:

@@ -2,7 +2,6 @@ package emu
 
 import (
 	"fmt"
-	"sort"
 	"sync"
 	"sync/atomic"
 
@@ -85,7 +84,16 @@ func (m *memoryMap) remove(iova uint64) {
 // unmapped (a DMA fault).
 func (m *memoryMap) translate(iova uint64, n int) []byte {
 	regions := *m.regions.Load()
-	i := sort.Search(len(regions), func(i int) bool { return regions[i].iova+uint64(len(regions[i].mem)) > iova })
+	lo, hi := 0, len(regions) // first region ending above iova
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if regions[mid].iova+uint64(len(regions[mid].mem)) <= iova {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	i := lo
 	if i == len(regions) || regions[i].iova > iova {
 		return nil
 	}

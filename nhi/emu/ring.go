@@ -18,7 +18,7 @@ type ring struct {
 	hop    int
 	rx     bool
 	head   atomic.Uint32 // software head, from the doorbell
-	hwTail atomic.Uint32 // published tail, for register reads
+	hwTail atomic.Uint32 // TX: tail as of the last pass, for the engine's idle check
 
 	// mu protects the fields below; the engine holds it while it works on
 	// the ring, so a disable returns only when the ring is idle.
@@ -50,9 +50,9 @@ func (r *ring) readBlock(f nhi.Reg) uint32 {
 		return uint32(r.base >> 32)
 	case nhi.RingIndices:
 		if r.rx {
-			return r.head.Load() | r.hwTail.Load()<<nhi.RingRxTailShift
+			return r.head.Load() | uint32(r.tail)<<nhi.RingRxTailShift
 		}
-		return r.hwTail.Load() | r.head.Load()<<nhi.RingTxHeadShift
+		return uint32(r.tail) | r.head.Load()<<nhi.RingTxHeadShift
 	case nhi.RingSizeReg:
 		return uint32(r.count) | uint32(r.frameSize)<<nhi.RingFrameSizeShift
 	}
@@ -204,7 +204,9 @@ loop:
 		}
 		nhi.StoreDescControl(r.desc, r.tail, ctrl|nhi.DescFlagCompleted)
 		irq = irq || ctrl&nhi.DescFlagInterrupt != 0
-		r.tail = (r.tail + 1) % r.count
+		if r.tail++; r.tail == r.count {
+			r.tail = 0
+		}
 		n++
 	}
 	r.hwTail.Store(uint32(r.tail))
@@ -336,8 +338,9 @@ func (h *Host) fillLocked(r *ring, sof, eof uint8, p []byte) (irq bool) {
 	}
 	copy(buf, p[:n])
 	nhi.StoreDescControl(r.desc, r.tail, nhi.ControlWord(n, sof, eof, flags))
-	r.tail = (r.tail + 1) % r.count
-	r.hwTail.Store(uint32(r.tail))
+	if r.tail++; r.tail == r.count {
+		r.tail = 0
+	}
 	return ctrl&nhi.DescFlagInterrupt != 0
 }
 
@@ -402,27 +405,38 @@ func (h *Host) flushCables() {
 
 // engine is the DMA engine: woken by TX doorbells, credits, path changes
 // and plug events, it drains every TX ring until no progress is possible,
-// then flushes the cables.
+// then flushes the cables and sleeps.
+//
+// kick only wakes a sleeping engine. The engine announces sleep (idle)
+// and then makes one more pass; a doorbell stores head and then reads
+// idle. With both atomic, either the doorbell sees idle and wakes the
+// engine, or that last pass sees the doorbell's work.
 func (h *Host) engine() {
 	defer h.engineWG.Done()
 	for {
-		select {
-		case <-h.wake:
-		case <-h.done:
-			return
-		}
-		for {
-			progress := false
-			for _, r := range h.tx {
-				if h.txPass(r) {
-					progress = true
-					h.flushCables()
+		if !h.pass() {
+			h.idle.Store(true)
+			if !h.pass() {
+				select {
+				case <-h.wake:
+				case <-h.done:
+					return
 				}
 			}
-			h.flushCables() // credits granted since the last pass
-			if !progress {
-				break
-			}
+			h.idle.Store(false)
 		}
 	}
+}
+
+// pass gives every TX ring one turn and reports whether any frame moved.
+func (h *Host) pass() bool {
+	progress := false
+	for _, r := range h.tx {
+		if h.txPass(r) {
+			progress = true
+			h.flushCables()
+		}
+	}
+	h.flushCables() // credits granted since the last pass
+	return progress
 }
