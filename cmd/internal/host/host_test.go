@@ -93,14 +93,20 @@ func waitService(t *testing.T, h *testHost, route ctl.Route) *xdomain.XDomain {
 
 func mkItem(t *testing.T, h *testHost, group, name string) configfs.Item {
 	t.Helper()
-	gn, err := configfs.ParseGroupName(group)
-	require.NoError(t, err)
+	gn := groupName(t, group)
 	ctx := context.Background()
 	g, err := h.Streams.MakeGroup(ctx, gn)
 	require.NoError(t, err)
 	it, err := g.MakeItem(ctx, name)
 	require.NoError(t, err)
 	return it
+}
+
+func groupName(t *testing.T, name string) configfs.GroupName {
+	t.Helper()
+	id, err := xdomain.ParseServiceID(name)
+	require.NoError(t, err)
+	return configfs.GroupName{Name: name, Domain: id.Host.Domain, Route: uint64(id.Host.Route), Service: id.Index}
 }
 
 func show(t *testing.T, it configfs.Item, a configfs.Attr) int64 {

@@ -208,6 +208,13 @@ func (s *Service) freeIndex(i int) {
 	delete(s.indexes, i)
 }
 
+// GroupFor returns the group of that name, or nil.
+func (s *Service) GroupFor(name string) *Group {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.groups[name]
+}
+
 // Snapshot describes every group and stream, for `tbstream list`.
 func (s *Service) Snapshot() []GroupInfo {
 	s.mu.Lock()

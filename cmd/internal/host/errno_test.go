@@ -1,0 +1,236 @@
+package host
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"tbstream/configfs"
+	"tbstream/cuse"
+)
+
+// pairStream makes "name" on both hosts with automatic HopIDs on host2 and
+// announced ones on host1, and waits until both are usable.
+func pairStream(t *testing.T, h1, h2 *testHost, name string) (i1, i2 configfs.Item) {
+	t.Helper()
+	i2 = mkItemIn(t, h2, "0-1.0", name)
+	ctx := context.Background()
+	require.NoError(t, i2.Store(ctx, configfs.AttrInHopID, -1))
+	require.NoError(t, i2.Store(ctx, configfs.AttrOutHopID, -1))
+	i1 = mkItemIn(t, h1, "0-503.0", name)
+	require.Eventually(t, func() bool {
+		return show(t, i1, configfs.AttrInHopID) >= 8 && show(t, i1, configfs.AttrOutHopID) >= 8
+	}, 10*time.Second, 5*time.Millisecond)
+	return i1, i2
+}
+
+// mkItemIn is mkItem for a group that may exist already.
+func mkItemIn(t *testing.T, h *testHost, group, name string) configfs.Item {
+	t.Helper()
+	gn := groupName(t, group)
+	ctx := context.Background()
+	g, err := h.Streams.MakeGroup(ctx, gn)
+	if errors.Is(err, syscall.EEXIST) {
+		g = h.Streams.GroupFor(group)
+		err = nil
+	}
+	require.NoError(t, err)
+	it, err := g.MakeItem(ctx, name)
+	require.NoError(t, err)
+	return it
+}
+
+func node(t *testing.T, it configfs.Item) string {
+	return "tbstream" + itoa(show(t, it, configfs.AttrIndex))
+}
+
+func itoa(v int64) string { return string(rune('0' + v)) }
+
+func TestTwoStreamsBothDirections(t *testing.T) {
+	h1, h2, _ := twoHosts(t)
+	waitService(t, h2, 0x1)
+	waitService(t, h1, 0x503)
+	a1, a2 := pairStream(t, h1, h2, "a")
+	b1, b2 := pairStream(t, h1, h2, "b")
+	require.NotEqual(t, show(t, a2, configfs.AttrInHopID), show(t, b2, configfs.AttrInHopID))
+
+	var wg sync.WaitGroup
+	check := func(from, to *testHost, fi, ti configfs.Item, seed uint64) {
+		defer wg.Done()
+		r := open(t, to, node(t, ti), syscall.O_RDONLY)
+		w := open(t, from, node(t, fi), syscall.O_WRONLY)
+		data := make([]byte, 3<<20+77)
+		fill(data, seed)
+		got := make(chan []byte)
+		go func() { got <- readAll(t, r) }()
+		writeAll(t, w, data)
+		w.Release(context.Background())
+		require.Equal(t, sha256.Sum256(data), sha256.Sum256(<-got))
+		r.Release(context.Background())
+	}
+	wg.Add(2)
+	go check(h1, h2, a1, a2, 7) // a: host1 → host2
+	go check(h2, h1, b2, b1, 9) // b: host2 → host1
+	wg.Wait()
+}
+
+func TestOpenErrors(t *testing.T) {
+	h1, h2, unplug := twoHosts(t)
+	waitService(t, h2, 0x1)
+	ctx := context.Background()
+
+	// No HopIDs: EINVAL at once, blocking or not.
+	it := mkItem(t, h2, "0-1.0", "nohop")
+	d := h2.nodes.get("tbstream0")
+	_, err := d.Open(ctx, &cuse.OpenRequest{Wake: func() {}})
+	require.ErrorIs(t, err, syscall.EINVAL)
+
+	// A group with no peer: ENXIO with O_NONBLOCK; a blocking open waits
+	// until the stream attaches.
+	gn := groupName(t, "0-7.0")
+	g, err := h2.Streams.MakeGroup(ctx, gn)
+	require.NoError(t, err)
+	lonely, err := g.MakeItem(ctx, "x")
+	require.NoError(t, err)
+	require.NoError(t, lonely.Store(ctx, configfs.AttrInHopID, 8), "unattached: stored without validation")
+	require.NoError(t, lonely.Store(ctx, configfs.AttrOutHopID, 99))
+	require.Equal(t, int64(99), show(t, lonely, configfs.AttrOutHopID))
+	ld := h2.nodes.get("tbstream1")
+	_, err = ld.Open(ctx, &cuse.OpenRequest{Flags: syscall.O_NONBLOCK, Wake: func() {}})
+	require.ErrorIs(t, err, syscall.ENXIO)
+	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	_, err = ld.Open(cctx, &cuse.OpenRequest{Wake: func() {}})
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded, "a blocking open waits for the peer")
+
+	// A blocking open that waits for HopIDs to be announced... is EINVAL
+	// (no HopIDs is not a reason to wait), and a peer gone is ENXIO.
+	_ = it
+	waitService(t, h1, 0x503)
+	i1, i2 := pairStream(t, h1, h2, "s")
+	hd := open(t, h2, node(t, i2), syscall.O_RDWR)
+	unplug()
+	require.Eventually(t, func() bool { return h2.XDomain.XDomain(0x1) == nil }, 10*time.Second, 5*time.Millisecond)
+	_, err = hd.Read(ctx, &cuse.ReadRequest{Size: 10})
+	require.ErrorIs(t, err, syscall.ENXIO, "read after unplug")
+	_, err = hd.Write(ctx, &cuse.WriteRequest{Data: [][]byte{{1}}})
+	require.ErrorIs(t, err, syscall.ENXIO, "write after unplug")
+	ev, err := hd.Poll(ctx, &cuse.PollRequest{Events: cuse.EventIn | cuse.EventOut})
+	require.NoError(t, err)
+	require.Equal(t, cuse.EventHup|cuse.EventErr, ev)
+	require.Equal(t, int64(-1), show(t, i2, configfs.AttrInHopID), "after detach the attribute shows what was written, not the released HopID")
+	require.Eventually(t, func() bool { return show(t, i1, configfs.AttrInHopID) == 0 }, 10*time.Second, 5*time.Millisecond,
+		"host1 sees the unplug too: the announced HopIDs are released and not shown")
+	hd.Release(ctx)
+	_ = i1
+}
+
+func TestAttributeErrors(t *testing.T) {
+	h1, h2, _ := twoHosts(t)
+	waitService(t, h2, 0x1)
+	waitService(t, h1, 0x503)
+	ctx := context.Background()
+	i1, i2 := pairStream(t, h1, h2, "s")
+
+	other := mkItemIn(t, h2, "0-1.0", "t")
+	in := show(t, i2, configfs.AttrInHopID)
+	require.ErrorIs(t, other.Store(ctx, configfs.AttrInHopID, in), syscall.EBUSY, "taken by another stream")
+	require.ErrorIs(t, other.Store(ctx, configfs.AttrInHopID, 7), syscall.EINVAL, "below 8")
+	require.ErrorIs(t, other.Store(ctx, configfs.AttrInHopID, 20), syscall.EINVAL, "above the lane adapter's 19")
+	require.ErrorIs(t, other.Store(ctx, configfs.AttrOutHopID, 20), syscall.EINVAL, "above the peer's maxhopid 19")
+	for i := 0; i < 11; i++ { // 8..19 is 12 HopIDs; "s" holds one
+		require.NoError(t, other.Store(ctx, configfs.AttrInHopID, -1))
+		x := mkItemIn(t, h2, "0-1.0", "x"+itoa(int64(i)))
+		_ = x
+		other = x
+	}
+	require.ErrorIs(t, other.Store(ctx, configfs.AttrInHopID, -1), syscall.ENOSPC)
+
+	hd := open(t, h1, node(t, i1), syscall.O_RDWR)
+	for _, a := range []configfs.Attr{configfs.AttrInHopID, configfs.AttrOutHopID, configfs.AttrRingSize, configfs.AttrThrottling, configfs.AttrBusyPoll} {
+		require.ErrorIs(t, i1.Store(ctx, a, 8), syscall.EBUSY, "attribute %v while open", a)
+	}
+	hd.Release(ctx)
+	require.NoError(t, i1.Store(ctx, configfs.AttrRingSize, 64))
+}
+
+func TestCloseAndRemove(t *testing.T) {
+	h1, h2, _ := twoHosts(t)
+	waitService(t, h2, 0x1)
+	waitService(t, h1, 0x503)
+	ctx := context.Background()
+	i1, i2 := pairStream(t, h1, h2, "s")
+
+	r := open(t, h2, node(t, i2), syscall.O_RDWR)
+	w := open(t, h1, node(t, i1), syscall.O_RDWR)
+	writeAll(t, w, []byte("hello"))
+	w.Release(ctx) // CLOSE
+	require.Equal(t, []byte("hello"), readAll(t, r), "data, then EOF")
+	_, err := r.Write(ctx, &cuse.WriteRequest{Data: [][]byte{{1}}})
+	require.ErrorIs(t, err, syscall.ENXIO, "write after the peer's CLOSE")
+	r.Release(ctx)
+
+	// rmdir while open: read EOF, write ENXIO, the node is gone.
+	r = open(t, h2, node(t, i2), syscall.O_RDWR)
+	require.NoError(t, i2.Remove(ctx))
+	require.Nil(t, h2.nodes.get("tbstream0"))
+	res, err := r.Read(ctx, &cuse.ReadRequest{Size: 10})
+	require.NoError(t, err)
+	require.Zero(t, res.Len())
+	_, err = r.Write(ctx, &cuse.WriteRequest{Data: [][]byte{{1}}})
+	require.ErrorIs(t, err, syscall.ENXIO)
+	r.Release(ctx)
+
+	// rmdir of both items and groups: the next mkdir gets index 0.
+	require.NoError(t, i1.Remove(ctx))
+	require.NoError(t, h1.Streams.GroupFor("0-503.0").Remove(ctx))
+	require.NoError(t, h2.Streams.GroupFor("0-1.0").Remove(ctx))
+	it := mkItemIn(t, h2, "0-1.0", "again")
+	require.Equal(t, int64(0), show(t, it, configfs.AttrIndex))
+}
+
+func TestSlowReaderStallsWriterWithoutLoss(t *testing.T) {
+	h1, h2, _ := twoHosts(t)
+	waitService(t, h2, 0x1)
+	waitService(t, h1, 0x503)
+	ctx := context.Background()
+	i1, i2 := pairStream(t, h1, h2, "s")
+	require.NoError(t, i1.Store(ctx, configfs.AttrRingSize, 32))
+	require.NoError(t, i2.Store(ctx, configfs.AttrRingSize, 32))
+
+	r := open(t, h2, node(t, i2), syscall.O_RDONLY)
+	w := open(t, h1, node(t, i1), syscall.O_WRONLY)
+	data := make([]byte, 4096*200)
+	fill(data, 3)
+	// Nobody reads: writes succeed until both rings are full, then a
+	// non-blocking write is EAGAIN.
+	sent := 0
+	for sent < len(data) {
+		n, err := w.Write(ctx, &cuse.WriteRequest{Data: [][]byte{data[sent:min(len(data), sent+64<<10)]}, Flags: syscall.O_NONBLOCK})
+		if errors.Is(err, syscall.EAGAIN) {
+			break
+		}
+		require.NoError(t, err)
+		sent += n
+	}
+	require.Less(t, sent, len(data), "the writer stalls")
+	require.LessOrEqual(t, sent, 2*31*4096, "at most a TX ring and an RX ring of frames are in flight")
+	res, err := r.Read(ctx, &cuse.ReadRequest{Size: 10, Flags: syscall.O_NONBLOCK})
+	require.NoError(t, err, "data is waiting")
+	require.Equal(t, data[:10], res.Data[0])
+	res.Done(true)
+
+	got := make(chan []byte)
+	go func() { got <- readAll(t, r) }()
+	writeAll(t, w, data[sent:])
+	w.Release(ctx)
+	out := <-got
+	require.Equal(t, sha256.Sum256(data[10:]), sha256.Sum256(out), "nothing lost: everything after the 10 bytes read first")
+	r.Release(ctx)
+}
