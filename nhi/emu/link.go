@@ -90,6 +90,8 @@ type cableEnd interface {
 	sendCredit(hopID uint16, n int32)
 	sendCreditReset(hopID uint16)
 	flush()
+	// flushInline completes a pass made outside the engine.
+	flushInline()
 	close()
 }
 
@@ -211,8 +213,9 @@ func (e *inprocEnd) sendCreditReset(hopID uint16) {
 	}
 }
 
-func (e *inprocEnd) flush() { e.peer.host.flushIRQ() }
-func (e *inprocEnd) close() { e.peer.unplug() }
+func (e *inprocEnd) flush()       { e.peer.host.flushIRQ() }
+func (e *inprocEnd) flushInline() { e.flush() }
+func (e *inprocEnd) close()       { e.peer.unplug() }
 
 // ListenTCP listens for TCP cables. An empty address, or one without a
 // host, binds to loopback; any other interface must be named explicitly.
@@ -394,6 +397,9 @@ func (e *streamEnd) flush() {
 		}
 	}
 }
+
+// flushInline leaves the socket write to the engine.
+func (e *streamEnd) flushInline() { e.host.kick() }
 
 func (e *streamEnd) close() {
 	e.wmu.Lock()

@@ -103,7 +103,7 @@ func (h *Host) writeBlock(r *ring, f nhi.Reg, v uint32) {
 			h.grant(r)
 		} else {
 			r.head.Store(v >> nhi.RingTxHeadShift & nhi.RingIndexMask)
-			h.kick()
+			h.doorbellTx(r)
 		}
 	case nhi.RingSizeReg:
 		r.mu.Lock()
@@ -177,6 +177,33 @@ func (h *Host) txPass(r *ring) bool {
 		return false
 	}
 	r.mu.Lock()
+	return h.txPassLocked(r)
+}
+
+// doorbellTx reacts to a TX doorbell. A busy engine will find the frame
+// on its next pass. An idle one is not woken: the frames are moved right
+// away on the doorbell writer's goroutine, as a DMA engine would start on
+// the doorbell, which saves a goroutine hand-off per burst. Cables that
+// batch writes are flushed by the engine.
+func (h *Host) doorbellTx(r *ring) {
+	if !h.idle.Load() {
+		return
+	}
+	if !r.mu.TryLock() {
+		h.kick() // the engine's last pass holds the ring and may have missed us
+		return
+	}
+	if h.txPassLocked(r) {
+		for _, l := range h.lanes {
+			if c := l.cable.Load(); c != nil {
+				c.end.flushInline()
+			}
+		}
+	}
+}
+
+// txPassLocked is txPass with r.mu held; it unlocks.
+func (h *Host) txPassLocked(r *ring) bool {
 	if !r.enabled || int(r.head.Load()) >= r.count {
 		r.mu.Unlock()
 		return false
