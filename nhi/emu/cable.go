@@ -113,9 +113,14 @@ func parseCableHeader(hdr []byte) (cableFrame, int, error) {
 	return f, n, nil
 }
 
-// readCableFrame reads one frame; buf (at least 4096 bytes) receives the
-// payload. io.EOF means the cable closed cleanly between frames.
-func readCableFrame(r *bufio.Reader, buf []byte) (cableFrame, error) {
+// minReaderSize is the smallest bufio.Reader readCableFrame can use: the
+// largest frame must fit its buffer.
+const minReaderSize = CableHeaderSize + nhi.MaxFrameSize
+
+// readCableFrame reads one frame. Its payload aliases r's buffer and stays
+// valid until the next read from r, which saves copying it. io.EOF means
+// the cable closed cleanly between frames.
+func readCableFrame(r *bufio.Reader) (cableFrame, error) {
 	hdr, err := r.Peek(CableHeaderSize)
 	if err != nil {
 		if err == io.EOF && len(hdr) > 0 {
@@ -127,14 +132,18 @@ func readCableFrame(r *bufio.Reader, buf []byte) (cableFrame, error) {
 	if err != nil {
 		return f, err
 	}
-	r.Discard(CableHeaderSize)
-	if _, err := io.ReadFull(r, buf[:n]); err != nil {
+	if r.Size() < minReaderSize {
+		return f, fmt.Errorf("cable reader buffer of %d bytes, need %d", r.Size(), minReaderSize)
+	}
+	all, err := r.Peek(CableHeaderSize + n)
+	if err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
 		return f, err
 	}
-	f.Payload = buf[:n]
+	r.Discard(len(all))
+	f.Payload = all[CableHeaderSize:]
 	if f.Kind == CableHello {
 		if [4]byte(f.Payload[:4]) != cableMagic {
 			return f, fmt.Errorf("hello magic %q: %w", f.Payload[:4], ErrMalformed)

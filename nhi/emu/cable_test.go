@@ -27,10 +27,9 @@ func TestCableFrameRoundTrip(t *testing.T) {
 	for _, f := range validFrames() {
 		wire = appendCableFrame(wire, f)
 	}
-	r := bufio.NewReader(bytes.NewReader(wire))
-	buf := make([]byte, 4096)
+	r := bufio.NewReaderSize(bytes.NewReader(wire), minReaderSize)
 	for _, want := range validFrames() {
-		got, err := readCableFrame(r, buf)
+		got, err := readCableFrame(r)
 		require.NoError(t, err)
 		require.Equal(t, want.Kind, got.Kind)
 		require.Equal(t, want.HopID, got.HopID)
@@ -39,7 +38,7 @@ func TestCableFrameRoundTrip(t *testing.T) {
 		require.Equal(t, len(want.Payload), len(got.Payload))
 		require.True(t, bytes.Equal(want.Payload, got.Payload))
 	}
-	_, err := readCableFrame(r, buf)
+	_, err := readCableFrame(r)
 	require.ErrorIs(t, err, io.EOF)
 }
 
@@ -69,7 +68,7 @@ func TestCableFrameMalformed(t *testing.T) {
 		{"truncated payload", append(hdr(2, 0x12, 8, 100, 0), 1, 2, 3), io.ErrUnexpectedEOF},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := readCableFrame(bufio.NewReader(bytes.NewReader(tc.wire)), make([]byte, 4096))
+			_, err := readCableFrame(bufio.NewReaderSize(bytes.NewReader(tc.wire), minReaderSize))
 			require.ErrorIs(t, err, tc.want)
 		})
 	}
@@ -85,11 +84,10 @@ func FuzzCableFrame(f *testing.F) {
 	f.Add([]byte{2, 0x12, 0, 8, 0xff, 0xff, 0, 0})
 	f.Add([]byte{3, 0x66, 0, 0, 0, 4, 0, 0, 1, 2, 3, 4})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		br := bufio.NewReader(bytes.NewReader(data))
-		buf := make([]byte, 4096)
+		br := bufio.NewReaderSize(bytes.NewReader(data), minReaderSize)
 		consumed := 0
 		for {
-			fr, err := readCableFrame(br, buf)
+			fr, err := readCableFrame(br)
 			if err != nil {
 				if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, ErrMalformed) {
 					t.Fatalf("unexpected error class: %v", err)

@@ -285,8 +285,7 @@ func (h *Host) PlugConn(conn net.Conn, port Port) (*Cable, error) {
 		return nil, fmt.Errorf("emu cable hello: %w", err)
 	}
 	br := bufio.NewReaderSize(conn, socketBuffer)
-	buf := make([]byte, nhi.MaxFrameSize)
-	f, err := readCableFrame(br, buf)
+	f, err := readCableFrame(br)
 	if err == nil && f.Kind != CableHello {
 		err = fmt.Errorf("first frame of kind %d: %w", f.Kind, ErrMalformed)
 	}
@@ -303,7 +302,7 @@ func (h *Host) PlugConn(conn net.Conn, port Port) (*Cable, error) {
 		return nil, err
 	}
 	h.announce(c) // before reading, so an early unplug follows the plug event
-	go end.readLoop(br, buf)
+	go end.readLoop(br)
 	return c, nil
 }
 
@@ -314,10 +313,11 @@ type streamEnd struct {
 	cable *Cable
 	conn  net.Conn
 
-	// wmu protects w and werr.
+	// wmu protects w, werr and hdr.
 	wmu  sync.Mutex
 	w    *bufio.Writer
 	werr error
+	hdr  [CableHeaderSize]byte
 
 	// Credits and resets wait here until the engine's next flush, so that
 	// doorbells never write to the socket.
@@ -327,17 +327,18 @@ type streamEnd struct {
 }
 
 func (e *streamEnd) write(kind CableKind, sof, eof uint8, hopID uint16, p []byte) {
-	var hdr [CableHeaderSize]byte
-	hdr[cableKindOff] = byte(kind)
-	hdr[cablePDFOff] = sof<<4 | eof&0xf
-	binary.BigEndian.PutUint16(hdr[cableHopOff:], hopID)
-	binary.BigEndian.PutUint16(hdr[cableLenOff:], uint16(len(p)))
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
 	if e.werr != nil {
 		return
 	}
-	if _, err := e.w.Write(hdr[:]); err != nil {
+	hdr := e.hdr[:]
+	hdr[cableKindOff] = byte(kind)
+	hdr[cablePDFOff] = sof<<4 | eof&0xf
+	binary.BigEndian.PutUint16(hdr[cableHopOff:], hopID)
+	binary.BigEndian.PutUint16(hdr[cableLenOff:], uint16(len(p)))
+	hdr[cableResOff], hdr[cableResOff+1] = 0, 0
+	if _, err := e.w.Write(hdr); err != nil {
 		e.failLocked(err)
 		return
 	}
@@ -415,7 +416,7 @@ func (e *streamEnd) close() {
 
 // readLoop delivers what the peer sends until the cable closes. A
 // malformed frame closes the cable with one log line.
-func (e *streamEnd) readLoop(br *bufio.Reader, buf []byte) {
+func (e *streamEnd) readLoop(br *bufio.Reader) {
 	h, c := e.host, e.cable
 	defer c.unplug()
 	defer h.flushIRQ()
@@ -423,7 +424,7 @@ func (e *streamEnd) readLoop(br *bufio.Reader, buf []byte) {
 		if br.Buffered() < CableHeaderSize {
 			h.flushIRQ() // the batch the peer flushed has been delivered
 		}
-		f, err := readCableFrame(br, buf)
+		f, err := readCableFrame(br)
 		if err == nil && f.Kind == CableHello {
 			err = fmt.Errorf("second hello: %w", ErrMalformed)
 		}
