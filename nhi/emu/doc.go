@@ -50,7 +50,10 @@
 //
 // ConnectInProcess joins two hosts in one process: a TX frame is copied
 // straight from the sender's TX slot into the receiver's RX slot by the
-// sender's DMA engine. Socket cables (PlugConn, Dial, Accept; unix or
+// sender's DMA engine. The engine is a goroutine per host; when it is idle,
+// a TX doorbell starts the transfer on the writer's goroutine instead of
+// waking it, and RX interrupts are raised once per batch of delivered
+// frames. Socket cables (PlugConn, Dial, Accept; unix or
 // TCP, TCP on loopback unless an address is given explicitly) carry
 // frames with this framing, every field big-endian:
 //

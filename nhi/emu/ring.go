@@ -200,6 +200,9 @@ func (h *Host) doorbellTx(r *ring) {
 			}
 		}
 	}
+	if r.head.Load() != r.hwTail.Load() {
+		h.kick() // more than one batch, or frames waiting for credits
+	}
 }
 
 // txPassLocked is txPass with r.mu held; it unlocks.
