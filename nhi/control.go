@@ -150,7 +150,7 @@ func (c *ControlChannel) SendFrame(ctx context.Context, t ctl.Type, frame []byte
 	defer c.txMu.Unlock()
 	for {
 		slot, err := c.tx.TxSlot()
-		if err == ErrRingFull {
+		if errors.Is(err, ErrRingFull) {
 			if err = c.tx.WaitTx(ctx); err == nil {
 				continue
 			}

@@ -2,6 +2,7 @@ package nhi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -423,7 +424,7 @@ func (r *Ring) write(ctx context.Context, p []byte, sof, eof uint8, block bool) 
 	done := 0
 	for done < len(p) {
 		slot, err := r.TxSlot()
-		if err == ErrRingFull {
+		if errors.Is(err, ErrRingFull) {
 			if !block {
 				if done > 0 {
 					return done, nil

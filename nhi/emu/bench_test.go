@@ -2,6 +2,7 @@ package emu_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -93,7 +94,7 @@ func transfer(tb testing.TB, s1, s2 *stream, src, dst []byte, frames int, endToE
 		off := 0
 		for i := range frames {
 			slot, err := s1.tx.TxSlot()
-			if err == nhi.ErrRingFull {
+			if errors.Is(err, nhi.ErrRingFull) {
 				if err = s1.tx.WaitTx(ctx); err == nil {
 					slot, err = s1.tx.TxSlot()
 				}
