@@ -65,6 +65,10 @@ type Options struct {
 // with mount(2) directly (DirectMountStrict), so it needs root or
 // CAP_SYS_ADMIN and no fusermount.
 func Mount(dir string, files map[string]File, opts Options) (*fuse.Server, error) {
+	return mount(dir, &rootNode{files: files}, opts)
+}
+
+func mount(dir string, root *rootNode, opts Options) (*fuse.Server, error) {
 	if opts.MaxWrite == 0 {
 		opts.MaxWrite = cuse.DefaultMaxIO
 	}
@@ -75,7 +79,6 @@ func Mount(dir string, files map[string]File, opts Options) (*fuse.Server, error
 		opts.Logger = slog.Default()
 	}
 	zero := time.Duration(0)
-	root := &rootNode{files: files}
 	srv, err := fs.Mount(dir, root, &fs.Options{
 		EntryTimeout:    &zero,
 		AttrTimeout:     &zero,
@@ -113,13 +116,17 @@ var _ = (fs.NodeOnAdder)((*rootNode)(nil))
 
 func (r *rootNode) OnAdd(ctx context.Context) {
 	for name, f := range r.files {
-		mode := f.Mode.Perm()
-		if mode == 0 {
-			mode = cuse.DefaultNodeMode
-		}
-		n := &fileNode{file: f, mode: uint32(mode)}
-		r.AddChild(name, r.NewPersistentInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG}), false)
+		r.add(ctx, name, f)
 	}
+}
+
+func (r *rootNode) add(ctx context.Context, name string, f File) bool {
+	mode := f.Mode.Perm()
+	if mode == 0 {
+		mode = cuse.DefaultNodeMode
+	}
+	n := &fileNode{file: f, mode: uint32(mode)}
+	return r.AddChild(name, r.NewPersistentInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG}), false)
 }
 
 type fileNode struct {

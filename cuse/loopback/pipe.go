@@ -12,13 +12,15 @@
 //   - A read blocks while the pipe is empty and returns what is there, up
 //     to the size asked (O_NONBLOCK: EAGAIN when empty).
 //   - End of file: when the last handle opened for writing (O_WRONLY or
-//     O_RDWR) is released, the pipe is hung up; reads return what is left,
-//     then 0. A new open for writing clears the hang-up. A reader that opens
-//     before any writer therefore waits for one. A reader opened O_RDWR is
-//     a writer too and never sees end of file while it is open.
-//   - Poll reports POLLIN when there are bytes or the pipe is hung up
-//     (with POLLHUP in the latter case) and POLLOUT when there is room;
-//     every change wakes every handle's Waker.
+//     O_RDWR) is released, the pipe hangs up; a reader that was open
+//     before that reads what is left, then 0. A reader opened after a
+//     hang-up waits for the next writer to come and go, as with a FIFO, so
+//     a reader that happens to open before its writer never sees a stale
+//     end of file. A reader opened O_RDWR is a writer too and never sees
+//     end of file while it is open.
+//   - Poll reports POLLIN when there are bytes or end of file (with
+//     POLLHUP in the latter case) and POLLOUT when there is room; every
+//     change wakes every handle's Waker.
 //   - Reads are zero-copy: a READ reply is written straight from the ring,
 //     and the bytes leave the pipe only once the kernel took the reply, so
 //     an interrupted read loses nothing.
@@ -48,7 +50,7 @@ type Pipe struct {
 		ring    []byte
 		r, n    int           // read position, bytes stored
 		writers int           // open handles that may write
-		hungUp  bool          // the last writer left
+		hangups int           // times the last writer left
 		changed chan struct{} // closed and replaced on every change
 		wakers  map[*handle]cuse.Waker
 	}
@@ -82,9 +84,9 @@ func (p *Pipe) Open(ctx context.Context, req *cuse.OpenRequest) (cuse.Handle, er
 	h := &handle{p: p, writer: req.Writable()}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	h.seen = p.mu.hangups
 	if h.writer {
 		p.mu.writers++
-		p.mu.hungUp = false
 	}
 	if req.Wake != nil {
 		p.mu.wakers[h] = req.Wake
@@ -102,6 +104,13 @@ func (p *Pipe) Buffered() int {
 type handle struct {
 	p      *Pipe
 	writer bool
+	seen   int // Pipe.mu.hangups when opened
+}
+
+// eofLocked reports whether the pipe is at end of file for h.
+func (h *handle) eofLocked() bool {
+	p := h.p
+	return p.mu.n == 0 && p.mu.writers == 0 && p.mu.hangups > h.seen
 }
 
 // take acquires a turn, or fails when ctx ends first. Non-blocking requests
@@ -142,10 +151,10 @@ func (h *handle) Read(ctx context.Context, req *cuse.ReadRequest) (cuse.ReadResu
 				<-p.readTurn
 			}}, nil
 		}
-		hungUp, changed := p.mu.hungUp, p.mu.changed
+		eof, changed := h.eofLocked(), p.mu.changed
 		p.mu.Unlock()
 		switch {
-		case hungUp:
+		case eof:
 			<-p.readTurn
 			return cuse.ReadResult{}, nil
 		case req.Nonblock():
@@ -208,11 +217,11 @@ func (h *handle) Poll(ctx context.Context, req *cuse.PollRequest) (uint32, error
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var ev uint32
-	if p.mu.n > 0 || p.mu.hungUp {
+	if p.mu.n > 0 {
 		ev |= cuse.EventIn | cuse.EventRdNorm
 	}
-	if p.mu.hungUp && p.mu.n == 0 {
-		ev |= cuse.EventHup
+	if h.eofLocked() {
+		ev |= cuse.EventIn | cuse.EventRdNorm | cuse.EventHup
 	}
 	if p.mu.n < len(p.mu.ring) {
 		ev |= cuse.EventOut | cuse.EventWrNorm
@@ -228,7 +237,7 @@ func (h *handle) Release(ctx context.Context) {
 	if h.writer {
 		p.mu.writers--
 		if p.mu.writers == 0 {
-			p.mu.hungUp = true
+			p.mu.hangups++
 		}
 	}
 	p.changedLocked()

@@ -91,10 +91,17 @@ func TestPipeSemantics(t *testing.T) {
 	require.Empty(t, got)
 	ev, _ = r.Poll(ctx, &cuse.PollRequest{Events: cuse.EventIn})
 	require.Equal(t, cuse.EventIn|cuse.EventHup, ev&(cuse.EventIn|cuse.EventHup))
+	late := open(t, p, syscall.O_RDONLY, nil)
+	_, err = read(t, late, ctx, 10, syscall.O_NONBLOCK)
+	require.Equal(t, syscall.EAGAIN, err, "a reader opened after the hang-up waits for the next writer")
 	w2 := open(t, p, syscall.O_RDWR, nil)
 	_, err = read(t, r, ctx, 10, syscall.O_NONBLOCK)
 	require.Equal(t, syscall.EAGAIN, err, "no EOF while a writer is open")
 	w2.Release(ctx)
+	got, err = read(t, late, ctx, 10, 0)
+	require.NoError(t, err)
+	require.Empty(t, got, "EOF once that writer has gone")
+	late.Release(ctx)
 	r.Release(ctx)
 }
 
