@@ -316,3 +316,26 @@ func TestPlugUnplugEvents(t *testing.T) {
 		})
 	}
 }
+
+// TestBusyPollAndSplitWrite: busy-poll rings (no interrupts) carry a
+// write of n bytes as ⌈n/4096⌉ frames: full frames, then the tail.
+func TestBusyPollAndSplitWrite(t *testing.T) {
+	f := newFabric(t, "inproc")
+	s1 := openStream(t, f.host1, lane1, 8, 8, streamOpts{size: 32, flags: nhi.RingNoInterrupt})
+	s2 := openStream(t, f.host2, lane2, 8, 8, streamOpts{size: 32, flags: nhi.RingNoInterrupt})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	payload := pattern(make([]byte, 2*nhi.MaxFrameSize+1808), 7)
+	n, err := s1.tx.Write(ctx, payload, pdfFrameStart, pdfData)
+	require.NoError(t, err)
+	require.Equal(t, len(payload), n)
+	var got []byte
+	for _, want := range []int{4096, 4096, 1808} {
+		_, data := readFrame(t, s2.rx, waitLong)
+		require.Len(t, data, want)
+		got = append(got, data...)
+	}
+	require.Equal(t, payload, got)
+	require.NoError(t, s1.tx.Flush(ctx))
+	require.Equal(t, uint64(3), s1.tx.Stats().Completed)
+}
