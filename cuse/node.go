@@ -127,3 +127,18 @@ func (n *node) remove() {
 		n.made = false
 	}
 }
+
+// RemoveNode unlinks the device node while the device keeps serving the
+// handles already open, so new opens fail with ENOENT (what rmdir of a
+// stream wants before its last user has closed it). The kernel's device
+// stays registered until the server stops, so its name is not free for
+// another device before then.
+func (s *Server) RemoveNode() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := os.Remove(s.node.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%s: remove node: %w", s.opts.Name, err)
+	}
+	s.node.made = false
+	return nil
+}

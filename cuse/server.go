@@ -43,7 +43,7 @@ type Server struct {
 	log  *slog.Logger
 
 	maxRead, maxWrite int
-	node              node
+	node              node // its made flag is guarded by mu
 	initDone          atomic.Bool
 
 	ctx    context.Context // cancelled by Close; parent of every request context
@@ -251,7 +251,9 @@ func (s *Server) doShutdown() {
 	for _, oh := range handles {
 		oh.h.Release(context.Background())
 	}
+	s.mu.Lock()
 	s.node.remove()
+	s.mu.Unlock()
 }
 
 // fail records why serving stopped and stops it.

@@ -149,6 +149,16 @@ func TestNodeModeAndRemoval(t *testing.T) {
 	}
 }
 
+func TestRemoveNodeKeepsServing(t *testing.T) {
+	r := start(t, loopback.New(0), cuse.Options{})
+	fh, err := r.k.Open(r.ctx, syscall.O_RDWR)
+	require.NoError(t, err)
+	require.NoError(t, r.srv.RemoveNode())
+	require.NoFileExists(t, filepath.Join(r.dir, "tbstream0"))
+	_, err = r.k.Write(r.ctx, fh, []byte("still open"), 0)
+	require.NoError(t, err, "open handles keep working")
+}
+
 func TestNodeMissing(t *testing.T) {
 	dir := t.TempDir()
 	k, err := fakekernel.New(fakekernel.Config{}) // no devtmpfs
