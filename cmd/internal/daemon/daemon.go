@@ -1,0 +1,419 @@
+// Package daemon is tbstreamd: one host with its NHI backend (emulated, with
+// a cable to a peer, or VFIO), the configfs mount, the device nodes (CUSE
+// when /dev/cuse exists, the FUSE fallback otherwise) and a status socket.
+// `tbstreamd` and `tbstream daemon` both run it.
+//
+// A run directory holds everything a host exposes:
+//
+//	<run>/lock         held (flock) while the daemon runs
+//	<run>/config       configfs: <run>/config/thunderbolt/stream/...
+//	<run>/dev          FUSE fallback nodes: <run>/dev/tbstreamN
+//	<run>/status.sock  JSON status for `tbstream list`
+//	<run>/pid
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"tbstream/cmd/internal/host"
+	"tbstream/cmd/internal/stream"
+	"tbstream/configfs"
+	"tbstream/cuse"
+	"tbstream/nhi"
+	"tbstream/nhi/emu"
+	"tbstream/nhi/vfio"
+	"tbstream/xdomain"
+	"tbstream/xdomain/ctl"
+)
+
+// Options configure one daemon.
+type Options struct {
+	// Name of the host, published as deviceid text.
+	Name string
+	// RunDir holds the mounts and sockets (see the package doc).
+	RunDir string
+	// VFIO is a PCI address (0000:00:0d.2) of a real NHI; empty runs the
+	// emulated NHI.
+	VFIO string
+	// Listen accepts a cable ("unix:PATH" or "tcp:ADDR"); Connect dials
+	// one. Either, both or neither may be set; a cable that ends is
+	// accepted or dialled again (re-plug).
+	Listen, Connect string
+	// Adapter is the lane adapter the cable plugs into (1..4) and
+	// PeerRoute the route at which the peer appears (default: Adapter).
+	Adapter   uint8
+	PeerRoute ctl.Route
+	// Devices is "auto" (CUSE if /dev/cuse exists), "cuse" or "fuse".
+	Devices string
+	// DevicePrefix is put before CUSE node names ("" gives /dev/tbstreamN).
+	DevicePrefix string
+	// NodeMode, NodeUID and NodeGID apply to the device nodes.
+	NodeMode         os.FileMode
+	NodeUID, NodeGID int
+	Timing           xdomain.Timing
+	Logger           *slog.Logger
+}
+
+// Daemon is a running host.
+type Daemon struct {
+	opts    Options
+	log     *slog.Logger
+	lock    *os.File
+	dev     nhi.Device
+	emu     *emu.Host
+	host    *host.Host
+	config  *configfs.Server
+	devices devices
+	status  net.Listener
+	wg      sync.WaitGroup
+	cancel  context.CancelFunc
+}
+
+// devices are the node registries: CUSE or the FUSE fallback.
+type devices interface {
+	stream.Devices
+	Close() error
+}
+
+// Paths of a run directory.
+func ConfigDir(run string) string  { return filepath.Join(run, "config") }
+func DevDir(run string) string     { return filepath.Join(run, "dev") }
+func StatusPath(run string) string { return filepath.Join(run, "status.sock") }
+
+// ErrRunning is returned when another daemon holds the run directory.
+var ErrRunning = errors.New("another tbstreamd uses this run directory")
+
+// Start brings the host up. Stop (or ctx's end) takes it down.
+func Start(ctx context.Context, opts Options) (d *Daemon, err error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Name == "" {
+		opts.Name, _ = os.Hostname()
+	}
+	if opts.Adapter == 0 {
+		opts.Adapter = 1
+	}
+	if opts.PeerRoute == 0 {
+		opts.PeerRoute = ctl.Route(opts.Adapter)
+	}
+	if opts.Devices == "" {
+		opts.Devices = "auto"
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	d = &Daemon{opts: opts, log: opts.Logger.With("host", opts.Name), cancel: cancel}
+	defer func() {
+		if err != nil {
+			d.Stop()
+		}
+	}()
+	if err := d.takeRunDir(); err != nil {
+		return nil, err
+	}
+	if err := d.openDevice(); err != nil {
+		return nil, err
+	}
+	devs, err := d.openDevices()
+	if err != nil {
+		return nil, err
+	}
+	d.devices = devs
+	d.host, err = host.Start(host.Config{Name: opts.Name, Device: d.dev, Devices: devs, Timing: opts.Timing, Logger: d.log})
+	if err != nil {
+		return nil, fmt.Errorf("start host: %w", err)
+	}
+	if err := os.MkdirAll(ConfigDir(opts.RunDir), 0o755); err != nil {
+		return nil, err
+	}
+	d.config, err = configfs.Mount(ctx, ConfigDir(opts.RunDir), d.host.Streams, configfs.Options{Logger: d.log})
+	if err != nil {
+		return nil, fmt.Errorf("mount configfs: %w", err)
+	}
+	if err := d.serveStatus(ctx); err != nil {
+		return nil, err
+	}
+	if d.emu != nil {
+		if opts.Listen != "" {
+			d.wg.Add(1)
+			go d.acceptCables(ctx, opts.Listen)
+		}
+		if opts.Connect != "" {
+			d.wg.Add(1)
+			go d.dialCables(ctx, opts.Connect)
+		}
+	}
+	d.log.Info("tbstreamd ready", "run", opts.RunDir, "devices", d.deviceKind())
+	return d, nil
+}
+
+// takeRunDir creates the run directory and locks it, so that a second
+// daemon on the same paths fails with a clear error.
+func (d *Daemon) takeRunDir() error {
+	run := d.opts.RunDir
+	if run == "" {
+		return errors.New("no run directory")
+	}
+	if err := os.MkdirAll(run, 0o755); err != nil {
+		return fmt.Errorf("create run directory: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(run, "lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("open lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		pid, _ := os.ReadFile(filepath.Join(run, "pid"))
+		return fmt.Errorf("%s (pid %s): %w", run, strings.TrimSpace(string(pid)), ErrRunning)
+	}
+	d.lock = f
+	return os.WriteFile(filepath.Join(run, "pid"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+}
+
+func (d *Daemon) openDevice() error {
+	if d.opts.VFIO != "" {
+		dev, err := vfio.Open(d.opts.VFIO, vfio.Options{})
+		if err != nil {
+			return fmt.Errorf("open NHI %s: %w", d.opts.VFIO, err)
+		}
+		d.dev = dev
+		return nil
+	}
+	e, err := emu.NewHost(emu.Config{Name: d.opts.Name, Logger: d.opts.Logger})
+	if err != nil {
+		return err
+	}
+	d.emu, d.dev = e, e
+	return nil
+}
+
+func (d *Daemon) deviceKind() string {
+	if _, ok := d.devices.(*cuseDevices); ok {
+		return "cuse"
+	}
+	return "fuse"
+}
+
+func (d *Daemon) openDevices() (devices, error) {
+	kind := d.opts.Devices
+	if kind == "auto" {
+		kind = "fuse"
+		if _, err := os.Stat(cuse.DevCuse); err == nil {
+			kind = "cuse"
+		}
+	}
+	node := cuse.NodeOptions{Mode: d.opts.NodeMode, UID: d.opts.NodeUID, GID: d.opts.NodeGID}
+	switch kind {
+	case "cuse":
+		return &cuseDevices{prefix: d.opts.DevicePrefix, node: node, log: d.log}, nil
+	case "fuse":
+		return newFuseDevices(DevDir(d.opts.RunDir), node, d.log)
+	}
+	return nil, fmt.Errorf("devices %q: want auto, cuse or fuse", kind)
+}
+
+func parseAddr(s string) (network, addr string, err error) {
+	network, addr, ok := strings.Cut(s, ":")
+	if !ok || (network != "unix" && network != "tcp") || addr == "" {
+		return "", "", fmt.Errorf("cable address %q: want unix:PATH or tcp:HOST:PORT", s)
+	}
+	return network, addr, nil
+}
+
+func (d *Daemon) port() emu.Port { return emu.Port{Adapter: d.opts.Adapter, PeerRoute: d.opts.PeerRoute} }
+
+func (d *Daemon) acceptCables(ctx context.Context, addr string) {
+	defer d.wg.Done()
+	network, a, err := parseAddr(addr)
+	if err != nil {
+		d.log.Error("cannot listen for a cable", "err", err)
+		return
+	}
+	var ln net.Listener
+	if network == "unix" {
+		os.Remove(a)
+		ln, err = net.Listen("unix", a)
+	} else {
+		ln, err = emu.ListenTCP(a)
+	}
+	if err != nil {
+		d.log.Error("cannot listen for a cable", "addr", addr, "err", err)
+		return
+	}
+	context.AfterFunc(ctx, func() { ln.Close() })
+	for ctx.Err() == nil {
+		c, err := d.emu.Accept(ctx, ln, d.port())
+		if err != nil {
+			if ctx.Err() == nil {
+				d.log.Warn("cable accept failed", "err", err)
+				time.Sleep(100 * time.Millisecond)
+			}
+			continue
+		}
+		d.log.Info("cable plugged", "from", addr)
+		d.holdCable(ctx, c)
+	}
+}
+
+func (d *Daemon) dialCables(ctx context.Context, addr string) {
+	defer d.wg.Done()
+	network, a, err := parseAddr(addr)
+	if err != nil {
+		d.log.Error("cannot dial a cable", "err", err)
+		return
+	}
+	logged := false
+	for ctx.Err() == nil {
+		c, err := d.emu.Dial(ctx, network, a, d.port())
+		if err != nil {
+			if !logged {
+				d.log.Info("waiting for the peer's cable end", "addr", addr, "err", err)
+				logged = true
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+			continue
+		}
+		logged = false
+		d.log.Info("cable plugged", "to", addr)
+		d.holdCable(ctx, c)
+	}
+}
+
+// holdCable waits until the cable ends or the daemon stops.
+func (d *Daemon) holdCable(ctx context.Context, c *emu.Cable) {
+	select {
+	case <-ctx.Done():
+		c.Close()
+	case <-c.Done():
+		d.log.Info("cable unplugged")
+	}
+}
+
+// Stop takes the host down: streams closed (open handles see the stream
+// removed), nodes removed, configfs unmounted, cable unplugged.
+func (d *Daemon) Stop() {
+	if d.host != nil && d.host.Streams != nil {
+		d.host.Streams.Shutdown()
+	}
+	if d.config != nil {
+		if err := d.config.Unmount(); err != nil {
+			d.log.Warn("configfs unmount", "err", err)
+		}
+	}
+	if d.devices != nil {
+		d.devices.Close()
+	}
+	d.cancel()
+	if d.status != nil {
+		d.status.Close()
+	}
+	d.wg.Wait()
+	if d.host != nil {
+		d.host.Close()
+	}
+	if d.dev != nil {
+		d.dev.Close()
+	}
+	if d.lock != nil {
+		os.Remove(StatusPath(d.opts.RunDir))
+		os.Remove(filepath.Join(d.opts.RunDir, "pid"))
+		d.lock.Close()
+	}
+}
+
+// Run starts the daemon and stops it when ctx ends.
+func Run(ctx context.Context, opts Options) error {
+	d, err := Start(ctx, opts)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	d.log.Info("tbstreamd stopping")
+	d.Stop()
+	return nil
+}
+
+// Status is what the status socket serves.
+type Status struct {
+	Name    string
+	Devices string
+	Peers   []Peer
+	Groups  []stream.GroupInfo
+}
+
+// Peer is one connected host.
+type Peer struct {
+	xdomain.Info
+	Services []Service
+}
+
+// Service is one of a peer's services.
+type Service struct {
+	Name, Key string
+	PrtcID    uint32
+}
+
+// Status returns the current status.
+func (d *Daemon) Status() Status {
+	st := Status{Name: d.opts.Name, Devices: d.deviceKind(), Groups: d.host.Streams.Snapshot()}
+	for _, xd := range d.host.XDomain.XDomains() {
+		p := Peer{Info: xd.Info()}
+		for _, s := range xd.Services() {
+			p.Services = append(p.Services, Service{Name: s.ID.String(), Key: s.Key, PrtcID: s.PrtcID})
+		}
+		st.Peers = append(st.Peers, p)
+	}
+	return st
+}
+
+func (d *Daemon) serveStatus(ctx context.Context) error {
+	path := StatusPath(d.opts.RunDir)
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("status socket: %w", err)
+	}
+	d.status = ln
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			json.NewEncoder(c).Encode(d.Status())
+			c.Close()
+		}
+	}()
+	return nil
+}
+
+// ReadStatus asks the daemon of run directory run for its status.
+func ReadStatus(run string) (Status, error) {
+	var st Status
+	c, err := net.DialTimeout("unix", StatusPath(run), 2*time.Second)
+	if err != nil {
+		return st, fmt.Errorf("no tbstreamd at %s: %w", run, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	err = json.NewDecoder(c).Decode(&st)
+	return st, err
+}

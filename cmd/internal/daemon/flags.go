@@ -1,0 +1,68 @@
+package daemon
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+
+	"tbstream/xdomain/ctl"
+)
+
+// ParseFlags reads the daemon's command line.
+func ParseFlags(name string, args []string) (Options, error) {
+	var o Options
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.Name, "name", "", "host name published to peers (default: the node name)")
+	fs.StringVar(&o.RunDir, "run-dir", "", "directory for the configfs mount, devices and sockets (required)")
+	fs.StringVar(&o.VFIO, "vfio", "", "PCI address of a real NHI bound to vfio-pci; empty: emulated NHI")
+	fs.StringVar(&o.Listen, "listen", "", "accept the emulated cable on unix:PATH or tcp:ADDR")
+	fs.StringVar(&o.Connect, "connect", "", "dial the emulated cable at unix:PATH or tcp:HOST:PORT")
+	adapter := fs.Uint("adapter", 1, "lane adapter (1..4) the cable plugs into")
+	peer := fs.String("peer-route", "", "route (hex) at which the peer appears, e.g. 503 (default: the adapter)")
+	fs.StringVar(&o.Devices, "devices", "auto", "device nodes: auto, cuse or fuse")
+	fs.StringVar(&o.DevicePrefix, "device-prefix", "", "prefix of CUSE node names")
+	mode := fs.String("node-mode", "0600", "permissions of the device nodes")
+	fs.IntVar(&o.NodeUID, "node-uid", 0, "owner of the device nodes")
+	fs.IntVar(&o.NodeGID, "node-gid", 0, "group of the device nodes")
+	verbose := fs.Bool("v", false, "log debug messages")
+	if err := fs.Parse(args); err != nil {
+		return o, fmt.Errorf("%w\nusage of %s:\n%s", err, name, usage(fs))
+	}
+	if o.RunDir == "" || fs.NArg() > 0 {
+		return o, fmt.Errorf("usage of %s:\n%s", name, usage(fs))
+	}
+	if *adapter < 1 || *adapter > 4 {
+		return o, fmt.Errorf("-adapter %d: want 1..4", *adapter)
+	}
+	o.Adapter = uint8(*adapter)
+	if *peer != "" {
+		r, err := ctl.ParseRoute(*peer)
+		if err != nil {
+			return o, fmt.Errorf("-peer-route: %w", err)
+		}
+		o.PeerRoute = r
+	}
+	m, err := strconv.ParseUint(*mode, 8, 32)
+	if err != nil || m > 0o777 {
+		return o, fmt.Errorf("-node-mode %q: want octal permissions", *mode)
+	}
+	o.NodeMode = os.FileMode(m)
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	return o, nil
+}
+
+func usage(fs *flag.FlagSet) string {
+	var b []byte
+	fs.VisitAll(func(f *flag.Flag) {
+		b = fmt.Appendf(b, "  -%s\t%s (default %q)\n", f.Name, f.Usage, f.DefValue)
+	})
+	return string(b)
+}

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"text/tabwriter"
+
+	"tbstream/cmd/internal/daemon"
+)
+
+// list prints every running host of the run root in the spirit of
+// `tblist -A`: peers (XDomains) with their services, then streams with
+// index, HopIDs, state and counters.
+func list(w io.Writer, run string) error {
+	entries, err := os.ReadDir(run)
+	if err != nil {
+		return fmt.Errorf("no hosts under %s: %w", run, err)
+	}
+	var names []string
+	for _, e := range entries {
+		if e.IsDir() {
+			if _, err := os.Stat(daemon.StatusPath(filepath.Join(run, e.Name()))); err == nil {
+				names = append(names, e.Name())
+			}
+		}
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		return fmt.Errorf("no running hosts under %s", run)
+	}
+	for _, name := range names {
+		st, err := daemon.ReadStatus(filepath.Join(run, name))
+		if err != nil {
+			fmt.Fprintf(w, "%s: %v\n\n", name, err)
+			continue
+		}
+		printStatus(w, st)
+	}
+	return nil
+}
+
+func printStatus(w io.Writer, st daemon.Status) {
+	fmt.Fprintf(w, "Host %s (devices: %s)\n", st.Name, st.Devices)
+	for _, p := range st.Peers {
+		fmt.Fprintf(w, "  XDomain %s: %s %s, uuid %s, state %s, maxhopid %d, generation %d, requests %d, dropped %d\n",
+			p.ID, p.VendorName, p.DeviceName, p.RemoteUUID, p.State, p.MaxHopID, p.Generation, p.Stats.Requests, p.Stats.Dropped)
+		for _, s := range p.Services {
+			fmt.Fprintf(w, "    Domain %d Route %s Index %s: %s (prtcid %d)\n", p.ID.Domain, p.ID.Route, s.Name[len(p.ID.String())+1:], s.Key, s.PrtcID)
+		}
+	}
+	if len(st.Groups) == 0 {
+		fmt.Fprintf(w, "  no streams\n\n")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  GROUP\tSTREAM\tDEVICE\tIN\tOUT\tRING\tSTATE\tOPEN\tTX BYTES\tTX FRAMES\tRX BYTES\tRX FRAMES")
+	for _, g := range st.Groups {
+		if len(g.Streams) == 0 {
+			att := "detached"
+			if g.Attached {
+				att = "attached"
+			}
+			fmt.Fprintf(tw, "  %s\t-\t-\t-\t-\t-\t%s\t-\t-\t-\t-\t-\n", g.Name, att)
+		}
+		for _, s := range g.Streams {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\n", g.Name, s.Name, s.Device,
+				s.InHopID, s.OutHopID, s.RingSize, s.State, s.Users, s.TxBytes, s.TxFrames, s.RxBytes, s.RxFrames)
+		}
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+}

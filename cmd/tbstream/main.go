@@ -1,0 +1,94 @@
+// Command tbstream is the tbstream command line:
+//
+//	tbstream demo              two emulated hosts, a backup, a tarball and a video through them
+//	tbstream up | down         start or stop the two emulated hosts (host1, host2)
+//	tbstream shell HOST [CMD]  a shell in which HOST's configfs is /sys/kernel/config and
+//	                           its devices are /dev/tbstreamX
+//	tbstream list              hosts, services and streams with their counters
+//	tbstream daemon FLAGS      one host (what tbstreamd runs)
+//
+// The hosts live under a run root (-run, default /run/tbstream): one run
+// directory per host.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"tbstream/cmd/internal/daemon"
+)
+
+const defaultRun = "/run/tbstream"
+
+const usage = `usage: tbstream [-run DIR] COMMAND
+
+commands:
+  demo              start two emulated hosts (if needed) and move a disk image,
+                    a tarball and a video stream between them
+  up                start the two emulated hosts host1 and host2
+  down              stop them
+  shell HOST [CMD]  run CMD (default: your shell) with HOST's configfs at
+                    /sys/kernel/config and its devices at /dev/tbstreamX
+  list              hosts, services and streams with their counters
+  daemon FLAGS      run one host in the foreground (tbstreamd; -h for flags)
+`
+
+func main() {
+	fs := flag.NewFlagSet("tbstream", flag.ContinueOnError)
+	run := fs.String("run", defaultRun, "run root holding one directory per host")
+	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
+	if err := fs.Parse(os.Args[1:]); err != nil || fs.NArg() == 0 {
+		fs.Usage()
+		os.Exit(2)
+	}
+	args := fs.Args()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch args[0] {
+	case "demo":
+		err = demo(ctx, *run)
+	case "up":
+		err = up(ctx, *run)
+	case "down":
+		err = down(*run)
+	case "shell":
+		if len(args) < 2 {
+			err = errors.New("usage: tbstream shell HOST [CMD [ARGS...]]")
+			break
+		}
+		err = shell(*run, args[1], args[2:])
+	case "list":
+		err = list(os.Stdout, *run)
+	case "daemon":
+		var opts daemon.Options
+		opts, err = daemon.ParseFlags("tbstream daemon", args[1:])
+		if err == nil {
+			err = daemon.Run(ctx, opts)
+		}
+	default:
+		fs.Usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		var exit *exitError
+		if errors.As(err, &exit) {
+			os.Exit(exit.code)
+		}
+		fmt.Fprintln(os.Stderr, "tbstream:", err)
+		os.Exit(1)
+	}
+}
+
+// exitError carries a child's exit status out of shell.
+type exitError struct{ code int }
+
+func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func hostDir(run, host string) string { return filepath.Join(run, host) }
