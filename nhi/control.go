@@ -299,6 +299,7 @@ func sameAddress(got, want ctl.Address) bool {
 // Handler. The slots go back to the NHI at once.
 func (c *ControlChannel) receive() {
 	defer c.wg.Done()
+	var frames []Frame
 	for {
 		select {
 		case <-c.rxSig:
@@ -306,18 +307,14 @@ func (c *ControlChannel) receive() {
 			return
 		}
 		for {
-			n := c.rx.RxReady()
-			if n == 0 {
+			frames = c.rx.RxFrames(frames[:0])
+			if len(frames) == 0 {
 				break
 			}
-			for i := range n {
-				f, err := c.rx.RxFrame(i)
-				if err != nil {
-					break
-				}
+			for _, f := range frames {
 				c.handle(f)
 			}
-			if c.rx.RxRelease(n) != nil {
+			if c.rx.RxRelease(len(frames)) != nil {
 				return
 			}
 		}

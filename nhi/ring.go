@@ -468,7 +468,25 @@ func (r *Ring) RxFrame(i int) (Frame, error) {
 	if i < 0 || i >= (r.tail-r.cons+r.size)%r.size {
 		return Frame{}, fmt.Errorf("%s: frame %d not ready: %w", r.name(), i, ErrInvalid)
 	}
-	idx := (r.cons + i) % r.size
+	return r.frameLocked((r.cons + i) % r.size), nil
+}
+
+// RxFrames appends every completed, unreleased frame to dst, oldest
+// first, in one call (for a vectored read of many slots).
+func (r *Ring) RxFrames(dst []Frame) []Frame {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.running {
+		return dst
+	}
+	r.reapLocked()
+	for idx := r.cons; idx != r.tail; idx = (idx + 1) % r.size {
+		dst = append(dst, r.frameLocked(idx))
+	}
+	return dst
+}
+
+func (r *Ring) frameLocked(idx int) Frame {
 	w := LoadDescControl(r.desc, idx)
 	size := ControlSize(w)
 	return Frame{
@@ -476,7 +494,7 @@ func (r *Ring) RxFrame(i int) (Frame, error) {
 		SOF:   ControlSOF(w),
 		EOF:   ControlEOF(w),
 		Flags: w & (DescFlagCRCError | DescFlagBufferOverrun),
-	}, nil
+	}
 }
 
 // RxRelease gives the n oldest completed frames back to the NHI, re-posting
