@@ -232,7 +232,9 @@ func parseAddr(s string) (network, addr string, err error) {
 	return network, addr, nil
 }
 
-func (d *Daemon) port() emu.Port { return emu.Port{Adapter: d.opts.Adapter, PeerRoute: d.opts.PeerRoute} }
+func (d *Daemon) port() emu.Port {
+	return emu.Port{Adapter: d.opts.Adapter, PeerRoute: d.opts.PeerRoute}
+}
 
 func (d *Daemon) acceptCables(ctx context.Context, addr string) {
 	defer d.wg.Done()
