@@ -35,11 +35,12 @@ else
   finish
 fi
 
-# tbstream0: defaults (0600 root); tbstream1: mode option; 2, 3: clients.
-loopdev -stats /tmp/stats tbstream0 tbstream1:0666 tbstream2 tbstream3 >/tmp/loopdev.log 2>&1 &
+# tbstream0: defaults (0600 root); tbstream1: mode option; 2, 3: clients;
+# 4: benchmark.
+loopdev -stats /tmp/stats tbstream0 tbstream1:0666 tbstream2 tbstream3 tbstream4 >/tmp/loopdev.log 2>&1 &
 server=$!
 for i in $(seq 500); do
-  [ -c /dev/tbstream3 ] && break
+  [ -c /dev/tbstream4 ] && break
   sleep 0.02
 done
 
@@ -125,7 +126,7 @@ bench() {
 n=$((MIB * 4))
 bench zero-null "dd if=/dev/zero of=/dev/null bs=256k count=$n 2>/dev/null"
 bench pipe "dd if=/dev/zero bs=256k count=$n 2>/dev/null | dd of=/dev/null bs=256k 2>/dev/null"
-bench cuse "dd if=/dev/zero of=/dev/tbstream0 bs=256k count=$n 2>/dev/null & dd if=/dev/tbstream0 of=/dev/null bs=256k 2>/dev/null; wait"
+bench cuse "dd if=/dev/zero of=/dev/tbstream4 bs=256k count=$n 2>/dev/null & dd if=/dev/tbstream4 of=/dev/null bs=256k 2>/dev/null; wait"
 
 kill -TERM $server
 wait $server
