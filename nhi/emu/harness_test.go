@@ -161,6 +161,7 @@ type streamOpts struct {
 	flags    nhi.RingFlag // added to RingFrame|RingE2E
 	noRxPath bool
 	noTxPath bool
+	throttle uint32 // interrupt throttling in ns; tests use 0 for latency
 }
 
 // openStream allocates and starts the rings (RX primed first), then
@@ -176,8 +177,8 @@ func openStream(tb testing.TB, th *testHost, lane uint8, inHop, outHop int, o st
 	rx, err := th.nhi.AllocRxRing(nhi.RingConfig{Hop: -1, Size: o.size, Flags: flags, E2ETxHop: tx.Hop(),
 		SOFMask: 1 << pdfFrameStart, EOFMask: 1<<pdfData | 1<<pdfClose})
 	require.NoError(tb, err)
-	require.NoError(tb, tx.SetThrottling(0))
-	require.NoError(tb, rx.SetThrottling(0))
+	require.NoError(tb, tx.SetThrottling(o.throttle))
+	require.NoError(tb, rx.SetThrottling(o.throttle))
 	require.NoError(tb, tx.Start())
 	require.NoError(tb, rx.Start())
 	if !o.noRxPath {

@@ -17,6 +17,7 @@ type msix struct {
 	mu      sync.Mutex
 	last    time.Time
 	pending bool
+	timer   *time.Timer // delivers a throttled interrupt; reused
 }
 
 func (v *msix) signal() {
@@ -42,16 +43,22 @@ func (v *msix) fire() {
 	}
 	if wait := v.last.Add(interval).Sub(now); wait > 0 {
 		v.pending = true
-		time.AfterFunc(wait, func() {
-			v.mu.Lock()
-			v.pending = false
-			v.last = time.Now()
-			v.mu.Unlock()
-			v.signal()
-		})
+		if v.timer == nil {
+			v.timer = time.AfterFunc(wait, v.deferred)
+		} else {
+			v.timer.Reset(wait)
+		}
 		return
 	}
 	v.last = now
+	v.signal()
+}
+
+func (v *msix) deferred() {
+	v.mu.Lock()
+	v.pending = false
+	v.last = time.Now()
+	v.mu.Unlock()
 	v.signal()
 }
 
