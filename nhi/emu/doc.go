@@ -46,6 +46,12 @@
 // (a CREDIT_RESET), and frames already on the way are dropped and counted
 // at the receiver.
 //
+// Simplification: the driver programs each RX ring's E2E TX hop, but the
+// emulator returns credits out of band on the cable, keyed by the data
+// path's HopID, instead of through that TX ring's path. Credits therefore
+// do not depend on the order in which the two hosts enable their paths
+// (priming RX before or after path set-up both work).
+//
 // # Cables
 //
 // ConnectInProcess joins two hosts in one process: a TX frame is copied
