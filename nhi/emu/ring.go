@@ -15,10 +15,14 @@ const maxBatch = 256
 // ring is the NHI side of one TX or RX ring: its registers and the
 // hardware's tail.
 type ring struct {
-	hop    int
-	rx     bool
-	head   atomic.Uint32 // software head, from the doorbell
-	hwTail atomic.Uint32 // TX: tail as of the last pass, for the engine's idle check
+	host *Host
+	hop  int
+	rx   bool
+	head atomic.Uint32 // software head, from the doorbell
+	// grantPending: an RX doorbell found the ring busy; whoever holds mu
+	// grants on unlock (see grantSoon).
+	grantPending atomic.Bool
+	hwTail       atomic.Uint32 // TX: tail as of the last pass, for the engine's idle check
 
 	// mu protects the fields below; the engine holds it while it works on
 	// the ring, so a disable returns only when the ring is idle.
@@ -42,7 +46,7 @@ type ring struct {
 
 func (r *ring) readBlock(f nhi.Reg) uint32 {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	switch f {
 	case nhi.RingAddrLo:
 		return uint32(r.base)
@@ -61,7 +65,7 @@ func (r *ring) readBlock(f nhi.Reg) uint32 {
 
 func (r *ring) readOptions(f nhi.Reg) uint32 {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	switch f {
 	case 0:
 		return r.flags
@@ -92,15 +96,15 @@ func (h *Host) writeBlock(r *ring, f nhi.Reg, v uint32) {
 	case nhi.RingAddrLo:
 		r.mu.Lock()
 		r.base = r.base&^0xffffffff | uint64(v)
-		r.mu.Unlock()
+		r.unlock()
 	case nhi.RingAddrHi:
 		r.mu.Lock()
 		r.base = r.base&0xffffffff | uint64(v)<<32
-		r.mu.Unlock()
+		r.unlock()
 	case nhi.RingIndices:
 		if r.rx {
 			r.head.Store(v & nhi.RingIndexMask)
-			h.grant(r)
+			h.grantSoon(r)
 		} else {
 			r.head.Store(v >> nhi.RingTxHeadShift & nhi.RingIndexMask)
 			h.doorbellTx(r)
@@ -111,7 +115,7 @@ func (h *Host) writeBlock(r *ring, f nhi.Reg, v uint32) {
 		if r.rx {
 			r.frameSize = int(v >> nhi.RingFrameSizeShift)
 		}
-		r.mu.Unlock()
+		r.unlock()
 	}
 }
 
@@ -120,13 +124,13 @@ func (h *Host) writeOptions(r *ring, f nhi.Reg, v uint32) {
 	case nhi.RingOptionsPDF:
 		r.mu.Lock()
 		r.pdfMasks = v
-		r.mu.Unlock()
+		r.unlock()
 	case 0:
 		if v&nhi.RingFlagEnable == 0 {
 			h.disableRing(r)
 			r.mu.Lock()
 			r.flags = v
-			r.mu.Unlock()
+			r.unlock()
 			return
 		}
 		r.mu.Lock()
@@ -139,7 +143,7 @@ func (h *Host) writeOptions(r *ring, f nhi.Reg, v uint32) {
 			if r.desc == nil {
 				h.counters.dmaFault.Add(1)
 				h.log.Warn("emu: ring enabled with unmapped descriptors", "hop", r.hop, "rx", r.rx, "base", r.base, "count", r.count)
-				r.mu.Unlock()
+				r.unlock()
 				return
 			}
 			r.tail = 0
@@ -149,7 +153,7 @@ func (h *Host) writeOptions(r *ring, f nhi.Reg, v uint32) {
 		if r.rx {
 			h.grantLocked(r)
 		}
-		r.mu.Unlock()
+		r.unlock()
 		h.kick()
 	}
 }
@@ -159,7 +163,7 @@ func (h *Host) writeOptions(r *ring, f nhi.Reg, v uint32) {
 // withdrawn.
 func (h *Host) disableRing(r *ring) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	if !r.enabled {
 		return
 	}
@@ -208,7 +212,7 @@ func (h *Host) doorbellTx(r *ring) {
 // txPassLocked is txPass with r.mu held; it unlocks.
 func (h *Host) txPassLocked(r *ring) bool {
 	if !r.enabled || int(r.head.Load()) >= r.count {
-		r.mu.Unlock()
+		r.unlock()
 		return false
 	}
 	head := int(r.head.Load())
@@ -241,7 +245,7 @@ loop:
 	}
 	r.hwTail.Store(uint32(r.tail))
 	idx := r.irqIndex(h.hopCount)
-	r.mu.Unlock()
+	r.unlock()
 	if irq {
 		h.irq.raise(idx)
 	}
@@ -292,7 +296,7 @@ func (h *Host) deliver(l *lane, hopID uint16, sof, eof uint8, p []byte) {
 	r := h.rx[ringIdx]
 	r.mu.Lock()
 	irq := h.fillLocked(r, sof, eof, p)
-	r.mu.Unlock()
+	r.unlock()
 	if irq {
 		setBit(h.irqPending, r.irqIndex(h.hopCount))
 	}
@@ -316,7 +320,7 @@ func (h *Host) deliverControl(pdf uint8, frame []byte) {
 	r := h.rx[0]
 	r.mu.Lock()
 	irq := h.fillLocked(r, pdf, pdf, frame)
-	r.mu.Unlock()
+	r.unlock()
 	if irq {
 		h.irq.raise(r.irqIndex(h.hopCount))
 	}
@@ -379,7 +383,29 @@ func (h *Host) fillLocked(r *ring, sof, eof uint8, p []byte) (irq bool) {
 func (h *Host) grant(r *ring) {
 	r.mu.Lock()
 	h.grantLocked(r)
+	r.unlock()
+}
+
+// grantSoon is grant for RX doorbells, which must not wait for a ring the
+// DMA engine is filling: when the ring is busy, its holder grants when it
+// unlocks. The doorbell stores the flag and then tries the lock; the
+// holder unlocks and then loads the flag; so one of them sees the other.
+func (h *Host) grantSoon(r *ring) {
+	r.grantPending.Store(true)
+	for r.grantPending.Load() && r.mu.TryLock() {
+		if r.grantPending.Swap(false) {
+			h.grantLocked(r)
+		}
+		r.mu.Unlock()
+	}
+}
+
+// unlock releases mu and serves a grant a doorbell left pending.
+func (r *ring) unlock() {
 	r.mu.Unlock()
+	if r.grantPending.Load() {
+		r.host.grantSoon(r)
+	}
 }
 
 func (h *Host) grantLocked(r *ring) {
