@@ -159,9 +159,11 @@ if [ "$failed" -gt 0 ]; then
 fi
 
 # Benchmarks: MB/s of each and the ratios, measured in this run.
-awk '/^VMBENCH /{ mbs[$2] = $3 / $4 / 1e6; printf "vm bench: %-9s %8.1f MB/s (%d bytes in %.3f s)\n", $2, mbs[$2], $3, $4 }
-  END { if (mbs["zero-null"] > 0 && mbs["cuse"] > 0)
-          printf "vm bench: cuse/zero-null = %.3f, cuse/pipe = %.3f\n", mbs["cuse"] / mbs["zero-null"], mbs["cuse"] / mbs["pipe"] }' \
+awk '/^VMBENCH /{ mbs[$2] = $3 / $4 / 1e6; printf "vm bench: %-10s %8.1f MB/s (%d bytes in %.3f s)\n", $2, mbs[$2], $3, $4 }
+  END { if (mbs["zero-null"] <= 0 || mbs["pipe"] <= 0) exit
+        n = split("cuse-write cuse-read cuse-pipe", k, " ")
+        for (i = 1; i <= n; i++) if (mbs[k[i]] > 0)
+          printf "vm bench: %-10s / zero-null = %.3f, / pipe = %.3f\n", k[i], mbs[k[i]] / mbs["zero-null"], mbs[k[i]] / mbs["pipe"] }' \
   "$work/serial.log"
 
 echo "vm: $passed passed, $failed failed"

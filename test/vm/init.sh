@@ -20,8 +20,9 @@ echo   # the serial line starts after SeaBIOS output without a newline
 MIB=$(sed -n 's/.*vmtest.mib=\([0-9]*\).*/\1/p' /proc/cmdline)
 MIB=${MIB:-100}
 passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "VMTEST ok   - $*"; }
-bad() { failed=$((failed + 1)); echo "VMTEST FAIL - $*"; }
+# Each line ends with the guest's uptime, to see where the time goes.
+ok() { passed=$((passed + 1)); echo "VMTEST ok   - $* [t=$(cut -d' ' -f1 /proc/uptime)s]"; }
+bad() { failed=$((failed + 1)); echo "VMTEST FAIL - $* [t=$(cut -d' ' -f1 /proc/uptime)s]"; }
 finish() {
   echo "VMTEST RESULT: $passed passed, $failed failed"
   sync
@@ -36,11 +37,11 @@ else
 fi
 
 # tbstream0: defaults (0600 root); tbstream1: mode option; 2, 3: clients;
-# 4: benchmark.
-loopdev -stats /tmp/stats tbstream0 tbstream1:0666 tbstream2 tbstream3 tbstream4 >/tmp/loopdev.log 2>&1 &
+# 4: benchmark pipe; 5: benchmark sink/zero source.
+loopdev -stats /tmp/stats tbstream0 tbstream1:0666 tbstream2 tbstream3 tbstream4 tbstream5::null >/tmp/loopdev.log 2>&1 &
 server=$!
 for i in $(seq 500); do
-  [ -c /dev/tbstream4 ] && break
+  [ -c /dev/tbstream5 ] && break
   sleep 0.02
 done
 
@@ -116,9 +117,10 @@ for sig in INT KILL; do
   fi
 done
 
-# Benchmarks: the same bytes through the CUSE loopback, through a kernel
-# pipe, and /dev/zero -> /dev/null. busybox dd prints no rate, so vmcheck
-# times each command.
+# Benchmarks, the same bytes each: /dev/zero -> /dev/null and a kernel pipe
+# (baselines); dd into a CUSE sink, out of a CUSE zero source, and through
+# the CUSE loopback pipe (writer and reader at once). busybox dd prints no
+# rate, so vmcheck times each command.
 bench() {
   t=$(vmcheck time "$2" | sed -n 's/^elapsed //p')
   echo "VMBENCH $1 $((MIB * 1048576)) $t"
@@ -126,7 +128,9 @@ bench() {
 n=$((MIB * 4))
 bench zero-null "dd if=/dev/zero of=/dev/null bs=256k count=$n 2>/dev/null"
 bench pipe "dd if=/dev/zero bs=256k count=$n 2>/dev/null | dd of=/dev/null bs=256k 2>/dev/null"
-bench cuse "dd if=/dev/zero of=/dev/tbstream4 bs=256k count=$n 2>/dev/null & dd if=/dev/tbstream4 of=/dev/null bs=256k 2>/dev/null; wait"
+bench cuse-write "dd if=/dev/zero of=/dev/tbstream5 bs=256k count=$n 2>/dev/null"
+bench cuse-read "dd if=/dev/tbstream5 of=/dev/null bs=256k count=$n 2>/dev/null"
+bench cuse-pipe "dd if=/dev/zero of=/dev/tbstream4 bs=256k count=$n 2>/dev/null & dd if=/dev/tbstream4 of=/dev/null bs=256k 2>/dev/null; wait"
 
 kill -TERM $server
 wait $server

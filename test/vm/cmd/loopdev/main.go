@@ -3,7 +3,11 @@
 // of a FUSE mount (the fallback for kernels without CUSE). The VM suite
 // runs it inside the guest; the fallback benchmark runs it on the host.
 //
-//	loopdev [-size BYTES] [-stats FILE] [-fuse DIR] NAME[:MODE] ...
+//	loopdev [-size BYTES] [-stats FILE] [-fuse DIR] NAME[:MODE][:null] ...
+//
+// A device marked null is a sink and a zero source instead of a pipe (like
+// /dev/null for writes and /dev/zero for reads), for measuring the server
+// alone.
 //
 // SIGTERM or SIGINT stop it (the nodes disappear); SIGUSR1 writes the CUSE
 // servers' counters to -stats.
@@ -48,10 +52,12 @@ func main() {
 	type spec struct {
 		name string
 		mode os.FileMode
+		null bool
 	}
 	var specs []spec
 	for _, arg := range flag.Args() {
 		name, modeStr, _ := strings.Cut(arg, ":")
+		modeStr, kind, _ := strings.Cut(modeStr, ":")
 		var mode uint64
 		if modeStr != "" {
 			var err error
@@ -60,13 +66,19 @@ func main() {
 				os.Exit(2)
 			}
 		}
-		specs = append(specs, spec{name, os.FileMode(mode)})
+		specs = append(specs, spec{name, os.FileMode(mode), kind == "null"})
 	}
 
+	device := func(s spec) cuse.Device {
+		if s.null {
+			return nullDevice{zeros: make([]byte, cuse.DefaultMaxIO)}
+		}
+		return loopback.New(*size)
+	}
 	if *fuseDir != "" {
 		files := map[string]fusefile.File{}
 		for _, s := range specs {
-			files[s.name] = fusefile.File{Device: loopback.New(*size), Mode: s.mode}
+			files[s.name] = fusefile.File{Device: device(s), Mode: s.mode}
 		}
 		srv, err := fusefile.Mount(*fuseDir, files, fusefile.Options{Logger: log})
 		if err != nil {
@@ -84,7 +96,7 @@ func main() {
 
 	var servers []*cuse.Server
 	for _, s := range specs {
-		srv, err := cuse.Open(loopback.New(*size), cuse.Options{Name: s.name, Logger: log, Debug: *debug,
+		srv, err := cuse.Open(device(s), cuse.Options{Name: s.name, Logger: log, Debug: *debug,
 			Node: cuse.NodeOptions{Mode: s.mode}})
 		if err == nil {
 			err = srv.Init(ctx)
@@ -133,3 +145,22 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// nullDevice discards writes and reads zeros, never blocking.
+type nullDevice struct{ zeros []byte }
+
+func (d nullDevice) Open(context.Context, *cuse.OpenRequest) (cuse.Handle, error) { return d, nil }
+
+func (d nullDevice) Read(_ context.Context, req *cuse.ReadRequest) (cuse.ReadResult, error) {
+	return cuse.ReadResult{Data: [][]byte{d.zeros[:min(req.Size, len(d.zeros))]}}, nil
+}
+
+func (d nullDevice) Write(_ context.Context, req *cuse.WriteRequest) (int, error) {
+	return req.Len(), nil
+}
+
+func (d nullDevice) Poll(_ context.Context, req *cuse.PollRequest) (uint32, error) {
+	return (cuse.EventIn | cuse.EventOut) & req.Events, nil
+}
+
+func (d nullDevice) Release(context.Context) {}
