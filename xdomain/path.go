@@ -101,38 +101,37 @@ func dmaAdapters(ctx context.Context, c ConfigAccess, route ctl.Route) (nhiAdp, 
 }
 
 // hop is one path entry to program: at adapter in, input HopID inHop,
-// forwarding to out/outHop.
+// forwarding to out/outHop, each HopID within its adapter's range.
 type hop struct {
-	in, out     uint8
-	inHop       int
-	outHop      int
-	name        string
-	inMax, oMax int
+	name           string
+	in, out        uint8
+	inHop, outHop  int
+	minIn, inMax   int
+	minOut, outMax int
 }
 
 func (p DMAPaths) hops(nhiAdp, lane adapterInfo) []hop {
 	var hops []hop
+	// HopIDs 0..7 are reserved on lane adapters; on the NHI adapter the
+	// HopID is a ring number, ring 0 being the control channel.
+	const firstRing = 1
 	if p.ReceivePath > 0 && p.ReceiveRing > 0 {
-		hops = append(hops, hop{in: lane.number, out: nhiAdp.number, inHop: p.ReceivePath, outHop: p.ReceiveRing,
-			name: "DMA RX", inMax: lane.maxIn, oMax: nhiAdp.maxOutID})
+		hops = append(hops, hop{name: "DMA RX", in: lane.number, out: nhiAdp.number,
+			inHop: p.ReceivePath, outHop: p.ReceiveRing,
+			minIn: nhi.MinHopID, inMax: lane.maxIn, minOut: firstRing, outMax: nhiAdp.maxOutID})
 	}
 	if p.TransmitPath > 0 && p.TransmitRing > 0 {
-		hops = append(hops, hop{in: nhiAdp.number, out: lane.number, inHop: p.TransmitRing, outHop: p.TransmitPath,
-			name: "DMA TX", inMax: nhiAdp.maxIn, oMax: lane.maxOutID})
+		hops = append(hops, hop{name: "DMA TX", in: nhiAdp.number, out: lane.number,
+			inHop: p.TransmitRing, outHop: p.TransmitPath,
+			minIn: firstRing, inMax: nhiAdp.maxIn, minOut: nhi.MinHopID, outMax: lane.maxOutID})
 	}
 	return hops
 }
 
 func (h hop) check() error {
-	// HopIDs 0..7 are reserved on lane adapters; on the NHI adapter the
-	// HopID is a ring number, ring 0 being the control channel.
-	minIn, minOut := nhi.MinHopID, 1
-	if h.name == "DMA TX" {
-		minIn, minOut = 1, nhi.MinHopID
-	}
-	if h.inHop < minIn || h.inHop > h.inMax || h.outHop < minOut || h.outHop > h.oMax {
+	if h.inHop < h.minIn || h.inHop > h.inMax || h.outHop < h.minOut || h.outHop > h.outMax {
 		return fmt.Errorf("%s: adapter %d HopID %d → adapter %d HopID %d (in %d..%d, out %d..%d): %w",
-			h.name, h.in, h.inHop, h.out, h.outHop, minIn, h.inMax, minOut, h.oMax, ErrPathRange)
+			h.name, h.in, h.inHop, h.out, h.outHop, h.minIn, h.inMax, h.minOut, h.outMax, ErrPathRange)
 	}
 	return nil
 }
