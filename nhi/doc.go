@@ -50,6 +50,8 @@
 // big-endian with a trailing CRC-32C (package xdomain/ctl encodes them).
 // Requests are matched to responses by type, route, size and (config
 // reads and writes) sequence number; config accesses are retried 4 times
-// with seq = attempt. Hot-plug EVENTs are acknowledged and then passed to
+// with seq = attempt. An ERROR packet answers the oldest request to its
+// route (Linux lets any ERROR match any request, which can complete the
+// wrong one when requests to several routes are outstanding). Hot-plug EVENTs are acknowledged and then passed to
 // the handler with every other unsolicited packet.
 package nhi
