@@ -35,12 +35,12 @@ func (v *msix) fire() {
 		v.signal()
 		return
 	}
-	now := time.Now()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.pending {
-		return
+		return // the deferred delivery covers this one
 	}
+	now := time.Now()
 	if wait := v.last.Add(interval).Sub(now); wait > 0 {
 		v.pending = true
 		if v.timer == nil {
