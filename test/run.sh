@@ -102,6 +102,7 @@ if [ "$fuzztime" != "0" ] && [ "$fuzztime" != "0s" ]; then
   done < <(grep -RHoE --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*' . | sed 's/:func /:/' | sort)
 fi
 
+export TBSTREAM_TALLY="$work/tally"
 suites=${TBSTREAM_SUITES:-all}
 for suite in test/suites.d/*.sh; do
   [ -e "$suite" ] || continue

@@ -12,7 +12,7 @@
 //   - No poll: go-fuse answers POLL with ENOSYS at mount time, which makes
 //     the kernel report every file of the mount as always ready. So that
 //     non-blocking clients (every Go os.File) cannot spin or hang, the
-//     fallback clears O_NONBLOCK from every request: reads and writes block
+//     fallback clears O_NONBLOCK from every read and write: they block
 //     as if the file were in blocking mode. Wakers are no-ops.
 //   - No zero-copy WRITE: go-fuse owns the request buffers, so a
 //     WriteBufferer is not asked; READ replies still go out from the
@@ -161,7 +161,9 @@ func callerOf(ctx context.Context) cuse.Caller {
 }
 
 func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	h, err := n.file.Device.Open(ctx, &cuse.OpenRequest{Caller: callerOf(ctx), Flags: flags &^ syscall.O_NONBLOCK, Wake: func() {}})
+	// O_NONBLOCK stays for the open itself (ENXIO instead of waiting for
+	// a peer); reads and writes never see it (see the package doc).
+	h, err := n.file.Device.Open(ctx, &cuse.OpenRequest{Caller: callerOf(ctx), Flags: flags, Wake: func() {}})
 	if err != nil {
 		return nil, 0, errnoOf(err)
 	}

@@ -97,7 +97,7 @@ func StatusPath(run string) string { return filepath.Join(run, "status.sock") }
 var ErrRunning = errors.New("another tbstreamd uses this run directory")
 
 // Start brings the host up. Stop (or ctx's end) takes it down.
-func Start(ctx context.Context, opts Options) (d *Daemon, err error) {
+func Start(ctx context.Context, opts Options) (*Daemon, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -114,36 +114,41 @@ func Start(ctx context.Context, opts Options) (d *Daemon, err error) {
 		opts.Devices = "auto"
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	d = &Daemon{opts: opts, log: opts.Logger.With("host", opts.Name), cancel: cancel}
-	defer func() {
-		if err != nil {
-			d.Stop()
-		}
-	}()
-	if err := d.takeRunDir(); err != nil {
+	d := &Daemon{opts: opts, log: opts.Logger.With("host", opts.Name), cancel: cancel}
+	if err := d.start(ctx); err != nil {
+		d.Stop()
 		return nil, err
 	}
+	d.log.Info("tbstreamd ready", "run", opts.RunDir, "devices", d.deviceKind())
+	return d, nil
+}
+
+func (d *Daemon) start(ctx context.Context) error {
+	opts := d.opts
+	if err := d.takeRunDir(); err != nil {
+		return err
+	}
 	if err := d.openDevice(); err != nil {
-		return nil, err
+		return err
 	}
 	devs, err := d.openDevices()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	d.devices = devs
 	d.host, err = host.Start(host.Config{Name: opts.Name, Device: d.dev, Devices: devs, Timing: opts.Timing, Logger: d.log})
 	if err != nil {
-		return nil, fmt.Errorf("start host: %w", err)
+		return fmt.Errorf("start host: %w", err)
 	}
 	if err := os.MkdirAll(ConfigDir(opts.RunDir), 0o755); err != nil {
-		return nil, err
+		return err
 	}
 	d.config, err = configfs.Mount(ctx, ConfigDir(opts.RunDir), d.host.Streams, configfs.Options{Logger: d.log})
 	if err != nil {
-		return nil, fmt.Errorf("mount configfs: %w", err)
+		return fmt.Errorf("mount configfs: %w", err)
 	}
 	if err := d.serveStatus(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	if d.emu != nil {
 		if opts.Listen != "" {
@@ -155,8 +160,7 @@ func Start(ctx context.Context, opts Options) (d *Daemon, err error) {
 			go d.dialCables(ctx, opts.Connect)
 		}
 	}
-	d.log.Info("tbstreamd ready", "run", opts.RunDir, "devices", d.deviceKind())
-	return d, nil
+	return nil
 }
 
 // takeRunDir creates the run directory and locks it, so that a second

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# dd throughput through tbstream next to the obvious alternative, measured in
+# the same run: host1 `dd if=/dev/zero bs=256k count=4096 of=/dev/tbstream0`
+# into host2 `dd of=/dev/null`, two daemons joined by a unix-socket cable,
+# against `dd | socat | dd` over loopback TCP. Prints MB/s and the ratio.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+count=${TBSTREAM_BENCH_COUNT:-4096} # × 256 KiB = 1 GiB
+bytes=$((count * 256 * 1024))
+dir=$(mktemp -d)
+bin=$dir/tbstream
+run=$dir/run
+trap '"$bin" -run "$run" down >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+go build -o "$bin" ./cmd/tbstream
+"$bin" -run "$run" up
+
+root=/sys/kernel/config/thunderbolt/stream
+"$bin" -run "$run" shell host2 sh -ec "mkdir $root/0-1.0 $root/0-1.0/bench
+echo -1 > $root/0-1.0/bench/in_hopid; echo -1 > $root/0-1.0/bench/out_hopid"
+"$bin" -run "$run" shell host1 sh -ec "mkdir $root/0-503.0 $root/0-503.0/bench
+for i in \$(seq 200); do [ \"\$(cat $root/0-503.0/bench/out_hopid)\" -gt 0 ] && break; sleep 0.05; done"
+
+now() { date +%s.%N; }
+start=$(now)
+"$bin" -run "$run" shell host2 sh -c "dd if=/dev/tbstream0 of=/dev/null bs=256k 2>$dir/recv.txt" &
+recv=$!
+"$bin" -run "$run" shell host1 dd if=/dev/zero of=/dev/tbstream0 bs=256k count="$count" status=none
+wait "$recv"
+end=$(now)
+got=$(sed -n 's/^\([0-9]*\) bytes.*/\1/p' "$dir/recv.txt")
+[ "$got" = "$bytes" ] || { echo "tbstream moved $got bytes, want $bytes"; cat "$dir/recv.txt"; exit 1; }
+tb=$(echo "$bytes / ($end - $start) / 1000000" | bc -l)
+
+base=
+if command -v socat >/dev/null; then
+  port=$((20000 + RANDOM % 20000))
+  socat -u TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr - | dd of=/dev/null bs=256k 2>"$dir/nc.txt" &
+  l=$!
+  sleep 0.3
+  start=$(now)
+  dd if=/dev/zero bs=256k count="$count" status=none | socat -u - TCP:127.0.0.1:$port
+  wait "$l"
+  end=$(now)
+  base=$(echo "$bytes / ($end - $start) / 1000000" | bc -l)
+fi
+
+printf 'BENCH tbstream dd (FUSE fallback, unix-socket cable): %.0f MB/s\n' "$tb"
+if [ -n "$base" ]; then
+  printf 'BENCH dd | socat | dd over loopback TCP:              %.0f MB/s\n' "$base"
+  printf 'BENCH ratio tbstream / TCP: %.2f\n' "$(echo "$tb / $base" | bc -l)"
+fi
