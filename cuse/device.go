@@ -69,13 +69,14 @@ type Handle interface {
 // into, so a payload lands where it will be consumed (for example in DMA
 // buffers) without a copy in user space.
 //
-// The server asks before every read of the channel, not knowing what the
-// next request is. WriteBuffer must not block; it returns buffers totalling
-// at least size bytes, or nil to let the server use its own. done is called
-// exactly once: with the number of bytes a WRITE handler returned (the
-// handle then owns that many bytes from the start of the buffers, until it
-// hands them back by its own means), or with 0 when the buffers held no
-// WRITE payload or the write failed.
+// A request reader asks for buffers when it has none, before it knows what
+// the next request is, and keeps them across requests that are not WRITEs.
+// WriteBuffer must not block; it returns buffers totalling at least size
+// bytes, or nil to let the server use its own. done is called exactly once
+// per lending: after a WRITE with the number of bytes Handle.Write returned
+// (the handle then owns that many bytes from the start of the buffers and
+// gives them back by its own means; the rest is free again), or with 0 when
+// the write failed or the reader stops.
 type WriteBufferer interface {
 	WriteBuffer(size int) (bufs [][]byte, done func(used int))
 }
