@@ -45,18 +45,3 @@ func TestBadNames(t *testing.T) {
 		require.ErrorIs(t, err, ErrName, "%q", bad)
 	}
 }
-
-func FuzzServiceID(f *testing.F) {
-	for _, s := range []string{"0-1.0", "0-503.0", "1-2.1", "0-1.0abc", ""} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		id, err := ParseServiceID(s)
-		if err != nil {
-			return
-		}
-		back, err := ParseServiceID(id.String())
-		require.NoError(t, err)
-		require.Equal(t, id, back)
-	})
-}
