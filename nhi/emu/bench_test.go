@@ -32,7 +32,7 @@ const (
 	benchRing     = 256  // ring_size default
 	benchThrottle = 8192 // throttling default, ns
 	benchBuffer   = 64 << 20
-	benchRounds   = 8
+	benchRounds   = 32
 )
 
 func benchBulk(b *testing.B, kind string, endToEnd bool) {
