@@ -339,3 +339,26 @@ func TestBusyPollAndSplitWrite(t *testing.T) {
 	require.NoError(t, s1.tx.Flush(ctx))
 	require.Equal(t, uint64(3), s1.tx.Stats().Completed)
 }
+
+// TestReceiverChecksCRC: the receiving control channel drops frames whose
+// length or CRC is wrong and counts them; good frames reach the handler.
+func TestReceiverChecksCRC(t *testing.T) {
+	th := newTestHost(t, "rx")
+	good, err := ctl.Encode(&ctl.Raw{Header: ctl.Header{Route: 0x1}, Kind: ctl.TypeXDomainRequest, Body: []uint32{1, 2, 3}})
+	require.NoError(t, err)
+	bad := append([]byte(nil), good...)
+	bad[len(bad)-1] ^= 1
+	th.emu.InjectControl(ctl.TypeXDomainRequest, bad)
+	th.emu.InjectControl(ctl.TypeXDomainRequest, good[:len(good)-2]) // unaligned
+	th.emu.InjectControl(ctl.TypeXDomainRequest, good)
+	select {
+	case p := <-th.events:
+		raw, ok := p.(*ctl.Raw)
+		require.True(t, ok)
+		require.Equal(t, []uint32{1, 2, 3}, raw.Body)
+	case <-time.After(waitLong):
+		t.Fatal("good frame not delivered")
+	}
+	require.Equal(t, uint64(2), th.ctl.Stats().BadFrames)
+	require.Equal(t, uint64(1), th.ctl.Stats().Received)
+}

@@ -462,3 +462,13 @@ func (e *streamEnd) readLoop(br *bufio.Reader) {
 		}
 	}
 }
+
+// InjectControl puts a raw frame on this host's RX ring 0 with PDF pdf,
+// unchecked, as if a broken peer had sent it: for tests of how software
+// handles malformed control packets.
+func (h *Host) InjectControl(pdf ctl.Type, frame []byte) {
+	if len(frame) > nhi.FrameSize {
+		frame = frame[:nhi.FrameSize]
+	}
+	h.deliverControl(uint8(pdf), frame)
+}
