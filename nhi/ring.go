@@ -380,8 +380,8 @@ func (r *Ring) txReadyLocked() error {
 }
 
 // TxPost posts the slot TxSlot returned, holding size bytes (1..4096, raw
-// rings 4..256), with the given SOF and EOF PDFs, and rings the TX doorbell
-// (head<<16, the read-only tail half written as zero).
+// rings 1..256), with the given SOF and EOF PDFs, and rings the TX
+// doorbell.
 func (r *Ring) TxPost(size int, sof, eof uint8) error {
 	max := MaxFrameSize
 	if r.cfg.Flags&RingFrame == 0 {
@@ -395,10 +395,55 @@ func (r *Ring) TxPost(size int, sof, eof uint8) error {
 	if err := r.txReadyLocked(); err != nil {
 		return err
 	}
+	r.postTxLocked(size, sof, eof)
+	return nil
+}
+
+// postTxLocked posts the slot at head and rings the TX doorbell (head<<16,
+// the read-only tail half written as zero).
+func (r *Ring) postTxLocked(size int, sof, eof uint8) {
 	StoreDesc(r.desc, r.head, r.slotIOVA+uint64(r.head*SlotSize), ControlWord(size, sof, eof, r.descFlags()))
 	r.head = (r.head + 1) % r.size
 	r.stats.Posted++
 	r.nhi.dev.Write32(TxRingReg(r.hop, RingIndices), uint32(r.head)<<RingTxHeadShift)
+}
+
+// TxSlots appends to dst the buffers of up to max free TX slots in
+// posting order, for a vectored read straight into DMA memory; fill them
+// front to back and post with TxPostBytes.
+func (r *Ring) TxSlots(dst [][]byte, max int) ([][]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.txReadyLocked(); err != nil {
+		return dst, err
+	}
+	free := r.size - 1 - r.inFlightLocked()
+	for i := range min(free, max) {
+		dst = append(dst, r.Slot((r.head+i)%r.size))
+	}
+	return dst, nil
+}
+
+// TxPostBytes posts n bytes that fill the slots TxSlots returned, front to
+// back, as ⌈n/4096⌉ frames: full frames, then the tail. Each descriptor
+// gets its own doorbell.
+func (r *Ring) TxPostBytes(n int, sof, eof uint8) error {
+	frames := (n + SlotSize - 1) / SlotSize
+	if r.rx || n < 1 || r.cfg.Flags&RingFrame == 0 {
+		return fmt.Errorf("%s: post %d bytes: %w", r.name(), n, ErrInvalid)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.running {
+		return fmt.Errorf("%s: %w", r.name(), ErrShutdown)
+	}
+	r.reapLocked()
+	if frames > r.size-1-r.inFlightLocked() {
+		return fmt.Errorf("%s: post %d frames: %w", r.name(), frames, ErrRingFull)
+	}
+	for ; n > 0; n -= SlotSize {
+		r.postTxLocked(min(n, SlotSize), sof, eof)
+	}
 	return nil
 }
 
