@@ -99,10 +99,14 @@ func newRecorder() *recorder {
 	return &recorder{probed: make(chan *Service, 16), changed: make(chan *Service, 16), removed: make(chan *Service, 16)}
 }
 
-func (r *recorder) Probe(s *Service) error { r.log("probe " + s.ID.String()); r.probed <- s; return nil }
-func (r *recorder) Changed(s *Service)     { r.log("changed " + s.ID.String()); r.changed <- s }
-func (r *recorder) Remove(s *Service)      { r.log("remove " + s.ID.String()); r.removed <- s }
-func (r *recorder) log(s string)           { r.mu.Lock(); r.events = append(r.events, s); r.mu.Unlock() }
+func (r *recorder) Probe(s *Service) error {
+	r.log("probe " + s.ID.String())
+	r.probed <- s
+	return nil
+}
+func (r *recorder) Changed(s *Service) { r.log("changed " + s.ID.String()); r.changed <- s }
+func (r *recorder) Remove(s *Service)  { r.log("remove " + s.ID.String()); r.removed <- s }
+func (r *recorder) log(s string)       { r.mu.Lock(); r.events = append(r.events, s); r.mu.Unlock() }
 
 func receive(t *testing.T, ch chan *Service, what string) *Service {
 	t.Helper()

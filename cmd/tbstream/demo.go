@@ -64,7 +64,11 @@ func demo(ctx context.Context, run string) error {
 
 // script runs a shell script on host and returns its combined output.
 func script(ctx context.Context, run, host, text string) ([]byte, error) {
-	c := hostCommand(hostDir(run, host), host, "sh", "-ec", text)
+	st, err := daemon.ReadStatus(hostDir(run, host))
+	if err != nil {
+		return nil, err
+	}
+	c := hostCommand(hostDir(run, host), st.DeviceDir, host, "sh", "-ec", text)
 	var out bytes.Buffer
 	c.Stdout, c.Stderr = &out, &out
 	if err := c.Start(); err != nil {

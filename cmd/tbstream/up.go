@@ -55,7 +55,8 @@ func up(ctx context.Context, run string) error {
 		if err != nil {
 			return err
 		}
-		args := append([]string{"daemon", "-name", h.name, "-run-dir", dir}, h.args(run)...)
+		// With CUSE both hosts share one /dev: each gets a directory.
+		args := append([]string{"daemon", "-name", h.name, "-run-dir", dir, "-device-prefix", h.name + "/"}, h.args(run)...)
 		cmd := exec.Command(self, args...)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

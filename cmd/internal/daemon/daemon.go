@@ -210,6 +210,13 @@ func (d *Daemon) deviceKind() string {
 	return "fuse"
 }
 
+func (d *Daemon) deviceDir() string {
+	if d.deviceKind() == "fuse" {
+		return DevDir(d.opts.RunDir)
+	}
+	return filepath.Join("/dev", filepath.Dir(d.opts.DevicePrefix+"tbstream0"))
+}
+
 func (d *Daemon) openDevices() (devices, error) {
 	kind := d.opts.Devices
 	if kind == "auto" {
@@ -357,9 +364,13 @@ func Run(ctx context.Context, opts Options) error {
 // Status is what the status socket serves.
 type Status struct {
 	Name    string
-	Devices string
-	Peers   []Peer
-	Groups  []stream.GroupInfo
+	Devices string // "cuse" or "fuse"
+	// DeviceDir is where the tbstreamN nodes appear: /dev (or a
+	// directory below it with a -device-prefix ending in "/") for CUSE,
+	// <run>/dev for the FUSE fallback.
+	DeviceDir string
+	Peers     []Peer
+	Groups    []stream.GroupInfo
 }
 
 // Peer is one connected host.
@@ -376,7 +387,7 @@ type Service struct {
 
 // Status returns the current status.
 func (d *Daemon) Status() Status {
-	st := Status{Name: d.opts.Name, Devices: d.deviceKind(), Groups: d.host.Streams.Snapshot()}
+	st := Status{Name: d.opts.Name, Devices: d.deviceKind(), DeviceDir: d.deviceDir(), Groups: d.host.Streams.Snapshot()}
 	for _, xd := range d.host.XDomain.XDomains() {
 		p := Peer{Info: xd.Info()}
 		for _, s := range xd.Services() {
