@@ -24,6 +24,11 @@ func (s *Server) handle(bufs *buffers, n int) {
 		return
 	}
 	h := &req.Header
+	if h.Opcode != OpWrite {
+		// Only a WRITE needs the payload buffer while it is handled; a READ
+		// may block for long, and must not pin 128 KiB meanwhile.
+		s.putBuffer(bufs)
+	}
 	if s.opts.Debug {
 		s.log.Debug("rx", "op", OpName(h.Opcode), "unique", h.Unique, "len", h.Length)
 	}

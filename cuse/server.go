@@ -319,9 +319,7 @@ func (s *Server) reader() {
 	bufs := &buffers{head: make([]byte, RequestHeadSize)}
 	defer func() {
 		bufs.giveBack(0)
-		if bufs.own != nil {
-			s.bufPool.Put(&bufs.own)
-		}
+		s.putBuffer(bufs)
 	}()
 	for {
 		if wb != nil && bufs.lent == nil {
@@ -333,11 +331,7 @@ func (s *Server) reader() {
 			}
 		}
 		if bufs.lent == nil && bufs.own == nil {
-			if p, ok := s.bufPool.Get().(*[]byte); ok {
-				bufs.own = *p
-			} else {
-				bufs.own = make([]byte, size)
-			}
+			bufs.own = s.getBuffer()
 		}
 		n, err := s.ch.ReadRequest(bufs.iov())
 		if s.idle.Add(-1) == 0 && err == nil {
@@ -364,6 +358,21 @@ func (s *Server) reader() {
 			return
 		}
 		s.idle.Add(1)
+	}
+}
+
+// getBuffer and putBuffer recycle readers' own payload buffers.
+func (s *Server) getBuffer() []byte {
+	if p, ok := s.bufPool.Get().(*[]byte); ok {
+		return *p
+	}
+	return make([]byte, s.readBufferSize())
+}
+
+func (s *Server) putBuffer(bufs *buffers) {
+	if own := bufs.own; own != nil {
+		bufs.own = nil
+		s.bufPool.Put(&own)
 	}
 }
 

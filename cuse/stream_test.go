@@ -17,14 +17,14 @@ import (
 // reader at once, each request up to max_write, many times the pipe's
 // capacity, bytes checked at the end.
 func TestStreamThroughPipe(t *testing.T) {
-	r := start(t, loopback.New(1<<20), cuse.Options{})
+	r := start(t, loopback.New(256<<10), cuse.Options{})
 	k, ctx := r.k, r.ctx
 	w, err := k.Open(ctx, syscall.O_WRONLY)
 	require.NoError(t, err)
 	rd, err := k.Open(ctx, syscall.O_RDONLY)
 	require.NoError(t, err)
 
-	const total = 24 << 20
+	const total = 8 << 20
 	src := make([]byte, total)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range src {
