@@ -26,10 +26,7 @@ func TestStreamThroughPipe(t *testing.T) {
 
 	const total = 8 << 20
 	src := make([]byte, total)
-	rng := rand.New(rand.NewPCG(1, 2))
-	for i := range src {
-		src[i] = byte(rng.Uint32())
-	}
+	rand.NewChaCha8([32]byte{1}).Read(src)
 	errc := make(chan error, 1)
 	go func() {
 		for off := 0; off < total; {
