@@ -3,19 +3,22 @@ package cuse_test
 import (
 	"fmt"
 	"os"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
 
 // TestMain fails the package when its tests leave file descriptors open
-// (socketpairs of the fake kernel, channels a server failed to close).
+// (socketpairs of the fake kernel, channels a server failed to close) or
+// server goroutines running (readers, handlers, the fake kernel's reader).
 func TestMain(m *testing.M) {
 	before := openFDs()
 	code := m.Run()
 	if code == 0 {
-		// Closing is synchronous, but give finalizer-closed files a moment.
+		// Goroutines finish just after Close returns; give them a moment.
 		for range 100 {
-			if openFDs() <= before {
+			if openFDs() <= before && leakedGoroutines() == "" {
 				break
 			}
 			time.Sleep(10 * time.Millisecond)
@@ -24,8 +27,26 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "leaked %d file descriptors (%d before, %d after)\n", after-before, before, after)
 			code = 1
 		}
+		if g := leakedGoroutines(); g != "" {
+			fmt.Fprintf(os.Stderr, "leaked goroutines:\n%s\n", g)
+			code = 1
+		}
 	}
 	os.Exit(code)
+}
+
+// leakedGoroutines returns the stacks of goroutines still running code of
+// the cuse packages.
+func leakedGoroutines() string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var leaked []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "tbstream/cuse") && !strings.Contains(g, "cuse_test.TestMain") {
+			leaked = append(leaked, g)
+		}
+	}
+	return strings.Join(leaked, "\n\n")
 }
 
 func openFDs() int {
