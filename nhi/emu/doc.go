@@ -32,7 +32,9 @@
 // The peer's route is configurable per cable (Port.PeerRoute): host2 may
 // see host1 at 0x1 while host1 sees host2 at 0x503. Plug and unplug raise
 // an EVENT on ring 0 from the router one level above the peer (route
-// 0x503 → router 0x3, adapter 5).
+// 0x503 → router 0x3, adapter 5). When RX ring 0 is (re)started, the plug
+// EVENTs of cables already plugged are sent again, so software that starts
+// after the cable still learns of the peer.
 //
 // # E2E flow control
 //

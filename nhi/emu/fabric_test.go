@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"tbstream/nhi"
+	"tbstream/nhi/emu"
 	"tbstream/xdomain/ctl"
 )
 
@@ -387,4 +388,36 @@ func TestVectoredTxSlots(t *testing.T) {
 		got = append(got, data...)
 	}
 	require.Equal(t, payload, got)
+}
+
+// TestPlugEventReplayed: a control channel opened after the cable was
+// plugged still gets the plug EVENT.
+func TestPlugEventReplayed(t *testing.T) {
+	log := quietLogger()
+	a, err := emu.NewHost(emu.Config{Logger: log})
+	require.NoError(t, err)
+	b, err := emu.NewHost(emu.Config{Logger: log})
+	require.NoError(t, err)
+	defer a.Close()
+	defer b.Close()
+	_, _, err = emu.ConnectInProcess(a, emu.Port{Adapter: 3, PeerRoute: 0x503}, b, emu.Port{Adapter: 1})
+	require.NoError(t, err)
+
+	n, err := nhi.Probe(a, nhi.Options{Logger: log})
+	require.NoError(t, err)
+	defer n.Close()
+	events := make(chan ctl.Packet, 8)
+	c, err := n.OpenControl(nhi.ControlConfig{Logger: log, Handler: func(p ctl.Packet) { events <- p }})
+	require.NoError(t, err)
+	defer c.Close()
+	select {
+	case p := <-events:
+		ev, ok := p.(*ctl.Event)
+		require.True(t, ok, "%T", p)
+		require.Equal(t, ctl.Route(0x3), ev.Route)
+		require.Equal(t, uint8(5), ev.Adapter)
+		require.False(t, ev.Unplug)
+	case <-time.After(waitLong):
+		t.Fatal("no plug event")
+	}
 }

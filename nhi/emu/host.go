@@ -43,11 +43,14 @@ type Host struct {
 	lanes      [laneAdapters]*lane
 	counters   counters
 
-	wake      chan struct{} // DMA engine doorbell, coalescing
-	idle      atomic.Bool   // the engine is about to sleep or sleeping
-	done      chan struct{}
-	engineWG  sync.WaitGroup
-	closeOnce sync.Once
+	wake chan struct{} // DMA engine doorbell, coalescing
+	idle atomic.Bool   // the engine is about to sleep or sleeping
+	// replayPlug: RX ring 0 was enabled; plug events for cables already
+	// plugged are due once it has descriptors.
+	replayPlug atomic.Bool
+	done       chan struct{}
+	engineWG   sync.WaitGroup
+	closeOnce  sync.Once
 
 	// regMu protects misc, the registers with no emulated behaviour
 	// (mailbox, firmware status, DMA_MISC).

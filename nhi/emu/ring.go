@@ -104,6 +104,9 @@ func (h *Host) writeBlock(r *ring, f nhi.Reg, v uint32) {
 	case nhi.RingIndices:
 		if r.rx {
 			r.head.Store(v & nhi.RingIndexMask)
+			if r.hop == 0 && h.replayPlug.Load() {
+				h.replayPlugEvents(r)
+			}
 			h.grantSoon(r)
 		} else {
 			r.head.Store(v >> nhi.RingTxHeadShift & nhi.RingIndexMask)
@@ -149,12 +152,36 @@ func (h *Host) writeOptions(r *ring, f nhi.Reg, v uint32) {
 			r.tail = 0
 			r.hwTail.Store(0)
 			r.enabled = true
+			if r.rx && r.hop == 0 {
+				h.replayPlug.Store(true)
+			}
 		}
 		if r.rx {
 			h.grantLocked(r)
 		}
 		r.unlock()
 		h.kick()
+	}
+}
+
+// replayPlugEvents sends a plug EVENT for every cable already plugged
+// once a (re)started RX ring 0 has room for them, so a connection manager
+// that starts after the cable learns about the peer the same way.
+func (h *Host) replayPlugEvents(r *ring) {
+	var cables []*Cable
+	for _, l := range h.lanes {
+		if c := l.cable.Load(); c != nil {
+			cables = append(cables, c)
+		}
+	}
+	r.mu.Lock()
+	room := r.enabled && r.postedLocked() >= len(cables)
+	r.unlock()
+	if !room || !h.replayPlug.CompareAndSwap(true, false) {
+		return
+	}
+	for _, c := range cables {
+		h.router.plugEvent(c.port.PeerRoute, false)
 	}
 }
 
