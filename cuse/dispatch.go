@@ -114,13 +114,28 @@ func (s *Server) read(ctx context.Context, req *Request, caller Caller) {
 		return
 	}
 	size := min(int(req.Read.Size), s.maxRead)
-	res, err := oh.h.Read(ctx, &ReadRequest{Caller: caller, Size: size, Flags: req.Read.Flags})
+	// The kernel splits a read(2) into READs of max_read bytes, with the
+	// offset counting from 0 in each syscall, and stops at the first short
+	// reply. A READ at a non-zero offset therefore continues a read(2)
+	// that already has data: it must not wait for more (a stream's read
+	// returns what is there), so it is non-blocking, and "nothing now" is
+	// an empty reply that ends the syscall with what it has.
+	continued := req.Read.Offset > 0
+	flags := req.Read.Flags
+	if continued {
+		flags |= syscall.O_NONBLOCK
+	}
+	res, err := oh.h.Read(ctx, &ReadRequest{Caller: caller, Size: size, Flags: flags})
 	if err != nil {
 		if res.Done != nil {
 			res.Done(false)
 		}
-		s.reply(req.Header.Unique, s.errno(err, "read"))
-		return
+		if continued && Errno(err) == syscall.EAGAIN {
+			res, err = ReadResult{}, nil
+		} else {
+			s.reply(req.Header.Unique, s.errno(err, "read"))
+			return
+		}
 	}
 	data := clip(res.Data, size)
 	hdr := make([]byte, OutHeaderSize)

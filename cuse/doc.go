@@ -48,8 +48,13 @@
 // Anything else is answered ENOSYS and counted; the kernel sends CUSE no
 // FLUSH, FSYNC, DESTROY or FORGET. A request that does not parse is
 // answered EIO and counted. The kernel splits every read(2) and write(2)
-// into requests of at most 128 KiB (CUSE cannot raise max_pages), and
-// READ/WRITE offsets count from 0 within each syscall, so they are ignored.
+// into requests of at most 128 KiB (CUSE cannot raise max_pages), with
+// offsets counting from 0 within each syscall, and stops at the first
+// short reply. The server uses the offset for one thing: a READ at a
+// non-zero offset continues a read(2) that already has data, so the
+// device sees it as non-blocking and "nothing now" becomes an empty reply
+// that ends the syscall. A read(2) of 1 MiB therefore returns what the
+// device has, as from a pipe, instead of waiting for the whole 1 MiB.
 //
 // # The Device contract
 //

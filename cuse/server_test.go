@@ -231,6 +231,31 @@ func TestNonblocking(t *testing.T) {
 	require.EqualValues(t, 2, r.srv.Stats().Again.Load())
 }
 
+// TestContinuedReadDoesNotWait: the second READ of one read(2) (offset >
+// 0) returns at once with nothing instead of waiting for more bytes, so a
+// large read(2) returns what is there, as from a pipe.
+func TestContinuedReadDoesNotWait(t *testing.T) {
+	r := start(t, loopback.New(0), cuse.Options{})
+	k, ctx := r.k, r.ctx
+	fh, err := k.Open(ctx, syscall.O_RDWR)
+	require.NoError(t, err)
+	c, err := k.Start(cuse.OpRead, fakekernel.ReadInAt(fh, cuse.DefaultMaxIO, cuse.DefaultMaxIO, 0), nil)
+	require.NoError(t, err)
+	rep, err := c.Wait(ctx)
+	require.NoError(t, err)
+	require.Zero(t, rep.Errno)
+	require.Empty(t, rep.Body, "an empty reply ends the read(2) with what it has")
+	require.Zero(t, r.srv.Stats().Again.Load(), "not an EAGAIN the reader would see")
+
+	_, err = k.Write(ctx, fh, []byte("more"), 0)
+	require.NoError(t, err)
+	c, err = k.Start(cuse.OpRead, fakekernel.ReadInAt(fh, cuse.DefaultMaxIO, cuse.DefaultMaxIO, 0), nil)
+	require.NoError(t, err)
+	rep, err = c.Wait(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []byte("more"), rep.Body)
+}
+
 // waitFor polls a condition that the server reaches asynchronously.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()

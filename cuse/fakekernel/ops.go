@@ -65,11 +65,17 @@ func (k *Kernel) Open(ctx context.Context, flags uint32) (uint64, error) {
 	return binary.LittleEndian.Uint64(r.Body), nil
 }
 
-// ReadIn encodes fuse_read_in (fuse_write_in has the same layout).
-func ReadIn(fh uint64, size int, flags uint32) []byte {
+// ReadIn encodes fuse_read_in (fuse_write_in has the same layout) for the
+// first request of a syscall.
+func ReadIn(fh uint64, size int, flags uint32) []byte { return ReadInAt(fh, 0, size, flags) }
+
+// ReadInAt encodes fuse_read_in at an offset: the kernel sends offsets
+// counting from 0 within each read(2) or write(2) it splits.
+func ReadInAt(fh uint64, offset uint64, size int, flags uint32) []byte {
 	b := make([]byte, cuse.ReadInSize)
 	le := binary.LittleEndian
 	le.PutUint64(b[0:], fh)
+	le.PutUint64(b[8:], offset)
 	le.PutUint32(b[16:], uint32(size))
 	le.PutUint32(b[32:], flags)
 	return b

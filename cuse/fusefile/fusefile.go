@@ -13,7 +13,8 @@
 //     the kernel report every file of the mount as always ready. So that
 //     non-blocking clients (every Go os.File) cannot spin or hang, the
 //     fallback clears O_NONBLOCK from every read and write: they block
-//     as if the file were in blocking mode. Wakers are no-ops.
+//     as if the file were in blocking mode (except the continuation
+//     requests of one large read(2), see Read). Wakers are no-ops.
 //   - No zero-copy WRITE: go-fuse owns the request buffers, so a
 //     WriteBufferer is not asked; READ replies still go out from the
 //     device's slices when there is one slice.
@@ -178,11 +179,22 @@ var (
 	_ = (fs.FileReleaser)((*fileHandle)(nil))
 )
 
+// Read blocks for the first request of a read(2) only: with FOPEN_STREAM
+// the offset counts from 0 within each syscall, and a request at a
+// non-zero offset continues one that already has data, so it takes what
+// is there and an empty reply ends the syscall (as in the CUSE server).
 func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	res, err := f.h.Read(ctx, &cuse.ReadRequest{Caller: callerOf(ctx), Size: len(dest)})
+	var flags uint32
+	if off > 0 {
+		flags = syscall.O_NONBLOCK
+	}
+	res, err := f.h.Read(ctx, &cuse.ReadRequest{Caller: callerOf(ctx), Size: len(dest), Flags: flags})
 	if err != nil {
 		if res.Done != nil {
 			res.Done(false)
+		}
+		if off > 0 && errnoOf(err) == syscall.EAGAIN {
+			return fuse.ReadResultData(nil), 0
 		}
 		return nil, errnoOf(err)
 	}

@@ -114,3 +114,33 @@ func TestFallbackKilledReader(t *testing.T) {
 		})
 	}
 }
+
+// TestFallbackLargeReadReturnsWhatIsThere: a read(2) bigger than one
+// request returns the bytes available instead of waiting to fill its
+// buffer while the writer is still open.
+func TestFallbackLargeReadReturnsWhatIsThere(t *testing.T) {
+	dir := mount(t, map[string]fusefile.File{"tbstream0": {Device: loopback.New(0)}})
+	path := filepath.Join(dir, "tbstream0")
+	w, err := os.OpenFile(path, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	defer w.Close()
+	chunk := bytes.Repeat([]byte{7}, 128<<10) // exactly one full request
+	_, err = w.Write(chunk)
+	require.NoError(t, err)
+
+	fd, err := syscall.Open(path, syscall.O_RDONLY, 0)
+	require.NoError(t, err)
+	defer syscall.Close(fd)
+	got := make(chan int, 1)
+	go func() {
+		n, _ := syscall.Read(fd, make([]byte, 1<<20))
+		got <- n
+	}()
+	select {
+	case n := <-got:
+		require.Equal(t, len(chunk), n)
+	case <-time.After(30 * time.Second):
+		w.Write([]byte{0}) // unblock the reader before failing
+		t.Fatal("read(2) of 1 MiB waited for more than the 128 KiB available")
+	}
+}
