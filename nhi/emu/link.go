@@ -429,7 +429,7 @@ func (e *streamEnd) readLoop(br *bufio.Reader) {
 			err = fmt.Errorf("second hello: %w", ErrMalformed)
 		}
 		if err == nil && f.Kind == CableCredit {
-			if n := binary.BigEndian.Uint32(f.Payload); n > nhi.MaxRingSize {
+			if n := binary.BigEndian.Uint32(f.Payload); n == 0 || n > nhi.MaxRingSize {
 				err = fmt.Errorf("credit of %d: %w", n, ErrMalformed)
 			}
 		}

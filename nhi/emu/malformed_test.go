@@ -24,6 +24,8 @@ func TestMalformedCableFrameUnplugs(t *testing.T) {
 		{"unknown kind", []byte{0x42, 0, 0, 0, 0, 0, 0, 0}},
 		{"oversized data", []byte{2, 0x12, 0, 8, 0x20, 0, 0, 0}},
 		{"second hello", append([]byte{1, 0, 0, 0, 0, 16, 0, 0}, helloBytes()...)},
+		{"credit of zero", []byte{4, 0, 0, 8, 0, 4, 0, 0, 0, 0, 0, 0}},
+		{"credit beyond any ring", []byte{4, 0, 0, 8, 0, 4, 0, 0, 0, 0, 0x10, 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			th := newTestHost(t, "victim")
