@@ -30,7 +30,7 @@ timeout_s=${TBSTREAM_VM_TIMEOUT:-300}
 mib=${TBSTREAM_VM_MIB:-100}
 
 # The checks init.sh reports, in order; each is one test.
-checks=(modules node node-mode dd tar-gzip ioctl go-nonblocking-read
+checks=(modules node node-mode dd tar-gzip large-read ioctl go-nonblocking-read
   sigint-blocked-reader sigkill-blocked-reader stop-removes-node)
 
 work=$(mktemp -d -t tbstream-vm.XXXXXX)

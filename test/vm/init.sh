@@ -37,11 +37,11 @@ else
 fi
 
 # tbstream0: defaults (0600 root); tbstream1: mode option; 2, 3: clients;
-# 4: benchmark pipe; 5: benchmark sink/zero source.
-loopdev -stats /tmp/stats tbstream0 tbstream1:0666 tbstream2 tbstream3 tbstream4 tbstream5::null >/tmp/loopdev.log 2>&1 &
+# 4: benchmark pipe; 5: benchmark sink/zero source; 6: large read.
+loopdev -stats /tmp/stats tbstream0 tbstream1:0666 tbstream2 tbstream3 tbstream4 tbstream5::null tbstream6 >/tmp/loopdev.log 2>&1 &
 server=$!
-for i in $(seq 500); do
-  [ -c /dev/tbstream5 ] && break
+for i in $(seq 1500); do
+  [ -c /dev/tbstream6 ] && break
   sleep 0.02
 done
 
@@ -59,8 +59,13 @@ else
   bad "node-mode: /dev/tbstream1 is '$mode1'"
 fi
 
-# dd of MIB MiB in and out, concurrently (the pipe holds 1 MiB).
-head -c $((MIB * 1048576)) /dev/urandom >/tmp/src
+# dd of MIB MiB in and out, concurrently (the pipe holds 1 MiB). The data
+# is the guest's binaries over and over (random bytes cost too much under
+# software emulation).
+while [ "$(stat -c %s /tmp/src 2>/dev/null || echo 0)" -lt $((MIB * 1048576)) ]; do
+  cat /bin/loopdev /bin/vmcheck /bin/busybox /lib/modules/*.ko >>/tmp/src
+done
+truncate -s $((MIB * 1048576)) /tmp/src
 dd if=/tmp/src of=/dev/tbstream0 bs=256k 2>/tmp/dd.w &
 writer=$!
 dd if=/dev/tbstream0 of=/tmp/dst bs=256k 2>/tmp/dd.r
@@ -85,6 +90,18 @@ else
 fi
 rm -rf /tmp/x
 
+# A read(2) larger than one request returns what is there (128 KiB) while
+# the writer stays open, instead of waiting to fill 1 MiB.
+(dd if=/dev/zero bs=128k count=1 2>/dev/null; exec sleep 60) >/dev/tbstream6 &
+holder=$!
+got=$(timeout 30 dd if=/dev/tbstream6 bs=1M count=1 2>/dev/null | wc -c)
+kill $holder 2>/dev/null
+if [ "$got" = 131072 ]; then
+  ok "large-read: read(2) of 1 MiB returned the 131072 bytes there, writer still open"
+else
+  bad "large-read: read(2) of 1 MiB returned '$got' bytes (want 131072 without waiting)"
+fi
+
 if out=$(stty -F /dev/tbstream0 2>&1); then
   bad "ioctl: stty on the device succeeded: $out"
 else
@@ -92,8 +109,15 @@ else
 fi
 
 # A Go client (os.OpenFile: O_NONBLOCK + epoll) reading before the writer
-# starts: EAGAIN, POLL, NOTIFY_POLL, read, until EOF.
-(sleep 1; dd if=/dev/zero of=/dev/tbstream2 bs=64k count=160 2>/dev/null) &
+# starts: EAGAIN, POLL, NOTIFY_POLL, read, until EOF. The writer starts once
+# the server has answered the client EAGAIN.
+again_of() {
+  kill -USR1 $server
+  sleep 0.05
+  sed -n 's/^tbstream2 .* again=\([0-9]*\).*/\1/p' /tmp/stats 2>/dev/null
+}
+(for i in $(seq 600); do [ "$(again_of)" -gt 0 ] 2>/dev/null && break; done
+  dd if=/dev/zero of=/dev/tbstream2 bs=64k count=160 2>/dev/null) &
 writer=$!
 out=$(timeout 60 vmcheck goread /dev/tbstream2 10485760 2>&1)
 rc=$?
