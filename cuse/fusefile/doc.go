@@ -1,0 +1,28 @@
+// Package fusefile serves cuse.Devices as files of a FUSE mount: the
+// fallback for kernels without CUSE (no /dev/cuse), where
+// <dir>/tbstreamN stands in for /dev/tbstreamN. The same Device that the
+// CUSE server serves works here unchanged.
+//
+// Files are opened with FOPEN_DIRECT_IO|FOPEN_NONSEEKABLE|FOPEN_STREAM, so
+// every read(2) and write(2) reaches the device (no page cache, no
+// offsets), split into requests of at most Options.MaxWrite bytes.
+//
+// Differences from CUSE, all forced by go-fuse or FUSE:
+//
+//   - No poll: go-fuse answers POLL with ENOSYS at mount time, which makes
+//     the kernel report every file of the mount as always ready. So that
+//     non-blocking clients (every Go os.File) cannot spin or hang, the
+//     fallback clears O_NONBLOCK from every read and write: they block
+//     as if the file were in blocking mode (except the continuation
+//     requests of one large read(2), see Read). Wakers are no-ops.
+//   - No zero-copy WRITE: go-fuse owns the request buffers, so a
+//     WriteBufferer is not asked; READ replies still go out from the
+//     device's slices when there is one slice.
+//   - A READ reply whose delivery fails cannot be detected: Done is always
+//     called with delivered true.
+//   - Opens also see FLUSH (answered 0) and size-0 SETATTR from O_TRUNC
+//     (accepted and ignored, as a character device would).
+//
+// It does not emulate /dev (use a bind mount for that), and does not know
+// what the device carries.
+package fusefile
