@@ -76,7 +76,7 @@ type Handle interface {
 // per lending: after a WRITE with the number of bytes Handle.Write returned
 // (the handle then owns that many bytes from the start of the buffers and
 // gives them back by its own means; the rest is free again), or with 0 when
-// the write failed or the reader stops.
+// the write took nothing or the reader stops.
 type WriteBufferer interface {
 	WriteBuffer(size int) (bufs [][]byte, done func(used int))
 }

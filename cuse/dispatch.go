@@ -181,11 +181,7 @@ func (s *Server) write(ctx context.Context, req *Request, caller Caller, bufs *b
 	}
 	if bufs.lent != nil {
 		// The payload was in lent buffers; the handle now owns n bytes.
-		used := n
-		if err != nil {
-			used = 0
-		}
-		bufs.giveBack(used)
+		bufs.giveBack(n)
 	}
 	if err != nil && n == 0 {
 		s.reply(req.Header.Unique, s.errno(err, "write"))
