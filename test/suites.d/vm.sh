@@ -31,7 +31,7 @@ mib=${TBSTREAM_VM_MIB:-100}
 
 # The checks init.sh reports, in order; each is one test.
 checks=(modules node node-mode dd tar-gzip large-read ioctl go-nonblocking-read
-  sigint-blocked-reader sigkill-blocked-reader stop-removes-node)
+  poll sigint-blocked-reader sigkill-blocked-reader stop-removes-node)
 
 work=$(mktemp -d -t tbstream-vm.XXXXXX)
 if [ -n "${TBSTREAM_VM_KEEP:-}" ]; then

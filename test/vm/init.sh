@@ -37,11 +37,11 @@ else
 fi
 
 # tbstream0: defaults (0600 root); tbstream1: mode option; 2, 3: clients;
-# 4: benchmark pipe; 5: benchmark sink/zero source; 6: large read.
-loopdev -stats /tmp/stats tbstream0 tbstream1:0666 tbstream2 tbstream3 tbstream4 tbstream5::null tbstream6 >/tmp/loopdev.log 2>&1 &
+# 4: benchmark pipe; 5: benchmark sink/zero source; 6: large read; 7: poll.
+loopdev -stats /tmp/stats tbstream0 tbstream1:0666 tbstream2 tbstream3 tbstream4 tbstream5::null tbstream6 tbstream7 >/tmp/loopdev.log 2>&1 &
 server=$!
 for i in $(seq 1500); do
-  [ -c /dev/tbstream6 ] && break
+  [ -c /dev/tbstream7 ] && break
   sleep 0.02
 done
 
@@ -131,6 +131,12 @@ if [ $rc = 0 ] && [ "${again:-0}" -gt 0 ] && [ "${notifies:-0}" -gt 0 ]; then
   ok "go-nonblocking-read: $out (server: again=$again notifies=$notifies)"
 else
   bad "go-nonblocking-read: rc=$rc $out; server: $stats"
+fi
+
+if out=$(timeout 60 vmcheck poll /dev/tbstream7 2>&1); then
+  ok "poll: $out"
+else
+  bad "poll: $out"
 fi
 
 for sig in INT KILL; do

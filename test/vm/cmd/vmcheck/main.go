@@ -6,6 +6,10 @@
 //	vmcheck signal PATH SIG     start `cat PATH`, wait until its read is parked
 //	                            in the server, send SIG (INT or KILL) and check
 //	                            that it dies of it (a hang fails after 30 s)
+//	vmcheck poll PATH           poll(2) and O_NONBLOCK on a loopback device:
+//	                            EAGAIN when empty, POLLIN after a write
+//	                            (NOTIFY_POLL), POLLHUP and EOF after the writer
+//	                            closes
 //	vmcheck time CMD            run `sh -c CMD` and print "elapsed SECONDS"
 //
 // Exit status 0 means the check passed; the reason for a failure is printed.
@@ -21,11 +25,13 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func main() {
 	if len(os.Args) < 3 {
-		fmt.Fprintln(os.Stderr, "usage: vmcheck goread PATH BYTES | signal PATH INT|KILL | time CMD")
+		fmt.Fprintln(os.Stderr, "usage: vmcheck goread PATH BYTES | signal PATH INT|KILL | poll PATH | time CMD")
 		os.Exit(2)
 	}
 	var err error
@@ -34,6 +40,8 @@ func main() {
 		err = goread(os.Args[2], os.Args[3])
 	case "signal":
 		err = signalReader(os.Args[2], os.Args[3])
+	case "poll":
+		err = pollCheck(os.Args[2])
 	case "time":
 		start := time.Now()
 		cmd := exec.Command("sh", "-c", os.Args[2])
@@ -111,4 +119,59 @@ func signalReader(path, sigName string) error {
 	}
 	fmt.Printf("reader died of SIG%s after %.3f s\n", sigName, time.Since(start).Seconds())
 	return nil
+}
+
+// pollCheck drives poll(2) by hand (no Go netpoller): the server must
+// answer POLL with the current readiness and send NOTIFY_POLL when it
+// changes, or the second poll never returns.
+func pollCheck(path string) error {
+	rfd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return err
+	}
+	defer syscall.Close(rfd)
+	wfd, err := syscall.Open(path, syscall.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 16)
+	if _, err := syscall.Read(rfd, buf); err != syscall.EAGAIN {
+		return fmt.Errorf("read of an empty device: %v, want EAGAIN", err)
+	}
+	fds := []unix.PollFd{{Fd: int32(rfd), Events: unix.POLLIN}}
+	if n, err := unix.Poll(fds, 0); err != nil || n != 0 {
+		return fmt.Errorf("poll of an empty device: n=%d revents=%#x err=%v, want not ready", n, fds[0].Revents, err)
+	}
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		syscall.Write(wfd, []byte("x"))
+	}()
+	start := time.Now()
+	n, err := pollRetry(fds, 30000)
+	if err != nil || n != 1 || fds[0].Revents&unix.POLLIN == 0 {
+		return fmt.Errorf("poll waiting for a write: n=%d revents=%#x err=%v (no NOTIFY_POLL?)", n, fds[0].Revents, err)
+	}
+	woke := time.Since(start)
+	if k, err := syscall.Read(rfd, buf); err != nil || string(buf[:k]) != "x" {
+		return fmt.Errorf("read after POLLIN: %q, %v", buf[:k], err)
+	}
+	syscall.Close(wfd)
+	n, err = pollRetry(fds, 30000)
+	if err != nil || n != 1 || fds[0].Revents&unix.POLLHUP == 0 {
+		return fmt.Errorf("poll after the writer closed: n=%d revents=%#x err=%v, want POLLHUP", n, fds[0].Revents, err)
+	}
+	if k, err := syscall.Read(rfd, buf); err != nil || k != 0 {
+		return fmt.Errorf("read after hang-up: %d bytes, %v, want EOF", k, err)
+	}
+	fmt.Printf("EAGAIN, not ready, POLLIN %.3f s after poll(2) began (write at 0.2 s), POLLHUP, EOF\n", woke.Seconds())
+	return nil
+}
+
+func pollRetry(fds []unix.PollFd, ms int) (int, error) {
+	for {
+		n, err := unix.Poll(fds, ms)
+		if err != syscall.EINTR {
+			return n, err
+		}
+	}
 }
