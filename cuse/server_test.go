@@ -134,13 +134,19 @@ func TestNodeModeAndRemoval(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := start(t, loopback.New(0), cuse.Options{Node: cuse.NodeOptions{Mode: tt.mode, UID: os.Getuid(), GID: os.Getgid()}})
+			// Root may give the node away; anyone may keep their own ids.
+			uid, gid := os.Getuid(), os.Getgid()
+			if uid == 0 {
+				uid, gid = 1000, 6
+			}
+			r := start(t, loopback.New(0), cuse.Options{Node: cuse.NodeOptions{Mode: tt.mode, UID: uid, GID: gid}})
 			path := filepath.Join(r.dir, "tbstream0")
 			fi, err := os.Stat(path)
 			require.NoError(t, err)
 			require.Equal(t, tt.want, fi.Mode().Perm())
 			st := fi.Sys().(*syscall.Stat_t)
-			require.Equal(t, uint32(os.Getuid()), st.Uid)
+			require.Equal(t, uint32(uid), st.Uid)
+			require.Equal(t, uint32(gid), st.Gid)
 			require.NoError(t, r.srv.Close())
 			require.NoError(t, <-r.serve)
 			require.Eventually(t, func() bool { _, err := os.Stat(path); return os.IsNotExist(err) },
