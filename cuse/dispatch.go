@@ -24,6 +24,13 @@ func (s *Server) handle(bufs *buffers, n int) {
 		return
 	}
 	h := &req.Header
+	if h.Unique == 0 {
+		// The kernel numbers requests from 2; a reply to 0 would read as a
+		// notification.
+		s.stats.Malformed.Add(1)
+		s.log.Warn("malformed request", "op", OpName(h.Opcode), "err", "unique 0")
+		return
+	}
 	if h.Opcode != OpWrite {
 		// Only a WRITE needs the payload buffer while it is handled; a READ
 		// may block for long, and must not pin 128 KiB meanwhile.
@@ -293,6 +300,11 @@ func (s *Server) sendv(iov [][]byte) error {
 	case errors.Is(err, syscall.ENOENT):
 		s.stats.Stale.Add(1)
 	case errors.Is(err, os.ErrClosed), s.ctx.Err() != nil:
+	case errors.Is(err, syscall.EINVAL):
+		// The kernel refused this one message (a bug here, or a request
+		// that was itself malformed); the connection is still good.
+		s.stats.Refused.Add(1)
+		s.log.Error("kernel refused a reply", "err", err)
 	case errors.Is(err, syscall.ENODEV):
 		s.fail(fmt.Errorf("%s: %w", s.opts.Name, err))
 	default:

@@ -88,6 +88,7 @@ type Stats struct {
 	Unknown        atomic.Uint64 // opcodes answered ENOSYS
 	Malformed      atomic.Uint64 // requests that failed to parse
 	Stale          atomic.Uint64 // replies the kernel refused with ENOENT
+	Refused        atomic.Uint64 // replies the kernel refused with EINVAL
 }
 
 // NewServer prepares a server for dev on ch. Nothing is sent until Init or

@@ -163,8 +163,13 @@ func (k *Kernel) Start(op uint32, body, payload []byte) (*Call, error) {
 	return c, nil
 }
 
-// SendRaw sends bytes as one message, unchecked, for malformed-input tests.
+// SendRaw sends bytes as one message, unchecked, for malformed-input
+// tests. An empty message is refused: on the socketpair it would read as
+// the end of the connection, and the kernel never sends one.
 func (k *Kernel) SendRaw(msg []byte) error {
+	if len(msg) == 0 {
+		return errors.New("fake kernel: empty message")
+	}
 	_, err := k.kfd.Write(msg)
 	return err
 }

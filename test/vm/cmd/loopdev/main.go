@@ -116,9 +116,9 @@ func main() {
 			var b strings.Builder
 			for i, srv := range servers {
 				st := srv.Stats()
-				fmt.Fprintf(&b, "%s reads=%d writes=%d polls=%d notifies=%d again=%d interrupts=%d interrupt_retry=%d stale=%d unknown=%d malformed=%d\n",
+				fmt.Fprintf(&b, "%s reads=%d writes=%d polls=%d notifies=%d again=%d interrupts=%d interrupt_retry=%d stale=%d refused=%d unknown=%d malformed=%d\n",
 					specs[i].name, st.Reads.Load(), st.Writes.Load(), st.Polls.Load(), st.Notifies.Load(), st.Again.Load(),
-					st.Interrupts.Load(), st.InterruptRetry.Load(), st.Stale.Load(), st.Unknown.Load(), st.Malformed.Load())
+					st.Interrupts.Load(), st.InterruptRetry.Load(), st.Stale.Load(), st.Refused.Load(), st.Unknown.Load(), st.Malformed.Load())
 			}
 			if *statsFile != "" {
 				os.WriteFile(*statsFile, []byte(b.String()), 0o644)
