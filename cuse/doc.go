@@ -47,7 +47,8 @@
 //
 // Anything else is answered ENOSYS and counted; the kernel sends CUSE no
 // FLUSH, FSYNC, DESTROY or FORGET. A request that does not parse is
-// answered EIO and counted. The kernel splits every read(2) and write(2)
+// answered EIO and counted (dropped if its unique is 0); a reply the
+// kernel refuses with EINVAL is logged and counted, and serving goes on. The kernel splits every read(2) and write(2)
 // into requests of at most 128 KiB (CUSE cannot raise max_pages), with
 // offsets counting from 0 within each syscall, and stops at the first
 // short reply. The server uses the offset for one thing: a READ at a
