@@ -17,7 +17,12 @@
 # A check that never reports (hang, timeout, crash) counts as failed.
 #
 # Environment:
-#   TBSTREAM_VM_TIMEOUT     seconds before qemu is killed (default 300)
+#   TBSTREAM_VM_TIMEOUT     seconds before qemu is killed (default 300, 600 with e2e checks)
+#   TBSTREAM_VM_MEM         guest memory in MiB (default 1024, 2048 with e2e checks)
+#   TBSTREAM_VM_E2E         extra checks sourced by the guest's init (default
+#                           test/vm/e2e.sh if it exists; "none" for none). Their
+#                           names are the `ok|bad|skip "NAME:` words in that file;
+#                           every main package under cmd/ is built into the guest.
 #   TBSTREAM_VM_KERNEL_PKG  pin a kernel package instead of resolving it
 #   TBSTREAM_VM_MIB         dd size in MiB for the round trip and benchmarks (default 100)
 #   TBSTREAM_VM_KEEP        keep the work directory (serial log, initramfs)
@@ -26,12 +31,21 @@ cd "$(dirname "$0")/../.."
 top=$(pwd)
 export PATH="$PATH:/usr/local/go/bin"
 cache=$top/test/vm/cache
-timeout_s=${TBSTREAM_VM_TIMEOUT:-300}
 mib=${TBSTREAM_VM_MIB:-100}
+e2e=${TBSTREAM_VM_E2E:-test/vm/e2e.sh}
+[ "$e2e" != none ] && [ ! -f "$e2e" ] && e2e=none
+if [ "$e2e" != none ]; then
+  timeout_s=${TBSTREAM_VM_TIMEOUT:-600} mem=${TBSTREAM_VM_MEM:-2048}
+else
+  timeout_s=${TBSTREAM_VM_TIMEOUT:-300} mem=${TBSTREAM_VM_MEM:-1024}
+fi
 
 # The checks init.sh reports, in order; each is one test.
 checks=(modules node node-mode dd tar-gzip large-read ioctl go-nonblocking-read
   poll sigint-blocked-reader sigkill-blocked-reader stop-removes-node)
+if [ "$e2e" != none ]; then
+  checks+=($(grep -oE '(ok|bad|skip) "[a-z0-9-]+:' "$e2e" | sed 's/.*"//; s/:$//' | awk '!seen[$0]++'))
+fi
 
 work=$(mktemp -d -t tbstream-vm.XXXXXX)
 if [ -n "${TBSTREAM_VM_KEEP:-}" ]; then
@@ -128,15 +142,20 @@ cp "$busybox" "$stage/bin/busybox"
 cp test/vm/init.sh "$stage/init"
 cp "$kdir/fuse.ko" "$kdir/cuse.ko" "$stage/lib/modules/"
 mknod "$stage/dev/console" c 5 1 || fail_all "mknod /dev/console"
-for cmd in loopdev vmcheck; do
-  CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$stage/bin/$cmd" "./test/vm/cmd/$cmd" ||
-    fail_all "go build $cmd"
+cmds="./test/vm/cmd/loopdev ./test/vm/cmd/vmcheck"
+if [ "$e2e" != none ]; then
+  cp "$e2e" "$stage/e2e.sh"
+  cmds="$cmds $(go list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./cmd/... 2>/dev/null | sed 's|^tbstream/|./|')"
+fi
+for pkg in $cmds; do
+  CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$stage/bin/$(basename "$pkg")" "$pkg" ||
+    fail_all "go build $pkg"
 done
 (cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1 >"$work/initrd.gz") || fail_all "cpio"
 
 echo "vm: booting (timeout ${timeout_s}s)"
 start=$(date +%s)
-timeout "$timeout_s" qemu-system-x86_64 -accel tcg,thread=single -m 1024 -smp 2 -nographic -no-reboot \
+timeout "$timeout_s" qemu-system-x86_64 -accel tcg,thread=single -m "$mem" -smp 2 -nographic -no-reboot \
   -nic none -kernel "$kernel" -initrd "$work/initrd.gz" \
   -append "console=ttyS0 quiet panic=-1 vmtest.mib=$mib" </dev/null >"$work/serial.raw" 2>&1
 qrc=$?
@@ -144,12 +163,13 @@ echo "vm: qemu exited $qrc after $(($(date +%s) - start))s"
 # Strip SeaBIOS escapes and CRs.
 sed -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\r//g' "$work/serial.raw" >"$work/serial.log"
 
-passed=0 failed=0
+passed=0 failed=0 skipped=0
 for c in "${checks[@]}"; do
-  line=$(grep -m1 -E "^VMTEST (ok  |FAIL) - $c:" "$work/serial.log")
+  line=$(grep -m1 -E "^VMTEST (ok  |FAIL|skip) - $c:" "$work/serial.log")
   case $line in
     "VMTEST ok   - "*) passed=$((passed + 1)); echo "PASS vm/${line#VMTEST ok   - }" ;;
     "VMTEST FAIL - "*) failed=$((failed + 1)); echo "FAIL vm/${line#VMTEST FAIL - }" ;;
+    "VMTEST skip - "*) skipped=$((skipped + 1)); echo "SKIP vm/${line#VMTEST skip - }" ;;
     *) failed=$((failed + 1)); echo "FAIL vm/$c: no result (qemu rc=$qrc: hang, timeout or crash)" ;;
   esac
 done
@@ -166,6 +186,6 @@ awk '/^VMBENCH /{ mbs[$2] = $3 / $4 / 1e6; printf "vm bench: %-10s %8.1f MB/s (%
           printf "vm bench: %-10s / zero-null = %.3f, / pipe = %.3f\n", k[i], mbs[k[i]] / mbs["zero-null"], mbs[k[i]] / mbs["pipe"] }' \
   "$work/serial.log"
 
-echo "vm: $passed passed, $failed failed"
-echo "tally: passed=$passed failed=$failed skipped=0"
+echo "vm: $passed passed, $failed failed, $skipped skipped"
+echo "tally: passed=$passed failed=$failed skipped=$skipped"
 [ "$failed" -eq 0 ]
