@@ -11,6 +11,8 @@
 //	                            (NOTIFY_POLL), POLLHUP and EOF after the writer
 //	                            closes
 //	vmcheck time CMD            run `sh -c CMD` and print "elapsed SECONDS"
+//	vmcheck nbopen PATH         open PATH with O_NONBLOCK, print the errno (or "ok")
+//	vmcheck nbread PATH         open PATH, read 1 byte with O_NONBLOCK, print the errno
 //
 // Exit status 0 means the check passed; the reason for a failure is printed.
 package main
@@ -42,6 +44,8 @@ func main() {
 		err = signalReader(os.Args[2], os.Args[3])
 	case "poll":
 		err = pollCheck(os.Args[2])
+	case "nbopen", "nbread":
+		fmt.Println(nonblocking(os.Args[1], os.Args[2]))
 	case "time":
 		start := time.Now()
 		cmd := exec.Command("sh", "-c", os.Args[2])
