@@ -7,6 +7,7 @@
 #   │ .deb, go build, cpio ────┼────────►│  insmod fuse cuse                  │
 #   │ qemu -serial stdio ◄─────┼─────────┤  loopdev ── /dev/cuse ── /dev/tbstreamN
 #   │ count VMTEST lines       │ console │  dd, tar|gzip, vmcheck, signals    │
+#   │ / ── virtio-9p, read-only ──────────►│  /host: GNU tools via `gnu CMD`    │
 #   └──────────────────────────┘         └────────────────────────────────────┘
 #
 # Installs what it needs (qemu-system-x86 busybox-static cpio xz-utils zstd),
@@ -41,8 +42,8 @@ else
 fi
 
 # The checks init.sh reports, in order; each is one test.
-checks=(modules node node-mode dd tar-gzip large-read ioctl go-nonblocking-read
-  poll sigint-blocked-reader sigkill-blocked-reader stop-removes-node)
+checks=(modules host-tools node node-mode dd tar-gzip large-read ioctl go-nonblocking-read
+  poll gnu-dd-nonblock sigint-blocked-reader sigkill-blocked-reader stop-removes-node)
 if [ "$e2e" != none ]; then
   checks+=($(grep -oE '(ok|bad|skip) "[a-z0-9-]+:' "$e2e" | sed 's/.*"//; s/:$//' | awk '!seen[$0]++'))
 fi
@@ -106,23 +107,38 @@ if [ -z "$deb" ]; then
   deb=$(ls "$cache/${kpkg}"_*.deb 2>/dev/null | head -n1)
   [ -n "$deb" ] || fail_all "download of $kpkg left no .deb"
 fi
+# Modules the guest loads, in dependency order: CUSE, then the virtio-9p
+# share of the host's root (for GNU tools, see test/vm/gnu.sh). Modules
+# built into the kernel are simply not in the package.
+fuse_modules="fs/fuse/fuse fs/fuse/cuse"
+p9_modules="drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev
+  drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci fs/netfs/netfs fs/fscache/fscache
+  net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p"
 kdir=$cache/$kver
-if [ ! -s "$kdir/vmlinuz" ] || [ ! -s "$kdir/cuse.ko" ]; then
+if [ ! -s "$kdir/vmlinuz" ] || [ ! -s "$kdir/cuse.ko" ] || [ ! -f "$kdir/.modules-v2" ]; then
   echo "vm: extracting $kpkg"
   rm -rf "$kdir" "$work/x"
   mkdir -p "$kdir" "$work/x"
-  dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$work/x" --wildcards "./boot/vmlinuz-$kver" \
-    "./lib/modules/$kver/kernel/fs/fuse/fuse.ko*" "./lib/modules/$kver/kernel/fs/fuse/cuse.ko*" ||
-    fail_all "cannot extract $deb"
+  globs=()
+  for m in $fuse_modules $p9_modules; do globs+=("./lib/modules/$kver/kernel/$m.ko*"); done
+  dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$work/x" --wildcards --no-wildcards-match-slash \
+    "./boot/vmlinuz-$kver" "${globs[@]}" 2>/dev/null
+  [ -s "$work/x/boot/vmlinuz-$kver" ] || fail_all "cannot extract $deb"
   cp "$work/x/boot/vmlinuz-$kver" "$kdir/vmlinuz"
-  for m in fuse cuse; do
-    f=$(ls "$work/x/lib/modules/$kver/kernel/fs/fuse/$m.ko"* | head -n1)
+  for m in $fuse_modules $p9_modules; do
+    f=$(ls "$work/x/lib/modules/$kver/kernel/$m.ko"* 2>/dev/null | head -n1)
+    name=$(basename "$m")
+    if [ -z "$f" ]; then
+      case $m in fs/fuse/*) fail_all "$kpkg has no $m module" ;; esac
+      continue # built in
+    fi
     case $f in # busybox insmod loads only uncompressed modules
-      *.ko.xz) xz -dc "$f" >"$kdir/$m.ko" ;;
-      *.ko.zst) zstd -qdc "$f" >"$kdir/$m.ko" ;;
-      *) cp "$f" "$kdir/$m.ko" ;;
+      *.ko.xz) xz -dc "$f" >"$kdir/$name.ko" ;;
+      *.ko.zst) zstd -qdc "$f" >"$kdir/$name.ko" ;;
+      *) cp "$f" "$kdir/$name.ko" ;;
     esac || fail_all "cannot unpack $f"
   done
+  touch "$kdir/.modules-v2"
   # The xz payload of vmlinuz is an ELF vmlinux that qemu boots directly
   # (PVH), sparing the slow decompressor under TCG. Optional.
   off=$(LC_ALL=C grep -aobP '\xfd7zXZ\x00' "$kdir/vmlinuz" | head -n1 | cut -d: -f1)
@@ -140,7 +156,12 @@ stage=$work/stage
 mkdir -p "$stage"/{bin,dev,proc,sys,tmp,lib/modules}
 cp "$busybox" "$stage/bin/busybox"
 cp test/vm/init.sh "$stage/init"
-cp "$kdir/fuse.ko" "$kdir/cuse.ko" "$stage/lib/modules/"
+cp "$kdir"/*.ko "$stage/lib/modules/"
+for m in $p9_modules; do # load order, without the built-in ones
+  [ -f "$kdir/$(basename "$m").ko" ] && basename "$m"
+done >"$stage/lib/modules/9p.order"
+cp test/vm/gnu.sh "$stage/bin/gnu"
+mkdir -p "$stage/host"
 mknod "$stage/dev/console" c 5 1 || fail_all "mknod /dev/console"
 cmds="./test/vm/cmd/loopdev ./test/vm/cmd/vmcheck"
 if [ "$e2e" != none ]; then
@@ -157,6 +178,7 @@ echo "vm: booting (timeout ${timeout_s}s)"
 start=$(date +%s)
 timeout "$timeout_s" qemu-system-x86_64 -accel tcg,thread=single -m "$mem" -smp 2 -nographic -no-reboot \
   -nic none -kernel "$kernel" -initrd "$work/initrd.gz" \
+  -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -append "console=ttyS0 quiet panic=-1 vmtest.mib=$mib" </dev/null >"$work/serial.raw" 2>&1
 qrc=$?
 echo "vm: qemu exited $qrc after $(($(date +%s) - start))s"

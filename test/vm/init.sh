@@ -38,6 +38,15 @@ else
   finish
 fi
 
+# The host's root over virtio-9p, read-only, for `gnu CMD` (test/vm/gnu.sh).
+for m in $(cat /lib/modules/9p.order); do insmod /lib/modules/$m.ko 2>/dev/null; done
+if mount -t 9p -o trans=virtio,version=9p2000.L,ro hostroot /host 2>/tmp/9p.err &&
+  out=$(gnu dd --version 2>&1 | head -n1) && [ -n "$out" ]; then
+  ok "host-tools: host root on /host over 9p; gnu dd is '$out'"
+else
+  bad "host-tools: $(cat /tmp/9p.err) $out"
+fi
+
 # tbstream0: defaults (0600 root); tbstream1: mode option; 2, 3: clients;
 # 4: benchmark pipe; 5: benchmark sink/zero source; 6: large read; 7: poll.
 loopdev -stats /tmp/stats tbstream0 tbstream1:0666 tbstream2 tbstream3 tbstream4 tbstream5::null tbstream6 tbstream7 >/tmp/loopdev.log 2>&1 &
@@ -139,6 +148,15 @@ if out=$(timeout 60 vmcheck poll /dev/tbstream7 2>&1); then
   ok "poll: $out"
 else
   bad "poll: $out"
+fi
+
+# GNU dd opening with O_NONBLOCK (busybox dd cannot): EAGAIN when empty.
+if out=$(gnu dd if=/dev/tbstream7 of=/dev/null iflag=nonblock bs=4k count=1 2>&1); then
+  bad "gnu-dd-nonblock: read of an empty device succeeded: $out"
+elif echo "$out" | grep -q "Resource temporarily unavailable"; then
+  ok "gnu-dd-nonblock: $(echo "$out" | head -n1)"
+else
+  bad "gnu-dd-nonblock: $out"
 fi
 
 for sig in INT KILL; do
