@@ -1,9 +1,10 @@
 #!/bin/busybox sh
 # /init of the VM suite's guest (test/vm). PID 1 in a busybox initramfs
 # booted from Debian's stock kernel; see test/suites.d/vm.sh for the host
-# side. It loads fuse and cuse, starts loopdev (CUSE loopback pipes), runs
-# the checks, prints one line per check and the benchmark lines, and powers
-# off:
+# side. It loads fuse and cuse, mounts the host's root over 9p on /host (for
+# `gnu CMD`), starts loopdev (CUSE loopback pipes), runs the checks and
+# those of /e2e.sh if present, prints one line per check and the benchmark
+# lines, and powers off:
 #   VMTEST ok   - NAME: detail
 #   VMTEST FAIL - NAME: detail
 #   VMTEST skip - NAME: reason
