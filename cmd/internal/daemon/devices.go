@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 
+	"tbstream/cmd/internal/stream"
 	"tbstream/cuse"
 	"tbstream/cuse/fusefile"
 )
@@ -22,7 +23,7 @@ type cuseDevices struct {
 	servers map[*cuse.Server]struct{}
 }
 
-func (c *cuseDevices) Register(name string, dev cuse.Device) (func(), error) {
+func (c *cuseDevices) Register(name string, dev cuse.Device) (stream.Node, error) {
 	srv, err := cuse.Open(dev, cuse.Options{Name: c.prefix + name, Node: c.node, Logger: c.log})
 	if err != nil {
 		return nil, err
@@ -43,12 +44,26 @@ func (c *cuseDevices) Register(name string, dev cuse.Device) (func(), error) {
 	}
 	c.servers[srv] = struct{}{}
 	c.mu.Unlock()
-	return func() {
-		c.mu.Lock()
-		delete(c.servers, srv)
-		c.mu.Unlock()
-		srv.Close()
-	}, nil
+	return &cuseNode{c: c, srv: srv, name: name}, nil
+}
+
+type cuseNode struct {
+	c    *cuseDevices
+	srv  *cuse.Server
+	name string
+}
+
+func (n *cuseNode) Unlink() {
+	if err := n.srv.RemoveNode(); err != nil {
+		n.c.log.Warn("cannot remove device node", "node", n.name, "err", err)
+	}
+}
+
+func (n *cuseNode) Close() {
+	n.c.mu.Lock()
+	delete(n.c.servers, n.srv)
+	n.c.mu.Unlock()
+	n.srv.Close()
 }
 
 func (c *cuseDevices) Close() error {
@@ -80,11 +95,21 @@ func newFuseDevices(path string, node cuse.NodeOptions, log *slog.Logger) (*fuse
 	return &fuseDevices{dir: dir, node: node}, nil
 }
 
-func (f *fuseDevices) Register(name string, dev cuse.Device) (func(), error) {
+func (f *fuseDevices) Register(name string, dev cuse.Device) (stream.Node, error) {
 	if err := f.dir.Add(name, fusefile.File{Device: dev, Mode: f.node.Mode, UID: uint32(f.node.UID), GID: uint32(f.node.GID)}); err != nil {
 		return nil, err
 	}
-	return func() { f.dir.Remove(name) }, nil
+	return fuseNode{dir: f.dir, name: name}, nil
 }
+
+// fuseNode is a file of the fallback mount; handles opened before Unlink
+// keep working, so Close has nothing to do.
+type fuseNode struct {
+	dir  *fusefile.Dir
+	name string
+}
+
+func (n fuseNode) Unlink() { n.dir.Remove(n.name) }
+func (n fuseNode) Close()  {}
 
 func (f *fuseDevices) Close() error { return f.dir.Unmount() }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"tbstream/cmd/internal/stream"
 	"tbstream/configfs"
 	"tbstream/cuse"
 	"tbstream/nhi/emu"
@@ -28,19 +29,27 @@ type nodes struct {
 	dev map[string]cuse.Device
 }
 
-func (n *nodes) Register(name string, d cuse.Device) (func(), error) {
+func (n *nodes) Register(name string, d cuse.Device) (stream.Node, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.dev[name] != nil {
 		return nil, syscall.EEXIST
 	}
 	n.dev[name] = d
-	return func() {
-		n.mu.Lock()
-		delete(n.dev, name)
-		n.mu.Unlock()
-	}, nil
+	return fakeNode{n, name}, nil
 }
+
+type fakeNode struct {
+	n    *nodes
+	name string
+}
+
+func (nd fakeNode) Unlink() {
+	nd.n.mu.Lock()
+	delete(nd.n.dev, nd.name)
+	nd.n.mu.Unlock()
+}
+func (nd fakeNode) Close() {}
 
 func (n *nodes) get(name string) cuse.Device {
 	n.mu.Lock()

@@ -491,11 +491,14 @@ func (h *handle) Release(ctx context.Context) {
 	busy, removed := st.busyPoll, st.removed
 	st.mu.Unlock()
 	st.stop(d, attached, busy)
+	st.signal()
 	if removed {
 		st.mu.Lock()
 		st.releaseHopIDsLocked()
 		st.mu.Unlock()
+		// Close from a goroutine: this Release runs inside the device's
+		// own server, which Close waits for.
+		go st.node.Close()
 		st.g.s.freeIndex(st.index)
 	}
-	st.signal()
 }

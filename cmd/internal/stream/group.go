@@ -33,13 +33,13 @@ func (g *Group) MakeItem(ctx context.Context, name string) (configfs.Item, error
 		return nil, syscall.EEXIST
 	}
 	st := newStream(g, name, g.s.allocIndex())
-	remove, err := g.s.cfg.Devices.Register(st.DeviceName(), st)
+	node, err := g.s.cfg.Devices.Register(st.DeviceName(), st)
 	if err != nil {
 		g.s.freeIndex(st.index)
 		g.s.log.Error("cannot register device node", "node", st.DeviceName(), "err", err)
 		return nil, fmt.Errorf("register %s: %w", st.DeviceName(), err)
 	}
-	st.unregister = remove
+	st.node = node
 	g.items[name] = st
 	if g.svc != nil {
 		st.attach(g.svc)

@@ -52,12 +52,19 @@ const (
 	DefaultThrottling = 8192
 )
 
-// Devices registers and removes character device nodes. The daemon
-// implements it with CUSE (/dev/tbstreamX) or the FUSE fallback.
+// Devices registers character device nodes. The daemon implements it with
+// CUSE (/dev/tbstreamX) or the FUSE fallback.
 type Devices interface {
-	// Register creates node name (e.g. "tbstream0") served by dev; the
-	// returned function removes it.
-	Register(name string, dev cuse.Device) (remove func(), err error)
+	// Register creates node name (e.g. "tbstream0") served by dev.
+	Register(name string, dev cuse.Device) (Node, error)
+}
+
+// Node is a registered device node. As a misc device at rmdir, its name
+// goes away at once (Unlink) while open handles keep working; the device
+// ends (Close) once the last handle is released.
+type Node interface {
+	Unlink()
+	Close()
 }
 
 // DataPath is what the streams need below them: the NHI for rings and the

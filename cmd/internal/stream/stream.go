@@ -19,10 +19,10 @@ import (
 // Stream is one <group>/<name> item and its /dev/tbstream<index> node
 // (Linux's tbstream_dev).
 type Stream struct {
-	g          *Group
-	name       string
-	index      int
-	unregister func()
+	g     *Group
+	name  string
+	index int
+	node  Node
 
 	// life serializes open and the last close, so that a new first open
 	// never starts rings while the previous ones are being stopped. Take
@@ -343,19 +343,16 @@ func (st *Stream) Remove(ctx context.Context) error {
 		return nil
 	}
 	st.removed = true
-	unregister := st.unregister
-	st.unregister = nil
 	last := st.users == 0
 	if last {
 		st.releaseHopIDsLocked()
 	}
 	st.signal()
 	st.mu.Unlock()
-	if unregister != nil {
-		unregister()
-	}
+	st.node.Unlink()
 	st.g.forget(st)
 	if last {
+		st.node.Close()
 		st.g.s.freeIndex(st.index)
 	}
 	return nil
