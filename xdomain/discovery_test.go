@@ -124,18 +124,24 @@ func waitState(t *testing.T, xd *XDomain, s State) {
 	require.Eventually(t, func() bool { return xd.Info().State == s }, 5*time.Second, time.Millisecond, "state %v, want %v", xd.Info().State, s)
 }
 
-func TestDiscoveryFindsServicesBothWays(t *testing.T) {
-	h1, h2, _, _ := pair(t)
-	d1, d2 := newRecorder(), newRecorder()
+// streamPair is pair with both hosts publishing `stream`, a recorder bound
+// to the peer's `stream` service on each, and both connected.
+func streamPair(t *testing.T) (h1, h2 *Host, d1, d2 *recorder, x1, x2 *XDomain) {
+	h1, h2, _, _ = pair(t)
+	d1, d2 = newRecorder(), newRecorder()
 	require.NoError(t, h1.RegisterPropertyDir("stream", streamDir()))
 	require.NoError(t, h2.RegisterPropertyDir("stream", streamDir()))
 	h1.RegisterDriver("stream", 1, d1)
 	h2.RegisterDriver("stream", 1, d2)
-
 	x2, err := h2.Connect(0x1, 19)
 	require.NoError(t, err)
-	x1, err := h1.Connect(0x503, 19)
+	x1, err = h1.Connect(0x503, 19)
 	require.NoError(t, err)
+	return h1, h2, d1, d2, x1, x2
+}
+
+func TestDiscoveryFindsServicesBothWays(t *testing.T) {
+	_, _, d1, d2, x1, x2 := streamPair(t)
 
 	s2 := receive(t, d2.probed, "probe on host2")
 	require.Equal(t, "0-1.0", s2.ID.String())
@@ -175,16 +181,7 @@ func TestPropertyBlockHasLinuxLayout(t *testing.T) {
 }
 
 func TestLocalPropertiesReachThePeer(t *testing.T) {
-	h1, h2, _, _ := pair(t)
-	d1, d2 := newRecorder(), newRecorder()
-	require.NoError(t, h1.RegisterPropertyDir("stream", streamDir()))
-	require.NoError(t, h2.RegisterPropertyDir("stream", streamDir()))
-	h1.RegisterDriver("stream", 1, d1)
-	h2.RegisterDriver("stream", 1, d2)
-	_, err := h2.Connect(0x1, 19)
-	require.NoError(t, err)
-	_, err = h1.Connect(0x503, 19)
-	require.NoError(t, err)
+	_, h2, d1, d2, _, _ := streamPair(t)
 	s2 := receive(t, d2.probed, "probe on host2")
 	s1 := receive(t, d1.probed, "probe on host1")
 	gen := h2.Generation()

@@ -80,13 +80,16 @@ func startHost(t *testing.T, name string) *testHost {
 	return &testHost{Host: h, emu: e, nodes: n}
 }
 
-// twoHosts joins host1 and host2 as in the documentation: host2 sees host1
-// as 0-1, host1 sees host2 as 0-503.
+// twoHosts joins host1 and host2 as in the documentation — host2 sees host1
+// as 0-1, host1 sees host2 as 0-503 — and waits until each has found the
+// other's stream service.
 func twoHosts(t *testing.T) (h1, h2 *testHost, unplug func()) {
 	h1, h2 = startHost(t, "host1"), startHost(t, "host2")
 	c1, _, err := emu.ConnectInProcess(h1.emu, emu.Port{Adapter: 3, PeerRoute: 0x503}, h2.emu, emu.Port{Adapter: 1, PeerRoute: 0x1})
 	require.NoError(t, err)
 	t.Cleanup(func() { c1.Close() })
+	waitService(t, h2, 0x1)
+	waitService(t, h1, 0x503)
 	return h1, h2, func() { c1.Close() }
 }
 
@@ -178,9 +181,6 @@ func writeAll(t *testing.T, hd cuse.Handle, p []byte) {
 // HopIDs come from host2's announcement) and writes; CLOSE is EOF.
 func TestDocumentedWorkflow(t *testing.T) {
 	h1, h2, _ := twoHosts(t)
-	waitService(t, h2, 0x1)
-	waitService(t, h1, 0x503)
-
 	b2 := mkItem(t, h2, "0-1.0", "backup")
 	require.Equal(t, int64(0), show(t, b2, configfs.AttrIndex))
 	ctx := context.Background()
