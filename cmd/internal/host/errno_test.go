@@ -14,6 +14,7 @@ import (
 
 	"tbstream/configfs"
 	"tbstream/cuse"
+	"tbstream/nhi/emu"
 )
 
 // pairStream makes "name" on both hosts with automatic HopIDs on host2 and
@@ -216,5 +217,32 @@ func TestSlowReaderStallsWriterWithoutLoss(t *testing.T) {
 	w.Release(ctx)
 	out := <-got
 	require.Equal(t, sha256.Sum256(data[10:]), sha256.Sum256(out), "nothing lost: everything after the 10 bytes read first")
+	r.Release(ctx)
+}
+
+// TestReplugReattaches unplugs the cable and plugs it in again: both
+// streams re-attach without a new mkdir — host2 asks again for what was
+// written (-1), host1 takes host2's fresh announcement — and data flows.
+func TestReplugReattaches(t *testing.T) {
+	h1, h2, unplug := twoHosts(t)
+	ctx := context.Background()
+	i1, i2 := pairStream(t, h1, h2, "s")
+	unplug()
+	require.Eventually(t, func() bool {
+		return show(t, i1, configfs.AttrOutHopID) == 0 && show(t, i2, configfs.AttrInHopID) == -1
+	}, 10*time.Second, 5*time.Millisecond, "detached on both sides")
+
+	c1, _, err := emu.ConnectInProcess(h1.emu, emu.Port{Adapter: 3, PeerRoute: 0x503}, h2.emu, emu.Port{Adapter: 1, PeerRoute: 0x1})
+	require.NoError(t, err)
+	t.Cleanup(func() { c1.Close() })
+	require.Eventually(t, func() bool {
+		return show(t, i2, configfs.AttrInHopID) >= 8 && show(t, i1, configfs.AttrInHopID) >= 8
+	}, 10*time.Second, 5*time.Millisecond, "re-attached with HopIDs on both sides")
+
+	r := open(t, h2, node(t, i2), syscall.O_RDONLY)
+	w := open(t, h1, node(t, i1), syscall.O_WRONLY)
+	writeAll(t, w, []byte("after replug"))
+	w.Release(ctx)
+	require.Equal(t, []byte("after replug"), readAll(t, r))
 	r.Release(ctx)
 }
