@@ -1,0 +1,71 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func mounted(t *testing.T, dir string) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// TestStopRemovesEverything starts a daemon, makes a stream through its
+// configfs mount, and checks that Stop leaves no mount, node or socket
+// behind and that a second daemon on the same run directory is refused
+// while the first runs.
+func TestStopRemovesEverything(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts FUSE file systems")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("needs /dev/fuse")
+	}
+	run := t.TempDir()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	d, err := Start(context.Background(), Options{Name: "h", RunDir: run, Devices: "fuse", Logger: quiet})
+	require.NoError(t, err)
+
+	_, err = Start(context.Background(), Options{Name: "h2", RunDir: run, Devices: "fuse", Logger: quiet})
+	require.ErrorIs(t, err, ErrRunning)
+
+	stream := filepath.Join(ConfigDir(run), "thunderbolt", "stream")
+	require.NoError(t, os.Mkdir(filepath.Join(stream, "0-1.0"), 0o755))
+	require.NoError(t, os.Mkdir(filepath.Join(stream, "0-1.0", "s"), 0o755))
+	_, err = os.Stat(filepath.Join(DevDir(run), "tbstream0"))
+	require.NoError(t, err, "the node appears at mkdir")
+	st, err := ReadStatus(run)
+	require.NoError(t, err)
+	require.Equal(t, "fuse", st.Devices)
+	require.Len(t, st.Groups, 1)
+	require.True(t, mounted(t, ConfigDir(run)))
+	require.True(t, mounted(t, DevDir(run)))
+
+	d.Stop()
+	require.False(t, mounted(t, ConfigDir(run)), "configfs unmounted")
+	require.False(t, mounted(t, DevDir(run)), "devices unmounted")
+	_, err = ReadStatus(run)
+	require.Error(t, err, "status socket gone")
+	_, err = os.Stat(filepath.Join(run, "pid"))
+	require.True(t, errors.Is(err, os.ErrNotExist))
+
+	// The run directory is free again.
+	d, err = Start(context.Background(), Options{Name: "h", RunDir: run, Devices: "fuse", Logger: quiet})
+	require.NoError(t, err)
+	d.Stop()
+}
