@@ -65,7 +65,8 @@ type ControlChannel struct {
 	done   chan struct{}
 	wg     sync.WaitGroup
 
-	txMu sync.Mutex // serializes use of TX slots
+	txMu     sync.Mutex // serializes use of TX slots
+	configMu sync.Mutex // one config READ or WRITE in flight
 
 	// mu protects pending, in arrival order (first match wins).
 	mu      sync.Mutex
@@ -252,6 +253,12 @@ func (c *ControlChannel) WriteConfig(ctx context.Context, route ctl.Route, space
 }
 
 func (c *ControlChannel) configRequest(ctx context.Context, t ctl.Type, route ctl.Route, addr ctl.Address, data []uint32) (ctl.Packet, error) {
+	// A reply names the responder's upstream adapter, not the one asked
+	// about, so two outstanding requests that differ only in the adapter
+	// could take each other's replies. Linux serializes config access
+	// under the domain lock; so do we.
+	c.configMu.Lock()
+	defer c.configMu.Unlock()
 	var (
 		p   ctl.Packet
 		err error

@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"syscall"
 	"testing"
@@ -63,15 +63,18 @@ type testHost struct {
 	nodes *nodes
 }
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+// testLogger shows warnings and errors, which go test prints only for a failing test.
+func testLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
 
 var fast = xdomain.Timing{Timeout: 200 * time.Millisecond, Retries: 10, ShortTimeout: 5 * time.Millisecond, ChangedDelay: 5 * time.Millisecond}
 
 func startHost(t *testing.T, name string) *testHost {
-	e, err := emu.NewHost(emu.Config{Name: name, Logger: quiet()})
+	e, err := emu.NewHost(emu.Config{Name: name, Logger: testLogger()})
 	require.NoError(t, err)
 	n := &nodes{dev: map[string]cuse.Device{}}
-	h, err := Start(Config{Name: name, Device: e, Devices: n, Timing: fast, Logger: quiet()})
+	h, err := Start(Config{Name: name, Device: e, Devices: n, Timing: fast, Logger: testLogger()})
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		h.Close()
