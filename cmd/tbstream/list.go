@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,13 +12,11 @@ import (
 	"tbstream/cmd/internal/daemon"
 )
 
-// list prints every running host of the run root in the spirit of
-// `tblist -A`: peers (XDomains) with their services, then streams with
-// index, HopIDs, state and counters.
-func list(w io.Writer, run string) error {
+// hostNames returns the hosts under run that have a status socket.
+func hostNames(run string) ([]string, error) {
 	entries, err := os.ReadDir(run)
 	if err != nil {
-		return fmt.Errorf("no hosts under %s: %w", run, err)
+		return nil, fmt.Errorf("no hosts under %s: %w", run, err)
 	}
 	var names []string
 	for _, e := range entries {
@@ -29,7 +28,39 @@ func list(w io.Writer, run string) error {
 	}
 	sort.Strings(names)
 	if len(names) == 0 {
-		return fmt.Errorf("no running hosts under %s", run)
+		return nil, fmt.Errorf("no running hosts under %s", run)
+	}
+	return names, nil
+}
+
+// stacks prints the goroutine stacks of the named hosts' daemons (all
+// running hosts if none is named). A daemon that does not answer is
+// reported and the others are still asked.
+func stacks(w io.Writer, run string, hosts []string) error {
+	if len(hosts) == 0 {
+		var err error
+		if hosts, err = hostNames(run); err != nil {
+			return err
+		}
+	}
+	var errs []error
+	for _, h := range hosts {
+		fmt.Fprintf(w, "--- %s\n", h)
+		if err := daemon.WriteStacks(w, hostDir(run, h)); err != nil {
+			fmt.Fprintf(w, "%v\n", err)
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// list prints every running host of the run root in the spirit of
+// `tblist -A`: peers (XDomains) with their services, then streams with
+// index, HopIDs, state and counters.
+func list(w io.Writer, run string) error {
+	names, err := hostNames(run)
+	if err != nil {
+		return err
 	}
 	for _, name := range names {
 		st, err := daemon.ReadStatus(filepath.Join(run, name))

@@ -5,6 +5,7 @@
 //	tbstream shell HOST [CMD]  a shell in which HOST's configfs is /sys/kernel/config and
 //	                           its devices are /dev/tbstreamX
 //	tbstream list              hosts, services and streams with their counters
+//	tbstream stacks [HOST...]  every goroutine's stack in the hosts' daemons (for bug reports)
 //	tbstream daemon FLAGS      one host (what tbstreamd runs)
 //
 // The hosts live under a run root (-run, default /run/tbstream): one run
@@ -36,6 +37,7 @@ commands:
   shell HOST [CMD]  run CMD (default: your shell) with HOST's configfs at
                     /sys/kernel/config and its devices at /dev/tbstreamX
   list              hosts, services and streams with their counters
+  stacks [HOST...]  what each host's daemon is doing: every goroutine's stack
   daemon FLAGS      run one host in the foreground (tbstreamd; -h for flags)
 `
 
@@ -66,6 +68,8 @@ func main() {
 		err = shell(*run, args[1], args[2:])
 	case "list":
 		err = list(os.Stdout, *run)
+	case "stacks":
+		err = stacks(os.Stdout, *run, args[1:])
 	case "daemon":
 		var opts daemon.Options
 		opts, err = daemon.ParseFlags("tbstream daemon", args[1:])

@@ -8,19 +8,24 @@
 //	<run>/lock         held (flock) while the daemon runs
 //	<run>/config       configfs: <run>/config/thunderbolt/stream/...
 //	<run>/dev          FUSE fallback nodes: <run>/dev/tbstreamN
-//	<run>/status.sock  JSON status for `tbstream list`
+//	<run>/status.sock  one request line, one answer: "status" (JSON, for
+//	                   `tbstream list`) or "stacks" (every goroutine's stack)
 //	<run>/pid
 package daemon
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -414,23 +419,83 @@ func (d *Daemon) serveStatus(ctx context.Context) error {
 			if err != nil {
 				return
 			}
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			json.NewEncoder(c).Encode(d.Status())
-			c.Close()
+			d.wg.Add(1)
+			go func() {
+				defer d.wg.Done()
+				d.serveStatusConn(c)
+			}()
 		}
 	}()
 	return nil
 }
 
+// The status socket's requests: one line from the client, one answer.
+const (
+	requestStatus = "status" // the Status as JSON
+	requestStacks = "stacks" // every goroutine's stack, as text
+)
+
+// serveStatusConn answers one request. Each connection has its own
+// goroutine, so a status that waits for a stuck lock cannot keep the
+// stacks request, which takes none, from being answered.
+func (d *Daemon) serveStatusConn(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	req, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return
+	}
+	switch strings.TrimSpace(req) {
+	case requestStatus:
+		json.NewEncoder(c).Encode(d.Status())
+	case requestStacks:
+		fmt.Fprintf(c, "tbstreamd %s (pid %d), %d goroutines\n", d.opts.Name, os.Getpid(), runtime.NumGoroutine())
+		pprof.Lookup("goroutine").WriteTo(c, 2)
+	}
+}
+
+// ask sends a request to the daemon of run directory run.
+func ask(run, request string) (net.Conn, error) {
+	c, err := net.DialTimeout("unix", StatusPath(run), 2*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("no tbstreamd at %s: %w", run, err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, request+"\n"); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("tbstreamd at %s: %w", run, err)
+	}
+	return c, nil
+}
+
 // ReadStatus asks the daemon of run directory run for its status.
 func ReadStatus(run string) (Status, error) {
 	var st Status
-	c, err := net.DialTimeout("unix", StatusPath(run), 2*time.Second)
+	c, err := ask(run, requestStatus)
 	if err != nil {
-		return st, fmt.Errorf("no tbstreamd at %s: %w", run, err)
+		return st, err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	err = json.NewDecoder(c).Decode(&st)
-	return st, err
+	if err := json.NewDecoder(c).Decode(&st); err != nil {
+		return st, fmt.Errorf("status of tbstreamd at %s: %w", run, err)
+	}
+	return st, nil
+}
+
+// WriteStacks copies the goroutine stacks of the daemon of run directory
+// run to w: what it was doing, for a bug report or a stuck test.
+func WriteStacks(w io.Writer, run string) error {
+	c, err := ask(run, requestStacks)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	n, err := io.Copy(w, c)
+	if err == nil && n == 0 {
+		err = errors.New("no answer")
+	}
+	if err != nil {
+		return fmt.Errorf("stacks of tbstreamd at %s: %w", run, err)
+	}
+	return nil
 }

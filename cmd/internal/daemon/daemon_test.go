@@ -56,11 +56,21 @@ func TestStopRemovesEverything(t *testing.T) {
 	require.True(t, mounted(t, ConfigDir(run)))
 	require.True(t, mounted(t, DevDir(run)))
 
+	// What a stuck test prints: every goroutine, the daemon's own
+	// included, without stopping it.
+	var stacks strings.Builder
+	require.NoError(t, WriteStacks(&stacks, run))
+	require.Contains(t, stacks.String(), "tbstreamd h (pid ")
+	require.Contains(t, stacks.String(), "daemon.(*Daemon).serveStatusConn")
+	_, err = ReadStatus(run)
+	require.NoError(t, err, "still serving after the stacks")
+
 	d.Stop()
 	require.False(t, mounted(t, ConfigDir(run)), "configfs unmounted")
 	require.False(t, mounted(t, DevDir(run)), "devices unmounted")
 	_, err = ReadStatus(run)
 	require.Error(t, err, "status socket gone")
+	require.Error(t, WriteStacks(io.Discard, run))
 	_, err = os.Stat(filepath.Join(run, "pid"))
 	require.True(t, errors.Is(err, os.ErrNotExist))
 
