@@ -1,96 +1,98 @@
 #!/usr/bin/env bash
 # test/run.sh — tbstream's single test entry point (the README's test command).
 #
-# Run as root on a fresh machine: it installs what is missing (apt-get), then runs
-#   1. gofmt -l            (any output is a failure)
-#   2. go vet ./...
-#   3. go test -race ./...  (every Go test and subtest counted individually)
-#   4. a short smoke run of every fuzz target (TBSTREAM_FUZZTIME, default 10s each)
-#   5. the slower suites in test/suites.d/*.sh, in name order
-# and ends with exactly one closing line `N passed, M failed[, K skipped]`.
-# It exits non-zero when anything failed.
+# Run as root on a fresh machine. It first hides every command that a new
+# machine would not have (test/fresh.sh), so that whatever the tests need
+# is installed by them, through apt-get, on every run, here as on a new
+# machine (and hides them again before each suite, so that each suite
+# installs what it uses); then it runs
+#   1. gofmt -l                        (any output is a failure)
+#   2. go vet ./..., also with -tags e2e
+#   3. go test -race ./...             (counted by test/tally)
+#   4. a short smoke run of every fuzz target (TBSTREAM_FUZZTIME, default 50000x each)
+#   5. the suites in test/suites.d/*.sh, in name order, each sourcing test/lib.sh
+# and prints the time of each part, then exactly one closing line
+# `N passed, M failed[, K skipped]`. It exits non-zero when anything failed.
 #
 # Environment:
-#   TBSTREAM_FUZZTIME   fuzz smoke duration per target (default 10s; 0 skips fuzzing)
+#   TBSTREAM_FUZZTIME   go test -fuzztime per target (default 50000x; 0 skips fuzzing).
+#                       A count, not a duration: Go 1.26's fuzzing coordinator can
+#                       fail a target with a bare "context deadline exceeded" when
+#                       a duration ends while a worker is busy (go.dev/issue/75804,
+#                       fixed in Go 1.27); a count has no deadline to race.
 #   TBSTREAM_SUITES     space-separated suite names to run from test/suites.d
 #                       (default: all; "none" runs none)
+#   TBSTREAM_FRESH      1 (default): hide what a new machine lacks; 0: use the
+#                       machine as it is (apt-get still installs what is missing)
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
-top=$(pwd)
-export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin"
-fuzztime=${TBSTREAM_FUZZTIME:-10s}
-
-passed=0 failed=0 skipped=0
+run_start=$(date +%s)
 work=$(mktemp -d -t tbstream-run.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+export TBSTREAM_STATE=$work/state
+mkdir -p "$TBSTREAM_STATE"
+. test/lib.sh
+. test/fresh.sh
+at_exit 'rm -rf "$work"'
+fuzztime=${TBSTREAM_FUZZTIME:-50000x}
 
-log() { printf '== %s\n' "$*"; }
-pass() { passed=$((passed + 1)); printf 'PASS %s\n' "$*"; }
-fail() { failed=$((failed + 1)); printf 'FAIL %s\n' "$*"; }
-skip() { skipped=$((skipped + 1)); printf 'SKIP %s\n' "$*"; }
-
-# add_tally FILE: adds the counts of a `tally:` line (test/tally) to ours.
-add_tally() {
-  local line p f s
-  line=$(grep '^tally: ' "$1" | tail -n 1)
-  if [ -z "$line" ]; then
-    fail "$2: no result line (the runner died)"
-    return
-  fi
-  p=${line#*passed=}; p=${p%% *}
-  f=${line#*failed=}; f=${f%% *}
-  s=${line#*skipped=}
-  passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+# timed NAME CMD...: runs CMD and records how long it took.
+times=()
+timed() {
+  local name=$1 t0 rc
+  shift
+  t0=$(date +%s)
+  "$@"
+  rc=$?
+  times+=("$(printf '%-22s %5d s' "$name" $(($(date +%s) - t0)))")
+  return $rc
 }
 
-# need CMD PACKAGE...: installs the Debian packages when CMD is missing.
-apt_updated=
-need() {
-  local cmd=$1; shift
-  command -v "$cmd" >/dev/null 2>&1 && return 0
-  if [ "$(id -u)" != 0 ]; then
-    log "missing $cmd and not root: cannot install $*"
-    return 1
+if [ "${TBSTREAM_FRESH:-1}" = 1 ]; then
+  log "fresh machine: hiding the commands a new machine does not have"
+  if out=$(fresh_setup "$work/fresh" 2>&1); then
+    export PATH=$work/fresh/bin
+    pass "fresh-machine: $out"
+  else
+    fail "fresh-machine: $out"
   fi
-  if [ -z "$apt_updated" ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1
-    apt_updated=1
+fi
+
+log "tools"
+if ! command -v go >/dev/null 2>&1; then
+  # Debian's golang-go is older than go.mod's Go: no apt-get here.
+  fail "go: no Go toolchain; install Go $(sed -n 's/^go //p' go.mod) under /usr/local/go"
+  echo "$lib_passed passed, $lib_failed failed"
+  exit 1
+fi
+need gcc gcc libc6-dev # go test -race needs cgo
+
+gofmt_check() {
+  local unformatted
+  unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+  if [ -n "$unformatted" ]; then
+    fail "gofmt: $unformatted"
+  else
+    pass "gofmt"
   fi
-  log "installing $*"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1
-  command -v "$cmd" >/dev/null 2>&1
 }
-export -f need log
-
-log "installing what is missing"
-need go golang-go || { echo "no Go toolchain"; echo "0 passed, 1 failed"; exit 1; }
-need gcc gcc libc6-dev || fail "install gcc (needed by go test -race)"
-
-log "gofmt"
-unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
-if [ -n "$unformatted" ]; then
-  fail "gofmt: $unformatted"
-else
-  pass "gofmt"
-fi
-
-log "go vet"
-if go vet ./... >"$work/vet" 2>&1; then
-  pass "go vet"
-else
-  cat "$work/vet"
-  fail "go vet"
-fi
-
-log "go test -race ./..."
-go build -o "$work/tally" ./test/tally || fail "build test/tally"
-# -count=1: every run really runs, never from the cache.
-go test -race -count=1 -timeout 15m -json ./... 2>&1 | "$work/tally" | tee "$work/unit"
-add_tally "$work/unit" "go test"
-
-if [ "$fuzztime" != "0" ] && [ "$fuzztime" != "0s" ]; then
-  log "fuzz smoke, $fuzztime per target"
+vet() {
+  local tags
+  for tags in "" e2e; do
+    if go vet ${tags:+-tags $tags} ./... >"$work/vet" 2>&1; then
+      pass "go vet${tags:+ -tags $tags}"
+    else
+      cat "$work/vet"
+      fail "go vet${tags:+ -tags $tags}"
+    fi
+  done
+}
+unit() {
+  # -count=1: every run really runs, never from the cache.
+  go_tests "go test" -race -count=1 -timeout 15m ./...
+}
+fuzz() {
+  local file target pkg
   while IFS=: read -r file target; do
     pkg=$(dirname "$file")
     if go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" >"$work/fuzz" 2>&1; then
@@ -100,9 +102,20 @@ if [ "$fuzztime" != "0" ] && [ "$fuzztime" != "0s" ]; then
       fail "fuzz $pkg $target"
     fi
   done < <(grep -RHoE --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*' . | sed 's/:func /:/' | sort)
+}
+
+log "gofmt"
+timed gofmt gofmt_check
+log "go vet"
+timed "go vet" vet
+log "go test -race ./..."
+timed "go test -race" unit
+if [ "$fuzztime" != "0" ] && [ "$fuzztime" != "0s" ] && [ "$fuzztime" != "0x" ]; then
+  log "fuzz smoke, $fuzztime per target"
+  timed "fuzz smoke" fuzz
 fi
 
-export TBSTREAM_TALLY="$work/tally"
+run_suite() { bash "$1" 2>&1 | tee "$work/suite"; }
 suites=${TBSTREAM_SUITES:-all}
 for suite in test/suites.d/*.sh; do
   [ -e "$suite" ] || continue
@@ -112,14 +125,18 @@ for suite in test/suites.d/*.sh; do
     *) skip "suite $name (not in TBSTREAM_SUITES)"; continue ;;
   esac
   log "suite $name"
+  fresh_reset # each suite starts from a new machine and installs what it uses
   # A suite prints its own results and ends with a `tally:` line.
-  bash "$suite" 2>&1 | tee "$work/suite"
+  timed "suite $name" run_suite "$suite"
   add_tally "$work/suite" "suite $name"
 done
 
-if [ "$skipped" -gt 0 ]; then
-  echo "$passed passed, $failed failed, $skipped skipped"
+log "time"
+times+=("$(printf '%-22s %5d s' "total" $(($(date +%s) - run_start)))")
+printf '%s\n' "${times[@]}"
+if [ "$lib_skipped" -gt 0 ]; then
+  echo "$lib_passed passed, $lib_failed failed, $lib_skipped skipped"
 else
-  echo "$passed passed, $failed failed"
+  echo "$lib_passed passed, $lib_failed failed"
 fi
-[ "$failed" -eq 0 ]
+[ "$lib_failed" -eq 0 ]

@@ -12,13 +12,13 @@
 # Environment: TBSTREAM_BENCH_MIB (default 1024) bytes per run, in MiB.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-export PATH="$PATH:/usr/local/go/bin"
+. test/lib.sh
 mib=${TBSTREAM_BENCH_MIB:-1024}
 count=$((mib * 4)) # 256 KiB blocks
 
 if [ "$(id -u)" != 0 ] || [ ! -e /dev/fuse ]; then
-  echo "SKIP cusebench/fuse-fallback-vs-pipe: needs root and /dev/fuse"
-  echo "tally: passed=0 failed=0 skipped=1"
+  skip "cusebench/fuse-fallback-vs-pipe: needs root and /dev/fuse"
+  tally
   exit 0
 fi
 work=$(mktemp -d -t tbstream-bench.XXXXXX)
@@ -28,21 +28,21 @@ cleanup() {
   mountpoint -q "$work/mnt" 2>/dev/null && umount -l "$work/mnt"
   rm -rf "$work"
 }
-trap cleanup EXIT
+at_exit cleanup
 
-result() { # result PASS|FAIL DETAIL
-  echo "$1 cusebench/fuse-fallback-vs-pipe: $2"
-  if [ "$1" = PASS ]; then echo "tally: passed=1 failed=0 skipped=0"; else echo "tally: passed=0 failed=1 skipped=0"; fi
-  [ "$1" = PASS ]
+result() { # result pass|fail DETAIL
+  "$1" "cusebench/fuse-fallback-vs-pipe: $2"
+  tally
+  [ "$1" = pass ]
   exit
 }
 
-CGO_ENABLED=0 go build -o "$work/loopdev" ./test/vm/cmd/loopdev || result FAIL "go build loopdev"
+CGO_ENABLED=0 go build -o "$work/loopdev" ./test/vm/cmd/loopdev || result fail "go build loopdev"
 mkdir -p "$work/mnt"
 "$work/loopdev" -fuse "$work/mnt" tbstream0 2>"$work/loopdev.log" &
 server=$!
 for _ in $(seq 200); do [ -e "$work/mnt/tbstream0" ] && break; sleep 0.05; done
-[ -e "$work/mnt/tbstream0" ] || result FAIL "mount did not appear: $(cat "$work/loopdev.log")"
+[ -e "$work/mnt/tbstream0" ] || result fail "mount did not appear: $(cat "$work/loopdev.log")"
 
 now() { date +%s.%N; }
 bytes_of() { sed -n 's/^\([0-9]*\) bytes.*/\1/p' "$1" | tail -n1; }
@@ -62,9 +62,9 @@ want=$((mib * 1048576))
 pipe_bytes=$(bytes_of "$work/pipe.r")
 fuse_bytes=$(bytes_of "$work/fuse.r")
 if [ "$rrc" != 0 ] || [ "$wrc" != 0 ] || [ "$fuse_bytes" != "$want" ] || [ "$pipe_bytes" != "$want" ]; then
-  result FAIL "transfer failed: fallback read $fuse_bytes of $want bytes (rc $wrc/$rrc), pipe $pipe_bytes"
+  result fail "transfer failed: fallback read $fuse_bytes of $want bytes (rc $wrc/$rrc), pipe $pipe_bytes"
 fi
 line=$(awk -v b="$want" -v t0="$t0" -v t1="$t1" -v t2="$t2" \
   'BEGIN { p = t1 - t0; f = t2 - t1; printf "fallback %.1f MB/s, pipe %.1f MB/s, fallback/pipe = %.3f (%d MiB, dd bs=256k, loopback pipe behind FUSE direct_io, 128 KiB requests)",
            b / f / 1e6, b / p / 1e6, p / f, b / 1048576 }')
-result PASS "$line"
+result pass "$line"

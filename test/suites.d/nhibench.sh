@@ -14,10 +14,9 @@
 #   TBSTREAM_NHIBENCH_TIME  -benchtime per benchmark (default 1s)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-export PATH="$PATH:/usr/local/go/bin"
+. test/lib.sh
 benchtime=${TBSTREAM_NHIBENCH_TIME:-1s}
-out=$(mktemp -t tbstream-nhibench.XXXXXX)
-trap 'rm -f "$out"' EXIT
+out=$TBSTREAM_STATE/nhibench.out
 
 echo "== nhi/emu bulk benchmarks (-benchtime $benchtime)"
 if go test -run '^$' -bench 'Bulk' -benchtime "$benchtime" -count 1 ./nhi/emu >"$out" 2>&1; then
@@ -34,10 +33,9 @@ if go test -run '^$' -bench 'Bulk' -benchtime "$benchtime" -count 1 ./nhi/emu >"
     }
     printf "%-28s %12.0f %14.0f %12.0f %8.3f\n", name, mb, fps, cmb, r
   }' "$out"
-  echo "PASS nhibench"
-  echo "tally: passed=1 failed=0 skipped=0"
+  pass "nhibench"
 else
   tail -n 40 "$out"
-  echo "FAIL nhibench"
-  echo "tally: passed=0 failed=1 skipped=0"
+  fail "nhibench"
 fi
+tally
