@@ -37,12 +37,11 @@ func demo(ctx context.Context, run string) error {
 	if err := demoTar(ctx, run, tmp); err != nil {
 		return fmt.Errorf("tar | gzip: %w", err)
 	}
-	if _, err := exec.LookPath("gst-launch-1.0"); err == nil {
-		if err := demoVideo(ctx, run, tmp); err != nil {
-			return fmt.Errorf("gstreamer: %w", err)
-		}
-	} else {
-		fmt.Println("== video: skipped, gst-launch-1.0 is not installed (apt-get install gstreamer1.0-tools gstreamer1.0-plugins-good)")
+	if err := needGStreamer(ctx); err != nil {
+		return fmt.Errorf("video: %w", err)
+	}
+	if err := demoVideo(ctx, run, tmp); err != nil {
+		return fmt.Errorf("gstreamer: %w", err)
 	}
 	fmt.Print(`
 == try it by hand (the hosts keep running; "tbstream down" stops them)
@@ -60,6 +59,43 @@ func demo(ctx context.Context, run string) error {
 (with "go run ./cmd/tbstream" in place of "tbstream" from a source tree)
 `)
 	return nil
+}
+
+// gstPackages are the Debian packages of the video part: gst-launch-1.0,
+// videotestsrc and filesrc/filesink (base), jpegenc/jpegdec and
+// multifilesink (good).
+var gstPackages = []string{"gstreamer1.0-tools", "gstreamer1.0-plugins-base", "gstreamer1.0-plugins-good"}
+
+// needGStreamer makes gst-launch-1.0 available: when it is missing, it
+// installs GStreamer with apt-get (the demo runs as root), or says the
+// exact command that would.
+func needGStreamer(ctx context.Context) error {
+	if _, err := exec.LookPath("gst-launch-1.0"); err == nil {
+		return nil
+	}
+	install := append([]string{"install", "-y", "-q", "--no-install-recommends"}, gstPackages...)
+	command := "apt-get " + strings.Join(install, " ")
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("gst-launch-1.0 is not installed; install it with: sudo %s", command)
+	}
+	fmt.Printf("== video: gst-launch-1.0 is not installed; installing GStreamer: apt-get update && %s\n", command)
+	for _, args := range [][]string{{"update", "-q"}, install} {
+		c := exec.CommandContext(ctx, "apt-get", args...)
+		c.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if out, err := c.CombinedOutput(); err != nil {
+			return fmt.Errorf("apt-get %s: %w\n%s\ninstall it with: %s", args[0], err, lastLines(out, 5), command)
+		}
+	}
+	if _, err := exec.LookPath("gst-launch-1.0"); err != nil {
+		return fmt.Errorf("%s succeeded, but gst-launch-1.0 is still not on PATH", command)
+	}
+	return nil
+}
+
+// lastLines returns the last n lines of out.
+func lastLines(out []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // script runs a shell script on host and returns its combined output.
