@@ -10,15 +10,18 @@
 #   │ / ── virtio-9p, read-only ──────────►│  /host: GNU tools via `gnu CMD`    │
 #   └──────────────────────────┘         └────────────────────────────────────┘
 #
-# Installs what it needs (qemu-system-x86 busybox-static cpio xz-utils zstd),
-# resolves the kernel through linux-image-amd64 on every run (Debian bumps
-# the ABI name), caches the .deb under test/vm/cache/, builds static Go
-# binaries and the initramfs, boots, and prints one PASS/FAIL line per check
-# and the benchmark ratios, ending with `tally: passed=N failed=M skipped=K`.
-# A check that never reports (hang, timeout, crash) counts as failed.
+# Installs what it needs (qemu-system-x86 busybox-static cpio xz-utils zstd,
+# and GStreamer, which the guest borrows from the host), resolves the kernel
+# through linux-image-amd64 on every run (Debian bumps the ABI name), caches
+# the .deb under test/vm/cache/, builds static Go binaries and the
+# initramfs, boots, shows the guest's results, progress and stall evidence
+# as they come, and prints one PASS/FAIL line per check and the benchmark
+# ratios, ending with `tally: passed=N failed=M skipped=K`. A check that
+# never reports (hang, timeout, crash) counts as failed. The e2e steps have
+# their own deadlines (test/vm/e2e.sh); the qemu timeout is the last resort.
 #
 # Environment:
-#   TBSTREAM_VM_TIMEOUT     seconds before qemu is killed (default 300, 600 with e2e checks)
+#   TBSTREAM_VM_TIMEOUT     seconds before qemu is killed (default 300, 900 with e2e checks)
 #   TBSTREAM_VM_MEM         guest memory in MiB (default 1024, 2048 with e2e checks)
 #   TBSTREAM_VM_E2E         extra checks sourced by the guest's init (default
 #                           test/vm/e2e.sh if it exists; "none" for none). Their
@@ -27,16 +30,19 @@
 #   TBSTREAM_VM_KERNEL_PKG  pin a kernel package instead of resolving it
 #   TBSTREAM_VM_MIB         dd size in MiB for the round trip and benchmarks (default 100)
 #   TBSTREAM_VM_KEEP        keep the work directory (serial log, initramfs)
+#   TBSTREAM_VM_STALL       an e2e step (e2e-backup, ...) during which the guest
+#                           stops host2's daemon with SIGSTOP: the step must fail
+#                           with the evidence printed, and the rest still run
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 top=$(pwd)
-export PATH="$PATH:/usr/local/go/bin"
+. test/lib.sh
 cache=$top/test/vm/cache
 mib=${TBSTREAM_VM_MIB:-100}
 e2e=${TBSTREAM_VM_E2E:-test/vm/e2e.sh}
 [ "$e2e" != none ] && [ ! -f "$e2e" ] && e2e=none
 if [ "$e2e" != none ]; then
-  timeout_s=${TBSTREAM_VM_TIMEOUT:-600} mem=${TBSTREAM_VM_MEM:-2048}
+  timeout_s=${TBSTREAM_VM_TIMEOUT:-900} mem=${TBSTREAM_VM_MEM:-2048}
 else
   timeout_s=${TBSTREAM_VM_TIMEOUT:-300} mem=${TBSTREAM_VM_MEM:-1024}
 fi
@@ -45,56 +51,43 @@ fi
 checks=(modules host-tools node node-mode dd tar-gzip large-read ioctl go-nonblocking-read
   poll gnu-dd-nonblock sigint-blocked-reader sigkill-blocked-reader stop-removes-node)
 if [ "$e2e" != none ]; then
-  checks+=($(grep -oE '(ok|bad|skip) "[a-z0-9-]+:' "$e2e" | sed 's/.*"//; s/:$//' | awk '!seen[$0]++'))
+  checks+=($(grep -oE '((ok|bad|skip) "|^step )e2e-[a-z0-9-]+' "$e2e" | sed 's/.*[" ]//' | awk '!seen[$0]++'))
 fi
 
 work=$(mktemp -d -t tbstream-vm.XXXXXX)
 if [ -n "${TBSTREAM_VM_KEEP:-}" ]; then
   echo "vm: work directory $work"
 else
-  trap 'rm -rf "$work"' EXIT
+  at_exit 'rm -rf "$work"'
 fi
 
 # fail_all REASON: the VM could not run; every check fails with REASON.
 fail_all() {
-  for c in "${checks[@]}"; do echo "FAIL vm/$c: $1"; done
-  echo "tally: passed=0 failed=${#checks[@]} skipped=0"
+  for c in "${checks[@]}"; do fail "vm/$c: $1"; done
+  tally
   exit 1
 }
 
 if [ "$(id -u)" != 0 ]; then
-  for c in "${checks[@]}"; do echo "SKIP vm/$c: needs root (apt-get, mknod /dev/console in the initramfs)"; done
-  echo "tally: passed=0 failed=0 skipped=${#checks[@]}"
+  for c in "${checks[@]}"; do skip "vm/$c: needs root (apt-get, mknod /dev/console in the initramfs)"; done
+  tally
   exit 0
 fi
 
-apt_updated=
-install() { # install CMD PKG: apt-get install PKG when CMD is missing
-  command -v "$1" >/dev/null 2>&1 && return 0
-  if [ -z "$apt_updated" ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1
-    apt_updated=1
-  fi
-  echo "vm: installing $2"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null 2>&1
-  command -v "$1" >/dev/null 2>&1
-}
-install qemu-system-x86_64 qemu-system-x86 || fail_all "cannot install qemu-system-x86"
-install cpio cpio || fail_all "cannot install cpio"
-install xz xz-utils || fail_all "cannot install xz-utils"
-install zstd zstd || fail_all "cannot install zstd"
+need qemu-system-x86_64 qemu-system-x86 || fail_all "cannot install qemu-system-x86"
+need cpio cpio || fail_all "cannot install cpio"
+need xz xz-utils || fail_all "cannot install xz-utils"
+need zstd zstd || fail_all "cannot install zstd"
 # busybox must be the static build: the initramfs has no libc.
-if ! dpkg -s busybox-static >/dev/null 2>&1; then
-  [ -n "$apt_updated" ] || DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1
-  apt_updated=1
-  echo "vm: installing busybox-static"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends busybox-static >/dev/null 2>&1 ||
-    fail_all "cannot install busybox-static"
-fi
+need_pkg busybox-static || fail_all "cannot install busybox-static"
 busybox=$(dpkg -L busybox-static | grep -m1 '/busybox$')
+# The guest runs the host's GStreamer over 9p (e2e-gstreamer).
+if [ "$e2e" != none ]; then
+  need gst-launch-1.0 gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+fi
 
 # The kernel: resolved through linux-image-amd64 unless pinned.
-[ -n "$apt_updated" ] || { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1; apt_updated=1; }
+[ -e "$TBSTREAM_STATE/apt-updated" ] || { apt_get update && : >"$TBSTREAM_STATE/apt-updated"; }
 kpkg=${TBSTREAM_VM_KERNEL_PKG:-$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')}
 [ -n "$kpkg" ] || fail_all "cannot resolve linux-image-amd64 to a kernel package"
 kver=${kpkg#linux-image-}
@@ -174,28 +167,30 @@ for pkg in $cmds; do
 done
 (cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1 >"$work/initrd.gz") || fail_all "cpio"
 
-echo "vm: booting (timeout ${timeout_s}s)"
+stall=${TBSTREAM_VM_STALL:+ vmtest.stall=$TBSTREAM_VM_STALL}
+echo "vm: booting (timeout ${timeout_s}s)${stall:+, with$stall}"
 start=$(date +%s)
+# The guest's result, progress and stall lines are shown as they come.
 timeout "$timeout_s" qemu-system-x86_64 -accel tcg,thread=single -m "$mem" -smp 2 -nographic -no-reboot \
   -nic none -kernel "$kernel" -initrd "$work/initrd.gz" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-  -append "console=ttyS0 quiet panic=-1 vmtest.mib=$mib" </dev/null >"$work/serial.raw" 2>&1
-qrc=$?
+  -append "console=ttyS0 quiet panic=-1 vmtest.mib=$mib$stall" </dev/null 2>&1 |
+  tee "$work/serial.raw" | sed -u 's/\r//g' | grep --line-buffered -aE '^(VMTEST|VMPROGRESS|VMSTALL) ' | sed -u 's/^/vm guest: /'
+qrc=${PIPESTATUS[0]}
 echo "vm: qemu exited $qrc after $(($(date +%s) - start))s"
 # Strip SeaBIOS escapes and CRs.
 sed -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\r//g' "$work/serial.raw" >"$work/serial.log"
 
-passed=0 failed=0 skipped=0
 for c in "${checks[@]}"; do
   line=$(grep -m1 -E "^VMTEST (ok  |FAIL|skip) - $c:" "$work/serial.log")
   case $line in
-    "VMTEST ok   - "*) passed=$((passed + 1)); echo "PASS vm/${line#VMTEST ok   - }" ;;
-    "VMTEST FAIL - "*) failed=$((failed + 1)); echo "FAIL vm/${line#VMTEST FAIL - }" ;;
-    "VMTEST skip - "*) skipped=$((skipped + 1)); echo "SKIP vm/${line#VMTEST skip - }" ;;
-    *) failed=$((failed + 1)); echo "FAIL vm/$c: no result (qemu rc=$qrc: hang, timeout or crash)" ;;
+    "VMTEST ok   - "*) pass "vm/${line#VMTEST ok   - }" ;;
+    "VMTEST FAIL - "*) fail "vm/${line#VMTEST FAIL - }" ;;
+    "VMTEST skip - "*) skip "vm/${line#VMTEST skip - }" ;;
+    *) fail "vm/$c: no result (qemu rc=$qrc: hang, timeout or crash)" ;;
   esac
 done
-if [ "$failed" -gt 0 ]; then
+if [ "$lib_failed" -gt 0 ]; then
   echo "--- serial console (last 60 lines) ---"
   tail -n 60 "$work/serial.log"
 fi
@@ -208,6 +203,6 @@ awk '/^VMBENCH /{ mbs[$2] = $3 / $4 / 1e6; printf "vm bench: %-10s %8.1f MB/s (%
           printf "vm bench: %-10s / zero-null = %.3f, / pipe = %.3f\n", k[i], mbs[k[i]] / mbs["zero-null"], mbs[k[i]] / mbs["pipe"] }' \
   "$work/serial.log"
 
-echo "vm: $passed passed, $failed failed, $skipped skipped"
-echo "tally: passed=$passed failed=$failed skipped=$skipped"
-[ "$failed" -eq 0 ]
+echo "vm: $lib_passed passed, $lib_failed failed, $lib_skipped skipped"
+tally
+[ "$lib_failed" -eq 0 ]

@@ -9,6 +9,8 @@
 #   VMTEST FAIL - NAME: detail
 #   VMTEST skip - NAME: reason
 #   VMBENCH NAME BYTES SECONDS
+#   VMPROGRESS NAME: ...      (e2e.sh: a running step)
+#   VMSTALL NAME: ...         (e2e.sh: the evidence of a step that missed its deadline)
 #   VMTEST RESULT: N passed, M failed
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -179,6 +181,7 @@ bench() {
 n=$((MIB * 4))
 bench zero-null "dd if=/dev/zero of=/dev/null bs=256k count=$n 2>/dev/null"
 bench pipe "dd if=/dev/zero bs=256k count=$n 2>/dev/null | dd of=/dev/null bs=256k 2>/dev/null"
+PIPE_S=$t # seconds for MIB MiB through a kernel pipe: e2e.sh's first yardstick
 bench cuse-write "dd if=/dev/zero of=/dev/tbstream5 bs=256k count=$n 2>/dev/null"
 bench cuse-read "dd if=/dev/tbstream5 of=/dev/null bs=256k count=$n 2>/dev/null"
 bench cuse-pipe "dd if=/dev/zero of=/dev/tbstream4 bs=256k count=$n 2>/dev/null & dd if=/dev/tbstream4 of=/dev/null bs=256k 2>/dev/null; wait"

@@ -13,6 +13,9 @@
 //	vmcheck time CMD            run `sh -c CMD` and print "elapsed SECONDS"
 //	vmcheck nbopen PATH         open PATH with O_NONBLOCK, print the errno (or "ok")
 //	vmcheck nbread PATH         open PATH, read 1 byte with O_NONBLOCK, print the errno
+//	vmcheck procs               every user process: state, and per thread wchan and
+//	                            kernel stack (what a stuck step's processes wait on)
+//	vmcheck killtree PID        SIGCONT, then SIGKILL, PID and all its descendants
 //
 // Exit status 0 means the check passed; the reason for a failure is printed.
 package main
@@ -32,12 +35,21 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == "procs" {
+		procs(os.Stdout)
+		return
+	}
 	if len(os.Args) < 3 {
-		fmt.Fprintln(os.Stderr, "usage: vmcheck goread PATH BYTES | signal PATH INT|KILL | poll PATH | time CMD")
+		fmt.Fprintln(os.Stderr, "usage: vmcheck goread PATH BYTES | signal PATH INT|KILL | poll PATH | time CMD | procs | killtree PID")
 		os.Exit(2)
 	}
 	var err error
 	switch os.Args[1] {
+	case "killtree":
+		var pid int
+		if pid, err = strconv.Atoi(os.Args[2]); err == nil {
+			fmt.Printf("killed %d processes\n", killTree(pid))
+		}
 	case "goread":
 		err = goread(os.Args[2], os.Args[3])
 	case "signal":
