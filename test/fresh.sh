@@ -23,14 +23,15 @@
 # Only commands are hidden: libraries and plugins of packages installed by
 # hand (GStreamer's, say) stay where they are.
 
-# fresh_bins DIRS...: "NAME<TAB>REALPATH" of every command in DIRS, in order.
+# fresh_bins DIRS...: "NAME<TAB>PATH<TAB>REALPATH" of every command in
+# DIRS, the first of each name in DIRS' order.
 fresh_bins() {
   local d
   for d in "$@"; do
     [ -d "$d" ] || continue
-    find "$d/" -mindepth 1 -maxdepth 1 \( -type f -o -type l \) -printf '%f\t%p\n'
+    find "$d/" -mindepth 1 -maxdepth 1 \( -type f -o -xtype f \) -printf '%f\t%p\n'
   done | awk -F'\t' '!seen[$1]++' >"$fresh_dir/names"
-  cut -f2 "$fresh_dir/names" | xargs -r -d '\n' realpath -m -- | paste <(cut -f1 "$fresh_dir/names") -
+  cut -f2 "$fresh_dir/names" | xargs -r -d '\n' realpath -m -- | paste "$fresh_dir/names" -
 }
 
 # fresh_pkg_bins PKG...: real paths of the commands PKG... install.
@@ -58,9 +59,9 @@ fresh_setup() {
     : >"$fresh_dir/hidden"
   fi
   fresh_bins "${path_dirs[@]}" >"$fresh_dir/table"
-  awk -F'\t' 'NR == FNR { hide[$1] = 1; next } !($2 in hide) { print $2 "\t" $1 }' \
+  awk -F'\t' 'NR == FNR { hide[$1] = 1; next } !($3 in hide) { print $2 }' \
     "$fresh_dir/hidden" "$fresh_dir/table" >"$fresh_dir/visible"
-  (cd "$fresh_dir/bin" && while IFS=$'\t' read -r real name; do ln -sfn "$real" "$name"; done <"$fresh_dir/visible")
+  xargs -r -a "$fresh_dir/visible" -d '\n' cp -s -t "$fresh_dir/bin" --
 
   local real_apt
   real_apt=$(command -v apt-get)
@@ -88,14 +89,23 @@ closure=\$(apt-cache depends --recurse --installed --no-recommends --no-suggests
   --no-breaks --no-replaces --no-enhances "\${pkgs[@]}" 2>/dev/null | grep -v '^[ <]' | sort -u)
 mapfile -t dirs <"\$fresh_dir/path"
 fresh_pkg_bins \$closure | sort -u >"\$fresh_dir/appeared"
-fresh_bins "\${dirs[@]}" | awk -F'\t' 'NR == FNR { add[\$1] = 1; next } \$2 in add { print \$2 "\t" \$1 }' \\
-  "\$fresh_dir/appeared" - | while IFS=\$'\t' read -r real name; do
-  [ -e "\$fresh_dir/bin/\$name" ] || ln -sfn "\$real" "\$fresh_dir/bin/\$name"
+fresh_bins "\${dirs[@]}" | awk -F'\t' 'NR == FNR { add[\$1] = 1; next } \$3 in add { print \$1 "\t" \$2 }' \\
+  "\$fresh_dir/appeared" - | while IFS=\$'\t' read -r name path; do
+  [ -e "\$fresh_dir/bin/\$name" ] || ln -s "\$path" "\$fresh_dir/bin/\$name"
 done
 exit 0
 EOF
   chmod 755 "$fresh_dir/bin/apt-get"
   cp -a "$fresh_dir/bin" "$fresh_dir/bin.new"
+  # What it hid must be gone from the new PATH, and apt-get must be the shim.
+  local name leaked=
+  for name in $(awk -F'\t' 'NR == FNR { hide[$1] = 1; next } $3 in hide { print $1 }' "$fresh_dir/hidden" "$fresh_dir/table"); do
+    PATH=$fresh_dir/bin command -v "$name" >/dev/null && leaked="$leaked $name"
+  done
+  if [ -n "$leaked" ] || [ "$(PATH=$fresh_dir/bin command -v apt-get)" != "$fresh_dir/bin/apt-get" ]; then
+    echo "the fresh PATH still shows${leaked:- a real apt-get}"
+    return 1
+  fi
   printf '%d packages not on a new machine, %d of their commands hidden, %d commands visible\n' \
     "$(wc -l <"$fresh_dir/extra")" "$(wc -l <"$fresh_dir/hidden")" "$(wc -l <"$fresh_dir/visible")"
 }

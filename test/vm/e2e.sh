@@ -46,6 +46,17 @@ clean() {
   on host1 "cd $R/ && rmdir -p 0-503.0/$1" && on host2 "cd $R/ && rmdir -p 0-1.0/$1"
 }
 
+# no_hopids NAME PID...: host1's sender found no HopIDs for NAME in host2's
+# announcement: the step fails at once instead of waiting for a transfer
+# that cannot start, and takes its background processes down.
+no_hopids() {
+  name=$1
+  shift
+  verdict bad "host1 never saw host2's HopIDs for $name: $(timeout 10 $TB list 2>&1 | tr -s ' \n' ' ')"
+  for p in "$@"; do vmcheck killtree "$p" >/dev/null; done
+  clean "$name"
+}
+
 # moved: bytes the hosts' streams have received so far (tbstream list).
 moved() {
   timeout 10 $TB list 2>/dev/null |
@@ -62,6 +73,8 @@ stall_host2() {
 
 # evidence: what the daemons and every process are doing.
 evidence() {
+  echo "--- tbstream list"
+  timeout 10 $TB list 2>&1
   for h in host1 host2; do
     dpid=$(cat $RUN/$h/pid 2>/dev/null)
     echo "$h daemon pid ${dpid:-?}: $(grep '^State' /proc/${dpid:-0}/status 2>/dev/null)"
@@ -187,7 +200,7 @@ calibrate() {
   receiver cal
   on host2 "dd if=/dev/tbstream0 bs=256k 2>/dev/null | wc -c > /tmp/cal.got" &
   recv=$!
-  sender cal
+  sender cal || { no_hopids cal $recv; return; }
   t0=$(now_cs)
   on host1 "dd if=/tmp/cal.src of=/dev/tbstream0 bs=256k 2>/dev/null"
   wait $recv
@@ -221,7 +234,7 @@ backup() {
   receiver backup
   on host2 "dd if=/dev/tbstream0 bs=256k 2>/tmp/backup.dd | sha256sum > /tmp/backup.sum" &
   recv=$!
-  sender backup
+  sender backup || { no_hopids backup $recv; return; }
   t0=$(now_cs)
   on host1 "dd if=/tmp/img of=/dev/tbstream0 bs=256k 2>/dev/null"
   wait $recv
@@ -264,7 +277,7 @@ targz() {
   receiver data
   on host2 "cd /tmp/recv && gunzip < /dev/tbstream0 | tar xf -" &
   recv=$!
-  sender data
+  sender data || { no_hopids data $recv; return; }
   on host1 "cd /tmp/t && tar cf - mydir | gzip > /dev/tbstream0"
   wait $recv
   if diff -r /tmp/t/mydir /tmp/recv/mydir >/tmp/diff.txt 2>&1 && [ "$(find /tmp/recv/mydir -type l | wc -l)" = 100 ]; then
@@ -316,7 +329,7 @@ video() {
   receiver video
   on host2 "gnu gst-launch-1.0 -q filesrc location=/dev/tbstream0 ! jpegdec ! videoconvert ! pngenc ! multifilesink location=/tmp/frames/%05d.png" >/tmp/gst.recv 2>&1 &
   recv=$!
-  sender video
+  sender video || { no_hopids video $recv; return; }
   on host1 "gnu gst-launch-1.0 -q videotestsrc num-buffers=$frames ! jpegenc quality=90 ! filesink location=/dev/tbstream0" >/tmp/gst.send 2>&1
   wait $recv
   n=$(ls /tmp/frames | wc -l)
@@ -338,7 +351,7 @@ fi
 # next mkdir gets index 0.
 rmdirs() {
   receiver s
-  sender s
+  sender s || { no_hopids s; return; }
   clean s
   if [ -z "$(on host1 "ls $R")$(on host2 "ls $R")" ] && [ ! -e /dev/host1/tbstream0 ] && [ ! -e /dev/host2/tbstream0 ]; then
     receiver again
@@ -363,8 +376,8 @@ while [ "$(stat -c %s /tmp/b)" -lt 15000000 ]; do cat /bin/busybox >>/tmp/b; don
 twostreams() {
   receiver up
   receiver down
-  sender up
-  sender down
+  sender up || { no_hopids up; return; }
+  sender down || { no_hopids down; return; }
   on host2 "cat /dev/tbstream0 > /tmp/a.recv" &
   r1=$!
   on host1 "cat /dev/tbstream1 > /tmp/b.recv" &
@@ -391,7 +404,7 @@ errnos() {
   e1=$(on host2 "vmcheck nbopen /dev/tbstream0" 2>&1)
   on host2 "cd $R/ && rmdir -p 0-7.0/s"
   receiver s
-  sender s
+  sender s || { no_hopids s; return; }
   e2=$(on host2 "vmcheck nbread /dev/tbstream0" 2>&1)
   e3=$(on host2 "exec 3<>/dev/tbstream0; echo 64 > $R/0-1.0/s/ring_size" 2>&1)
   clean s
