@@ -34,6 +34,12 @@ fresh_bins() {
   cut -f2 "$fresh_dir/names" | xargs -r -d '\n' realpath -m -- | paste "$fresh_dir/names" -
 }
 
+# fresh_pick SETFILE PROGRAM: awk PROGRAM over the table on stdin, with
+# set[] holding SETFILE's lines (which may be none).
+fresh_pick() {
+  awk -F'\t' -v setfile="$1" 'BEGIN { while ((getline line <setfile) > 0) set[line] = 1 }'"$2"
+}
+
 # fresh_pkg_bins PKG...: real paths of the commands PKG... install.
 fresh_pkg_bins() {
   dpkg-query -L "$@" 2>/dev/null | grep -E '/s?bin/[^/]+$' | xargs -r -d '\n' realpath -m --
@@ -59,8 +65,7 @@ fresh_setup() {
     : >"$fresh_dir/hidden"
   fi
   fresh_bins "${path_dirs[@]}" >"$fresh_dir/table"
-  awk -F'\t' 'NR == FNR { hide[$1] = 1; next } !($3 in hide) { print $2 }' \
-    "$fresh_dir/hidden" "$fresh_dir/table" >"$fresh_dir/visible"
+  fresh_pick "$fresh_dir/hidden" '!($3 in set) { print $2 }' <"$fresh_dir/table" >"$fresh_dir/visible"
   xargs -r -a "$fresh_dir/visible" -d '\n' cp -s -t "$fresh_dir/bin" --
 
   local real_apt
@@ -83,14 +88,13 @@ for a in "\$@"; do
   esac
 done
 [ \$install = 1 ] && [ \${#pkgs[@]} -gt 0 ] || exit 0
-$(declare -f fresh_bins fresh_pkg_bins)
+$(declare -f fresh_bins fresh_pick fresh_pkg_bins)
 fresh_dir=$fresh_dir
 closure=\$(apt-cache depends --recurse --installed --no-recommends --no-suggests --no-conflicts \\
   --no-breaks --no-replaces --no-enhances "\${pkgs[@]}" 2>/dev/null | grep -v '^[ <]' | sort -u)
 mapfile -t dirs <"\$fresh_dir/path"
 fresh_pkg_bins \$closure | sort -u >"\$fresh_dir/appeared"
-fresh_bins "\${dirs[@]}" | awk -F'\t' 'NR == FNR { add[\$1] = 1; next } \$3 in add { print \$1 "\t" \$2 }' \\
-  "\$fresh_dir/appeared" - | while IFS=\$'\t' read -r name path; do
+fresh_bins "\${dirs[@]}" | fresh_pick "\$fresh_dir/appeared" '\$3 in set { print \$1 "\t" \$2 }' | while IFS=\$'\t' read -r name path; do
   [ -e "\$fresh_dir/bin/\$name" ] || ln -s "\$path" "\$fresh_dir/bin/\$name"
 done
 exit 0
@@ -99,13 +103,20 @@ EOF
   cp -a "$fresh_dir/bin" "$fresh_dir/bin.new"
   # What it hid must be gone from the new PATH, and apt-get must be the shim.
   local name leaked=
-  for name in $(awk -F'\t' 'NR == FNR { hide[$1] = 1; next } $3 in hide { print $1 }' "$fresh_dir/hidden" "$fresh_dir/table"); do
+  for name in $(fresh_pick "$fresh_dir/hidden" '$3 in set { print $1 }' <"$fresh_dir/table"); do
     PATH=$fresh_dir/bin command -v "$name" >/dev/null && leaked="$leaked $name"
   done
   if [ -n "$leaked" ] || [ "$(PATH=$fresh_dir/bin command -v apt-get)" != "$fresh_dir/bin/apt-get" ]; then
     echo "the fresh PATH still shows${leaked:- a real apt-get}"
     return 1
   fi
+  local c
+  for c in bash sed go; do
+    if ! PATH=$fresh_dir/bin command -v "$c" >/dev/null; then
+      echo "the fresh PATH lacks $c, which a new machine has"
+      return 1
+    fi
+  done
   printf '%d packages not on a new machine, %d of their commands hidden, %d commands visible\n' \
     "$(wc -l <"$fresh_dir/extra")" "$(wc -l <"$fresh_dir/hidden")" "$(wc -l <"$fresh_dir/visible")"
 }
