@@ -29,6 +29,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 run_start=$(date +%s)
 work=$(mktemp -d -t tbstream-run.XXXXXX)
+chmod 755 "$work" # the fresh PATH below is in it, and tests run commands as nobody
 export TBSTREAM_STATE=$work/state
 mkdir -p "$TBSTREAM_STATE"
 . test/lib.sh
