@@ -24,7 +24,8 @@
 [ -n "${TBSTREAM_LIB_LOADED:-}" ] && return 0
 TBSTREAM_LIB_LOADED=1
 
-export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin"
+# Go's own place, for a root shell whose PATH lacks it (sudo's secure_path).
+command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
 lib_exit=()
 at_exit() { lib_exit+=("$*"); }
 lib_on_exit() {
