@@ -57,6 +57,20 @@ no_hopids() {
   clean "$name"
 }
 
+# transfer NAME SRC RECEIVE: stream NAME with host2 running RECEIVE (which
+# reads /dev/tbstream0) in the background and host1 sending SRC with dd
+# bs=256k; /tmp/transfer.cs holds how long it took from host1's dd start.
+transfer() {
+  receiver "$1"
+  on host2 "$3" &
+  recv=$!
+  sender "$1" || { no_hopids "$1" $recv; return 1; }
+  t0=$(now_cs)
+  on host1 "dd if=$2 of=/dev/tbstream0 bs=256k 2>/dev/null"
+  wait $recv
+  echo $(($(now_cs) - t0)) >/tmp/transfer.cs
+}
+
 # moved: bytes the hosts' streams have received so far (tbstream list).
 moved() {
   timeout 10 $TB list 2>/dev/null |
@@ -197,18 +211,12 @@ RATE=$(awk -v m="$MIB" -v t="${PIPE_S:-1}" 'BEGIN { printf "%d", m * 1048576 / t
 cal_mib=16
 head -c $((cal_mib * 1048576)) /dev/zero >/tmp/cal.src
 calibrate() {
-  receiver cal
-  on host2 "dd if=/dev/tbstream0 bs=256k 2>/dev/null | wc -c > /tmp/cal.got" &
-  recv=$!
-  sender cal || { no_hopids cal $recv; return; }
-  t0=$(now_cs)
-  on host1 "dd if=/tmp/cal.src of=/dev/tbstream0 bs=256k 2>/dev/null"
-  wait $recv
-  t1=$(now_cs)
+  transfer cal /tmp/cal.src "dd if=/dev/tbstream0 bs=256k 2>/dev/null | wc -c > /tmp/cal.got" || return
   # The time includes host1's shell start-up, which the deadlines count
   # apart.
-  cs=$((t1 - t0 - SHELL_CS))
-  [ $cs -lt $(((t1 - t0) / 4)) ] && cs=$(((t1 - t0) / 4))
+  t=$(cat /tmp/transfer.cs)
+  cs=$((t - SHELL_CS))
+  [ $cs -lt $((t / 4)) ] && cs=$((t / 4))
   echo $cs >/tmp/cal.cs
   clean cal
   if [ "$(cat /tmp/cal.got)" = $((cal_mib * 1048576)) ]; then
@@ -222,7 +230,7 @@ cal_cs=$(cat /tmp/cal.cs 2>/dev/null || echo 0)
 if [ "$cal_cs" -gt 0 ]; then
   RATE=$((cal_mib * 1048576 * 100 / cal_cs))
 fi
-rm -f /tmp/cal.src /tmp/cal.cs /tmp/cal.got
+rm -f /tmp/cal.src /tmp/cal.cs /tmp/cal.got /tmp/transfer.cs
 
 # ---- Backup: 256 MiB, dd bs=256k, sha256 on both sides.
 while [ "$(stat -c %s /tmp/img 2>/dev/null || echo 0)" -lt 268435456 ]; do
@@ -231,18 +239,12 @@ done
 truncate -s 268435456 /tmp/img
 want=$(sha256sum </tmp/img | cut -d' ' -f1)
 backup() {
-  receiver backup
-  on host2 "dd if=/dev/tbstream0 bs=256k 2>/tmp/backup.dd | sha256sum > /tmp/backup.sum" &
-  recv=$!
-  sender backup || { no_hopids backup $recv; return; }
-  t0=$(now_cs)
-  on host1 "dd if=/tmp/img of=/dev/tbstream0 bs=256k 2>/dev/null"
-  wait $recv
-  t1=$(now_cs)
+  transfer backup /tmp/img "dd if=/dev/tbstream0 bs=256k 2>/tmp/backup.dd | sha256sum > /tmp/backup.sum" || return
+  t=$(cat /tmp/transfer.cs)
   got=$(cut -d' ' -f1 /tmp/backup.sum)
   if [ "$got" = "$want" ] && [ -c /dev/host1/tbstream0 ] && [ -c /dev/host2/tbstream0 ]; then
-    verdict ok "256 MiB host1 → host2 with dd bs=256k, sha256 equal, in $(secs $((t1 - t0))) s"
-    echo "VMBENCH e2e-backup 268435456 $(secs $((t1 - t0)))" >/tmp/backup.bench
+    verdict ok "256 MiB host1 → host2 with dd bs=256k, sha256 equal, in $(secs "$t") s"
+    echo "VMBENCH e2e-backup 268435456 $(secs "$t")" >/tmp/backup.bench
   else
     verdict bad "sha256 $got, want $want; $(cat /tmp/backup.dd)"
   fi
