@@ -32,8 +32,11 @@ type RingConfig struct {
 	// credits back (RingE2E), and the PDF masks of frame mode.
 	E2ETxHop         int
 	SOFMask, EOFMask uint16
-	// Notify, if set, runs after completions were reaped or the ring
-	// stopped, on the interrupt goroutine. It must not block.
+	// Notify, if set, runs whenever completions were reaped or the ring
+	// stopped, once the ring's lock is released: on the interrupt
+	// goroutine, or on the goroutine of any call that reaped (TxFree,
+	// RxReady, TxSlot, ...), so that no completion goes unannounced. It
+	// must not block.
 	Notify func()
 }
 
@@ -77,6 +80,7 @@ type Ring struct {
 	cons       int           // RX: next completed frame to hand out
 	throttleNs uint32        // applied at Start
 	waitCh     chan struct{} // closed on progress; nil when nobody waits
+	notify     bool          // Notify is due at unlock
 	stats      RingStats
 }
 
@@ -114,7 +118,7 @@ func (r *Ring) SetThrottling(ns uint32) error {
 		return fmt.Errorf("%s: throttling %d ns above %d: %w", r.name(), ns, MaxThrottlingNs, ErrInvalid)
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	if r.running {
 		return fmt.Errorf("%s: throttling: %w", r.name(), ErrRingBusy)
 	}
@@ -129,7 +133,7 @@ func (r *Ring) Start() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	switch {
 	case r.freed:
 		return fmt.Errorf("%s: start: %w", r.name(), ErrClosed)
@@ -197,7 +201,7 @@ func (r *Ring) Stop() int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	if !r.running {
 		return 0
 	}
@@ -221,9 +225,7 @@ func (r *Ring) Stop() int {
 	r.head, r.tail, r.cons = 0, 0, 0
 	r.running = false
 	r.wakeLocked()
-	if r.cfg.Notify != nil {
-		defer r.cfg.Notify()
-	}
+	r.notify = true
 	return canceled
 }
 
@@ -232,11 +234,11 @@ func (r *Ring) Free() {
 	r.Stop()
 	r.mu.Lock()
 	if r.freed {
-		r.mu.Unlock()
+		r.unlock()
 		return
 	}
 	r.freed = true
-	r.mu.Unlock()
+	r.unlock()
 	r.nhi.releaseRing(r)
 	r.slotMem.Free()
 	r.descMem.Free()
@@ -245,14 +247,14 @@ func (r *Ring) Free() {
 // Running reports whether the ring is started.
 func (r *Ring) Running() bool {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	return r.running
 }
 
 // Stats returns the ring's counters.
 func (r *Ring) Stats() RingStats {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	return r.stats
 }
 
@@ -262,18 +264,15 @@ func (r *Ring) Poll() { r.reap() }
 
 func (r *Ring) reap() {
 	r.mu.Lock()
-	n := r.reapLocked()
-	if n > 0 {
-		r.wakeLocked()
-	}
-	r.mu.Unlock()
-	if n > 0 && r.cfg.Notify != nil {
-		r.cfg.Notify()
-	}
+	r.reapLocked()
+	r.unlock()
 }
 
 // reapLocked advances tail over descriptors the NHI marked COMPLETED
 // (completion is read from the descriptor, never from the tail register).
+// Whoever reaps wakes the waiters and owes Notify: a caller that only
+// looked (TxFree, RxReady) takes completions the interrupt goroutine will
+// then not find, and a waiter told by nobody would sleep for good.
 func (r *Ring) reapLocked() int {
 	if !r.running {
 		return 0
@@ -283,8 +282,23 @@ func (r *Ring) reapLocked() int {
 		r.tail = (r.tail + 1) % r.size
 		n++
 	}
-	r.stats.Completed += uint64(n)
+	if n > 0 {
+		r.stats.Completed += uint64(n)
+		r.wakeLocked()
+		r.notify = true
+	}
 	return n
+}
+
+// unlock releases mu and then runs the Notify that reaping or stopping
+// left due.
+func (r *Ring) unlock() {
+	notify := r.notify && r.cfg.Notify != nil
+	r.notify = false
+	r.mu.Unlock()
+	if notify {
+		r.cfg.Notify()
+	}
 }
 
 func (r *Ring) wakeLocked() {
@@ -300,16 +314,16 @@ func (r *Ring) wait(ctx context.Context, cond func() bool) error {
 	for {
 		r.mu.Lock()
 		if !r.running {
-			r.mu.Unlock()
+			r.unlock()
 			return fmt.Errorf("%s: %w", r.name(), ErrShutdown)
 		}
 		r.reapLocked()
 		if cond() {
-			r.mu.Unlock()
+			r.unlock()
 			return nil
 		}
 		if r.cfg.Flags&RingNoInterrupt != 0 {
-			r.mu.Unlock()
+			r.unlock()
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -320,7 +334,7 @@ func (r *Ring) wait(ctx context.Context, cond func() bool) error {
 			r.waitCh = make(chan struct{})
 		}
 		ch := r.waitCh
-		r.mu.Unlock()
+		r.unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -347,7 +361,7 @@ func (r *Ring) Flush(ctx context.Context) error {
 // TxFree returns the number of free TX slots.
 func (r *Ring) TxFree() int {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	if !r.running {
 		return 0
 	}
@@ -359,7 +373,7 @@ func (r *Ring) TxFree() int {
 // TxPost; ErrRingFull if every slot is in flight.
 func (r *Ring) TxSlot() ([]byte, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	if err := r.txReadyLocked(); err != nil {
 		return nil, err
 	}
@@ -391,7 +405,7 @@ func (r *Ring) TxPost(size int, sof, eof uint8) error {
 		return fmt.Errorf("%s: post %d bytes: %w", r.name(), size, ErrInvalid)
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	if err := r.txReadyLocked(); err != nil {
 		return err
 	}
@@ -413,7 +427,7 @@ func (r *Ring) postTxLocked(size int, sof, eof uint8) {
 // front to back and post with TxPostBytes.
 func (r *Ring) TxSlots(dst [][]byte, max int) ([][]byte, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	if err := r.txReadyLocked(); err != nil {
 		return dst, err
 	}
@@ -433,7 +447,7 @@ func (r *Ring) TxPostBytes(n int, sof, eof uint8) error {
 		return fmt.Errorf("%s: post %d bytes: %w", r.name(), n, ErrInvalid)
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	if !r.running {
 		return fmt.Errorf("%s: %w", r.name(), ErrShutdown)
 	}
@@ -497,7 +511,7 @@ func (r *Ring) write(ctx context.Context, p []byte, sof, eof uint8, block bool) 
 // RxReady returns how many completed frames wait to be read.
 func (r *Ring) RxReady() int {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	r.reapLocked()
 	return (r.tail - r.cons + r.size) % r.size
 }
@@ -506,7 +520,7 @@ func (r *Ring) RxReady() int {
 // in place in its slot. It stays valid until released.
 func (r *Ring) RxFrame(i int) (Frame, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	if !r.running {
 		return Frame{}, fmt.Errorf("%s: %w", r.name(), ErrShutdown)
 	}
@@ -520,7 +534,7 @@ func (r *Ring) RxFrame(i int) (Frame, error) {
 // first, in one call (for a vectored read of many slots).
 func (r *Ring) RxFrames(dst []Frame) []Frame {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	if !r.running {
 		return dst
 	}
@@ -546,7 +560,7 @@ func (r *Ring) frameLocked(idx int) Frame {
 // their slots.
 func (r *Ring) RxRelease(n int) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	if !r.running {
 		return fmt.Errorf("%s: %w", r.name(), ErrShutdown)
 	}

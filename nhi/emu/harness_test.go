@@ -36,9 +36,14 @@ type testHost struct {
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func newTestHost(tb testing.TB, name string) *testHost {
+	return newTestHostOn(tb, name, func(d nhi.Device) nhi.Device { return d })
+}
+
+// newTestHostOn is newTestHost with the driver on wrap(the emulated NHI).
+func newTestHostOn(tb testing.TB, name string, wrap func(nhi.Device) nhi.Device) *testHost {
 	h, err := emu.NewHost(emu.Config{Name: name, Logger: quietLogger()})
 	require.NoError(tb, err)
-	n, err := nhi.Probe(h, nhi.Options{Logger: quietLogger()})
+	n, err := nhi.Probe(wrap(h), nhi.Options{Logger: quietLogger()})
 	require.NoError(tb, err)
 	th := &testHost{emu: h, nhi: n, events: make(chan ctl.Packet, 64)}
 	th.ctl, err = n.OpenControl(nhi.ControlConfig{Timeout: 500 * time.Millisecond, Logger: quietLogger(), Handler: func(p ctl.Packet) {
@@ -114,7 +119,11 @@ const (
 )
 
 func newFabric(tb testing.TB, kind string) *fabric {
-	f := &fabric{host1: newTestHost(tb, "host1"), host2: newTestHost(tb, "host2")}
+	return newFabricOf(tb, kind, newTestHost(tb, "host1"), newTestHost(tb, "host2"))
+}
+
+func newFabricOf(tb testing.TB, kind string, host1, host2 *testHost) *fabric {
+	f := &fabric{host1: host1, host2: host2}
 	f.cable1, f.cable2 = connect(tb, kind, f.host1, route1to2, f.host2, route2to1)
 	f.plug1 = waitEvent(tb, f.host1, false)
 	f.plug2 = waitEvent(tb, f.host2, false)
