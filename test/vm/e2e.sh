@@ -134,7 +134,7 @@ step() {
   ) &
   spid=$!
   [ "$STALL" = "$name" ] && (sleep 2; stall_host2) &
-  t0=$(now_cs) last=$(now_cs)
+  t0=$(now_cs) last=$(now_cs) best=0
   stalled=
   while [ ! -e /tmp/step.done ]; do
     sleep 1
@@ -145,7 +145,10 @@ step() {
     fi
     if [ $((t - last)) -ge 1000 ]; then
       last=$t
-      echo "VMPROGRESS $name: $(moved) bytes received, $(secs $((t - t0))) s of $deadline s"
+      # The most seen: a stream removed at the end of the step counts no more.
+      m=$(moved)
+      [ "$m" -gt "$best" ] && best=$m
+      echo "VMPROGRESS $name: $best bytes received, $(secs $((t - t0))) s of $deadline s"
     fi
   done
   t=$(now_cs)
