@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"text/tabwriter"
+	"time"
 
 	"tbstream/cmd/internal/daemon"
 )
@@ -52,6 +54,18 @@ func stacks(w io.Writer, run string, hosts []string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// profile writes a CPU profile of one host's daemon to w.
+func profile(w io.Writer, run string, args []string) error {
+	if len(args) != 2 {
+		return errors.New("usage: tbstream profile HOST SECONDS")
+	}
+	secs, err := strconv.ParseFloat(args[1], 64)
+	if err != nil {
+		return fmt.Errorf("profile: seconds %q: %w", args[1], err)
+	}
+	return daemon.WriteProfile(w, hostDir(run, args[0]), time.Duration(secs*float64(time.Second)))
 }
 
 // list prints every running host of the run root in the spirit of

@@ -6,6 +6,7 @@
 //	                           its devices are /dev/tbstreamX
 //	tbstream list              hosts, services and streams with their counters
 //	tbstream stacks [HOST...]  every goroutine's stack in the hosts' daemons (for bug reports)
+//	tbstream profile HOST SECS a CPU profile of HOST's daemon (pprof format, to stdout)
 //	tbstream daemon FLAGS      one host (what tbstreamd runs)
 //
 // The hosts live under a run root (-run, default /run/tbstream): one run
@@ -38,6 +39,8 @@ commands:
                     /sys/kernel/config and its devices at /dev/tbstreamX
   list              hosts, services and streams with their counters
   stacks [HOST...]  what each host's daemon is doing: every goroutine's stack
+  profile HOST SECS a CPU profile of HOST's daemon over SECS seconds, in
+                    pprof format on standard output (go tool pprof reads it)
   daemon FLAGS      run one host in the foreground (tbstreamd; -h for flags)
 `
 
@@ -70,6 +73,8 @@ func main() {
 		err = list(os.Stdout, *run)
 	case "stacks":
 		err = stacks(os.Stdout, *run, args[1:])
+	case "profile":
+		err = profile(os.Stdout, *run, args[1:])
 	case "daemon":
 		var opts daemon.Options
 		opts, err = daemon.ParseFlags("tbstream daemon", args[1:])

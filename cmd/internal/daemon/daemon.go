@@ -9,7 +9,8 @@
 //	<run>/config       configfs: <run>/config/thunderbolt/stream/...
 //	<run>/dev          FUSE fallback nodes: <run>/dev/tbstreamN
 //	<run>/status.sock  one request line, one answer: "status" (JSON, for
-//	                   `tbstream list`) or "stacks" (every goroutine's stack)
+//	                   `tbstream list`), "stacks" (every goroutine's stack) or
+//	                   "cpuprofile SECONDS" (pprof)
 //	<run>/pid
 package daemon
 
@@ -422,7 +423,7 @@ func (d *Daemon) serveStatus(ctx context.Context) error {
 			d.wg.Add(1)
 			go func() {
 				defer d.wg.Done()
-				d.serveStatusConn(c)
+				d.serveStatusConn(ctx, c)
 			}()
 		}
 	}()
@@ -433,25 +434,55 @@ func (d *Daemon) serveStatus(ctx context.Context) error {
 const (
 	requestStatus = "status" // the Status as JSON
 	requestStacks = "stacks" // every goroutine's stack, as text
+	// requestProfile + " SECONDS": a CPU profile (pprof format) of the
+	// next SECONDS (at most maxProfile).
+	requestProfile = "cpuprofile"
+	maxProfile     = 120 * time.Second
 )
 
 // serveStatusConn answers one request. Each connection has its own
 // goroutine, so a status that waits for a stuck lock cannot keep the
 // stacks request, which takes none, from being answered.
-func (d *Daemon) serveStatusConn(c net.Conn) {
+func (d *Daemon) serveStatusConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	req, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
 		return
 	}
-	switch strings.TrimSpace(req) {
+	req = strings.TrimSpace(req)
+	if arg, ok := strings.CutPrefix(req, requestProfile+" "); ok {
+		d.serveProfile(ctx, c, arg)
+		return
+	}
+	switch req {
 	case requestStatus:
 		json.NewEncoder(c).Encode(d.Status())
 	case requestStacks:
 		fmt.Fprintf(c, "tbstreamd %s (pid %d), %d goroutines\n", d.opts.Name, os.Getpid(), runtime.NumGoroutine())
 		pprof.Lookup("goroutine").WriteTo(c, 2)
 	}
+}
+
+// serveProfile writes a CPU profile of the next seconds to c; with a
+// profile already running (another client), it writes nothing and the
+// client sees an empty answer.
+func (d *Daemon) serveProfile(ctx context.Context, c net.Conn, seconds string) {
+	n, err := strconv.ParseFloat(seconds, 64)
+	dur := time.Duration(n * float64(time.Second))
+	if err != nil || dur <= 0 || dur > maxProfile {
+		return
+	}
+	c.SetDeadline(time.Now().Add(dur + 5*time.Second))
+	if err := pprof.StartCPUProfile(c); err != nil {
+		d.log.Warn("cpu profile refused", "err", err)
+		return
+	}
+	select {
+	case <-time.After(dur):
+	case <-ctx.Done():
+	}
+	pprof.StopCPUProfile()
 }
 
 // ask sends a request to the daemon of run directory run.
@@ -480,6 +511,28 @@ func ReadStatus(run string) (Status, error) {
 		return st, fmt.Errorf("status of tbstreamd at %s: %w", run, err)
 	}
 	return st, nil
+}
+
+// WriteProfile copies a CPU profile (pprof format) of the next dur of the
+// daemon of run directory run to w.
+func WriteProfile(w io.Writer, run string, dur time.Duration) error {
+	if dur <= 0 || dur > maxProfile {
+		return fmt.Errorf("profile of %v: between 0 and %v", dur, maxProfile)
+	}
+	c, err := ask(run, fmt.Sprintf("%s %g", requestProfile, dur.Seconds()))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(dur + 10*time.Second))
+	n, err := io.Copy(w, c)
+	if err == nil && n == 0 {
+		err = errors.New("no profile (one is already running?)")
+	}
+	if err != nil {
+		return fmt.Errorf("cpu profile of tbstreamd at %s: %w", run, err)
+	}
+	return nil
 }
 
 // WriteStacks copies the goroutine stacks of the daemon of run directory

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -64,6 +66,9 @@ func TestStopRemovesEverything(t *testing.T) {
 	require.Contains(t, stacks.String(), "daemon.(*Daemon).serveStatusConn")
 	_, err = ReadStatus(run)
 	require.NoError(t, err, "still serving after the stacks")
+	var prof bytes.Buffer
+	require.NoError(t, WriteProfile(&prof, run, 200*time.Millisecond))
+	require.True(t, bytes.HasPrefix(prof.Bytes(), []byte{0x1f, 0x8b}), "a pprof profile is gzipped protobuf")
 
 	d.Stop()
 	require.False(t, mounted(t, ConfigDir(run)), "configfs unmounted")
