@@ -149,23 +149,11 @@ func (c *ControlChannel) SendFrame(ctx context.Context, t ctl.Type, frame []byte
 	}
 	c.txMu.Lock()
 	defer c.txMu.Unlock()
-	for {
-		slot, err := c.tx.TxSlot()
-		if errors.Is(err, ErrRingFull) {
-			if err = c.tx.WaitTx(ctx); err == nil {
-				continue
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("control send %v: %w", t, err)
-		}
-		copy(slot, frame)
-		if err := c.tx.TxPost(len(frame), uint8(t), uint8(t)); err != nil {
-			return fmt.Errorf("control send %v: %w", t, err)
-		}
-		c.sent.Add(1)
-		return nil
+	if _, err := c.tx.Write(ctx, frame, uint8(t), uint8(t)); err != nil {
+		return fmt.Errorf("control send %v: %w", t, err)
 	}
+	c.sent.Add(1)
+	return nil
 }
 
 // Send encodes and sends p without waiting for a response.

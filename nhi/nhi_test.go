@@ -159,15 +159,12 @@ func TestStartStopRegisters(t *testing.T) {
 			doorbells = append(doorbells, w.v)
 		}
 	}
-	require.Len(t, doorbells, 63, "RX primed with size-1 descriptors, one doorbell each")
-	for i, v := range doorbells {
-		require.Equal(t, uint32(i+1)%64, v)
-	}
+	require.Equal(t, []uint32{63}, doorbells, "RX primed with size-1 descriptors, one doorbell")
 
-	slot, err := tx.TxSlot()
+	runs, err := tx.TxReserve(nil, 1)
 	require.NoError(t, err)
-	copy(slot, "x")
-	require.NoError(t, tx.TxPost(1, 1, 2))
+	copy(runs[0], "x")
+	require.NoError(t, tx.TxCommit(1, 1, 2))
 	w := rec.take()
 	require.Equal(t, regWrite{nhi.TxRingReg(2, nhi.RingIndices), 1 << 16}, w[len(w)-1])
 
@@ -176,9 +173,92 @@ func TestStartStopRegisters(t *testing.T) {
 	require.Zero(t, h.Read32(nhi.TxOptionsReg(2, 0)))
 	require.Zero(t, h.Read32(nhi.RxRingReg(2, nhi.RingSizeReg)))
 	require.Zero(t, h.Read32(nhi.RegRingInterruptBase)&(1<<2|1<<(12+2)))
-	require.ErrorIs(t, tx.TxPost(1, 1, 2), nhi.ErrShutdown)
+	require.ErrorIs(t, tx.TxCommit(1, 1, 2), nhi.ErrShutdown)
+	_, err = tx.TxReserve(nil, 1)
+	require.ErrorIs(t, err, nhi.ErrShutdown)
 	tx.Free()
 	rx.Free()
+}
+
+// txDoorbells returns the TX doorbell values of ring hop among w.
+func txDoorbells(w []regWrite, hop int) []uint32 {
+	var heads []uint32
+	for _, x := range w {
+		if x.off == nhi.TxRingReg(hop, nhi.RingIndices) {
+			heads = append(heads, x.v>>16)
+		}
+	}
+	return heads
+}
+
+func runLens(runs [][]byte) []int {
+	var n []int
+	for _, r := range runs {
+		n = append(n, len(r))
+	}
+	return n
+}
+
+// TestTxBatch: TxReserve hands out the free slots as contiguous runs (two
+// where the ring wraps), TxCommit posts what was filled as full frames and
+// a tail with one doorbell, a partial fill leaves the rest free, and a
+// full ring says so.
+func TestTxBatch(t *testing.T) {
+	n, rec, h := probe(t)
+	// Without E2E and without a path the emulated NHI completes (and
+	// drops, counting) every frame at once: the ring keeps moving.
+	tx, err := n.AllocTxRing(nhi.RingConfig{Hop: 3, Size: 8, Flags: nhi.RingFrame})
+	require.NoError(t, err)
+	require.NoError(t, tx.Start())
+	defer tx.Free()
+	rec.take()
+
+	runs, err := tx.TxReserve(nil, 3)
+	require.NoError(t, err)
+	require.Equal(t, []int{3 * nhi.SlotSize}, runLens(runs), "3 of 7 free slots, one run")
+	require.NoError(t, tx.TxCommit(nhi.SlotSize+10, 1, 2), "a partial fill: two frames")
+	require.Equal(t, []uint32{2}, txDoorbells(rec.take(), 3), "one doorbell for both")
+	require.Eventually(t, func() bool { return tx.TxFree() == 7 }, 5*time.Second, time.Millisecond)
+
+	runs, err = tx.TxReserve(nil, 100)
+	require.NoError(t, err)
+	require.Equal(t, []int{6 * nhi.SlotSize, 1 * nhi.SlotSize}, runLens(runs), "slots 2..7, then 0: the wrap splits the run")
+	for i, run := range runs {
+		for j := range run {
+			run[j] = byte(i + 1)
+		}
+	}
+	require.NoError(t, tx.TxCommit(7*nhi.SlotSize, 1, 2))
+	require.Equal(t, []uint32{1}, txDoorbells(rec.take(), 3), "head wrapped to 1, one doorbell for 7 frames")
+	require.Eventually(t, func() bool { return h.Counters().TxNoPath == 9 }, 5*time.Second, time.Millisecond,
+		"every frame went to the (missing) path")
+	require.EqualValues(t, 9, tx.Stats().Posted)
+
+	require.ErrorIs(t, tx.TxCommit(8*nhi.SlotSize, 1, 2), nhi.ErrRingFull, "more than the ring holds")
+	require.ErrorIs(t, tx.TxCommit(0, 1, 2), nhi.ErrInvalid)
+	_, err = tx.TxReserve(nil, 0)
+	require.ErrorIs(t, err, nhi.ErrInvalid)
+}
+
+// TestTxBatchRingFull: with E2E and no path frames wait; the ring fills
+// and TxReserve, TxCommit and a non-blocking look say so.
+func TestTxBatchRingFull(t *testing.T) {
+	n, _, _ := probe(t)
+	tx, err := n.AllocTxRing(nhi.RingConfig{Hop: 3, Size: 4, Flags: nhi.RingFrame | nhi.RingE2E})
+	require.NoError(t, err)
+	require.NoError(t, tx.Start())
+	defer tx.Free()
+	runs, err := tx.TxReserve(nil, 10)
+	require.NoError(t, err)
+	require.Equal(t, []int{3 * nhi.SlotSize}, runLens(runs))
+	require.NoError(t, tx.TxCommit(3*nhi.SlotSize, 1, 2))
+	require.Zero(t, tx.TxFree())
+	_, err = tx.TxReserve(nil, 1)
+	require.ErrorIs(t, err, nhi.ErrRingFull)
+	require.ErrorIs(t, tx.TxCommit(1, 1, 2), nhi.ErrRingFull)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, tx.WaitTx(ctx), context.DeadlineExceeded)
 }
 
 // TestRawRingLimits: a raw ring programs frame size 256 and refuses bigger
@@ -193,7 +273,9 @@ func TestRawRingLimits(t *testing.T) {
 	tx, err := n.AllocTxRing(nhi.RingConfig{Hop: 4, Size: 8, Flags: nhi.RingNoInterrupt})
 	require.NoError(t, err)
 	require.NoError(t, tx.Start())
-	require.ErrorIs(t, tx.TxPost(257, 1, 1), nhi.ErrInvalid)
+	require.ErrorIs(t, tx.TxCommit(257, 1, 1), nhi.ErrInvalid)
+	_, err = tx.Write(context.Background(), make([]byte, 257), 1, 1)
+	require.ErrorIs(t, err, nhi.ErrInvalid)
 	require.Zero(t, h.Read32(nhi.RegRingInterruptBase)&(1<<4), "busy-poll ring has no interrupt")
 	tx.Free()
 	rx.Free()

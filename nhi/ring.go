@@ -53,9 +53,11 @@ type RingStats struct {
 }
 
 // Ring is one TX or RX ring with its zero-copy slots: one contiguous DMA
-// buffer of Size × 4 KiB, descriptor i always using slot i. TX callers fill
-// the slot TxSlot returns and post it with TxPost; RX callers read completed
-// frames in place (RxFrame) and hand slots back with RxRelease.
+// buffer of Size × 4 KiB, descriptor i always using slot i. The data path
+// works in batches: TX callers reserve free slots (TxReserve), fill them in
+// place and post what they filled with one doorbell (TxCommit); RX callers
+// gather completed frames in place, adjacent slots merged into one slice
+// (RxGather), and hand the slots back with one doorbell (RxRelease).
 //
 // A Ring is safe for concurrent use, but frames are ordered: one producer
 // (TX) or one consumer (RX) at a time is the intended use.
@@ -70,6 +72,13 @@ type Ring struct {
 	slotIOVA         uint64
 	vector           int  // under NHI.mu; -1 without interrupts
 	ownVector        bool // throttling applies only to an unshared vector
+
+	// db serializes the doorbell writes of posting (TxCommit, RxRelease),
+	// which happen after mu is released: the emulated NHI may run its DMA
+	// on the doorbell write, and completions must be reaped meanwhile.
+	// Taking db first and reading head under mu keeps doorbells in order.
+	// Acquire before NHI.mu and mu.
+	db sync.Mutex
 
 	// mu protects the fields below. Acquire after NHI.mu.
 	mu         sync.Mutex
@@ -129,6 +138,22 @@ func (r *Ring) SetThrottling(ns uint32) error {
 // Start programs and enables the ring (tb_ring_start). An RX ring then posts
 // all Size-1 slots, so it is primed before any path delivers to it.
 func (r *Ring) Start() error {
+	r.db.Lock()
+	defer r.db.Unlock()
+	if err := r.program(); err != nil {
+		return err
+	}
+	if r.rx {
+		// The doorbell goes after the locks: an emulated NHI may send the
+		// credits it grants for the new slots at once.
+		r.doorbell(r.size - 1)
+	}
+	return nil
+}
+
+// program is Start under NHI.mu and mu: registers, interrupts, and for an
+// RX ring every slot but one posted.
+func (r *Ring) program() error {
 	n := r.nhi
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -184,19 +209,30 @@ func (r *Ring) Start() error {
 	return nil
 }
 
-// postRxLocked posts the slot at head to the NHI and rings the RX doorbell
-// (head in the low 16 bits, the read-only tail half written as zero).
+// postRxLocked posts the slot at head (the doorbell is rung apart).
 func (r *Ring) postRxLocked() {
 	StoreDesc(r.desc, r.head, r.slotIOVA+uint64(r.head*SlotSize), ControlWord(0, 0, 0, r.descFlags()))
 	r.head = (r.head + 1) % r.size
 	r.stats.Posted++
-	r.nhi.dev.Write32(RxRingReg(r.hop, RingIndices), uint32(r.head))
+}
+
+// doorbell tells the NHI the new head: RX in the low 16 bits, TX in the
+// high ones (the read-only tail half written as zero). Called with db
+// held.
+func (r *Ring) doorbell(head int) {
+	if r.rx {
+		r.nhi.dev.Write32(RxRingReg(r.hop, RingIndices), uint32(head))
+	} else {
+		r.nhi.dev.Write32(TxRingReg(r.hop, RingIndices), uint32(head)<<RingTxHeadShift)
+	}
 }
 
 // Stop disables the ring (tb_ring_stop): interrupts off, registers zeroed,
 // indices reset. Frames posted but not completed are canceled; completed RX
 // frames not yet released are dropped. It returns how many were canceled.
 func (r *Ring) Stop() int {
+	r.db.Lock()
+	defer r.db.Unlock()
 	n := r.nhi
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -369,17 +405,6 @@ func (r *Ring) TxFree() int {
 	return r.size - 1 - r.inFlightLocked()
 }
 
-// TxSlot returns the 4 KiB buffer of the next free TX slot to fill before
-// TxPost; ErrRingFull if every slot is in flight.
-func (r *Ring) TxSlot() ([]byte, error) {
-	r.mu.Lock()
-	defer r.unlock()
-	if err := r.txReadyLocked(); err != nil {
-		return nil, err
-	}
-	return r.Slot(r.head), nil
-}
-
 func (r *Ring) txReadyLocked() error {
 	if !r.running {
 		return fmt.Errorf("%s: %w", r.name(), ErrShutdown)
@@ -393,71 +418,63 @@ func (r *Ring) txReadyLocked() error {
 	return nil
 }
 
-// TxPost posts the slot TxSlot returned, holding size bytes (1..4096, raw
-// rings 1..256), with the given SOF and EOF PDFs, and rings the TX
-// doorbell.
-func (r *Ring) TxPost(size int, sof, eof uint8) error {
-	max := MaxFrameSize
-	if r.cfg.Flags&RingFrame == 0 {
-		max = FrameSize
+// TxReserve appends to dst the free TX slots, at most maxFrames of them, in
+// posting order: at most two runs of contiguous slot memory (the end of the
+// ring splits them), each a multiple of SlotSize long. Fill them front to
+// back and post what was filled with TxCommit; nothing is posted before.
+// ErrRingFull when no slot is free.
+func (r *Ring) TxReserve(dst [][]byte, maxFrames int) ([][]byte, error) {
+	if r.rx || maxFrames < 1 {
+		return dst, fmt.Errorf("%s: reserve %d frames: %w", r.name(), maxFrames, ErrInvalid)
 	}
-	if r.rx || size < 1 || size > max {
-		return fmt.Errorf("%s: post %d bytes: %w", r.name(), size, ErrInvalid)
-	}
-	r.mu.Lock()
-	defer r.unlock()
-	if err := r.txReadyLocked(); err != nil {
-		return err
-	}
-	r.postTxLocked(size, sof, eof)
-	return nil
-}
-
-// postTxLocked posts the slot at head and rings the TX doorbell (head<<16,
-// the read-only tail half written as zero).
-func (r *Ring) postTxLocked(size int, sof, eof uint8) {
-	StoreDesc(r.desc, r.head, r.slotIOVA+uint64(r.head*SlotSize), ControlWord(size, sof, eof, r.descFlags()))
-	r.head = (r.head + 1) % r.size
-	r.stats.Posted++
-	r.nhi.dev.Write32(TxRingReg(r.hop, RingIndices), uint32(r.head)<<RingTxHeadShift)
-}
-
-// TxSlots appends to dst the buffers of up to max free TX slots in
-// posting order, for a vectored read straight into DMA memory; fill them
-// front to back and post with TxPostBytes.
-func (r *Ring) TxSlots(dst [][]byte, max int) ([][]byte, error) {
 	r.mu.Lock()
 	defer r.unlock()
 	if err := r.txReadyLocked(); err != nil {
 		return dst, err
 	}
-	free := r.size - 1 - r.inFlightLocked()
-	for i := range min(free, max) {
-		dst = append(dst, r.Slot((r.head+i)%r.size))
+	free := min(r.size-1-r.inFlightLocked(), maxFrames)
+	first := min(free, r.size-r.head)
+	end := (r.head + first) * SlotSize
+	dst = append(dst, r.slots[r.head*SlotSize:end:end])
+	if rest := free - first; rest > 0 {
+		dst = append(dst, r.slots[:rest*SlotSize:rest*SlotSize])
 	}
 	return dst, nil
 }
 
-// TxPostBytes posts n bytes that fill the slots TxSlots returned, front to
-// back, as ⌈n/4096⌉ frames: full frames, then the tail. Each descriptor
-// gets its own doorbell.
-func (r *Ring) TxPostBytes(n int, sof, eof uint8) error {
-	frames := (n + SlotSize - 1) / SlotSize
-	if r.rx || n < 1 || r.cfg.Flags&RingFrame == 0 {
+// TxCommit posts n bytes that fill the slots TxReserve returned, front to
+// back: in frame mode as ⌈n/4096⌉ frames (full ones, then the tail), on a
+// raw ring as one frame of at most 256 bytes; every frame carries the PDFs
+// sof and eof. One doorbell announces them all.
+func (r *Ring) TxCommit(n int, sof, eof uint8) error {
+	frames, max := (n+SlotSize-1)/SlotSize, MaxFrameSize
+	if r.cfg.Flags&RingFrame == 0 {
+		frames, max = 1, FrameSize
+	}
+	if r.rx || n < 1 || (frames == 1 && n > max) {
 		return fmt.Errorf("%s: post %d bytes: %w", r.name(), n, ErrInvalid)
 	}
+	r.db.Lock()
+	defer r.db.Unlock()
 	r.mu.Lock()
-	defer r.unlock()
 	if !r.running {
+		r.unlock()
 		return fmt.Errorf("%s: %w", r.name(), ErrShutdown)
 	}
 	r.reapLocked()
 	if frames > r.size-1-r.inFlightLocked() {
+		r.unlock()
 		return fmt.Errorf("%s: post %d frames: %w", r.name(), frames, ErrRingFull)
 	}
 	for ; n > 0; n -= SlotSize {
-		r.postTxLocked(min(n, SlotSize), sof, eof)
+		size := min(n, SlotSize)
+		StoreDesc(r.desc, r.head, r.slotIOVA+uint64(r.head*SlotSize), ControlWord(size, sof, eof, r.descFlags()))
+		r.head = (r.head + 1) % r.size
+		r.stats.Posted++
 	}
+	head := r.head
+	r.unlock()
+	r.doorbell(head)
 	return nil
 }
 
@@ -466,30 +483,20 @@ func (r *Ring) WaitTx(ctx context.Context) error {
 	return r.wait(ctx, func() bool { return r.inFlightLocked() < r.size-1 })
 }
 
-// Write copies p into TX slots as ⌈len(p)/4096⌉ frames with the given PDFs,
-// waiting for free slots. It returns the bytes queued; on error some may
-// have been queued.
+// Write copies p into TX slots with the given PDFs, waiting for free slots
+// as it goes (in frame mode ⌈len(p)/4096⌉ frames; a raw ring takes one
+// frame of at most 256 bytes). It returns the bytes posted; on error some
+// may have been posted.
 func (r *Ring) Write(ctx context.Context, p []byte, sof, eof uint8) (int, error) {
-	return r.write(ctx, p, sof, eof, true)
-}
-
-// TryWrite is Write without waiting: it queues what fits (a short write)
-// and returns ErrRingFull only if nothing fit.
-func (r *Ring) TryWrite(p []byte, sof, eof uint8) (int, error) {
-	return r.write(context.Background(), p, sof, eof, false)
-}
-
-func (r *Ring) write(ctx context.Context, p []byte, sof, eof uint8, block bool) (int, error) {
+	if r.cfg.Flags&RingFrame == 0 && len(p) > FrameSize {
+		return 0, fmt.Errorf("%s: write %d bytes: %w", r.name(), len(p), ErrInvalid)
+	}
+	var runs [][]byte
 	done := 0
 	for done < len(p) {
-		slot, err := r.TxSlot()
+		var err error
+		runs, err = r.TxReserve(runs[:0], (len(p)-done+SlotSize-1)/SlotSize)
 		if errors.Is(err, ErrRingFull) {
-			if !block {
-				if done > 0 {
-					return done, nil
-				}
-				return 0, err
-			}
 			if err = r.WaitTx(ctx); err == nil {
 				continue
 			}
@@ -497,8 +504,11 @@ func (r *Ring) write(ctx context.Context, p []byte, sof, eof uint8, block bool) 
 		if err != nil {
 			return done, err
 		}
-		n := copy(slot, p[done:])
-		if err := r.TxPost(n, sof, eof); err != nil {
+		n := 0
+		for _, run := range runs {
+			n += copy(run, p[done+n:])
+		}
+		if err := r.TxCommit(n, sof, eof); err != nil {
 			return done, err
 		}
 		done += n
@@ -516,22 +526,8 @@ func (r *Ring) RxReady() int {
 	return (r.tail - r.cons + r.size) % r.size
 }
 
-// RxFrame returns the i-th completed, unreleased frame (0 is the oldest),
-// in place in its slot. It stays valid until released.
-func (r *Ring) RxFrame(i int) (Frame, error) {
-	r.mu.Lock()
-	defer r.unlock()
-	if !r.running {
-		return Frame{}, fmt.Errorf("%s: %w", r.name(), ErrShutdown)
-	}
-	if i < 0 || i >= (r.tail-r.cons+r.size)%r.size {
-		return Frame{}, fmt.Errorf("%s: frame %d not ready: %w", r.name(), i, ErrInvalid)
-	}
-	return r.frameLocked((r.cons + i) % r.size), nil
-}
-
 // RxFrames appends every completed, unreleased frame to dst, oldest
-// first, in one call (for a vectored read of many slots).
+// first, in place in its slot (valid until released).
 func (r *Ring) RxFrames(dst []Frame) []Frame {
 	r.mu.Lock()
 	defer r.unlock()
@@ -556,25 +552,96 @@ func (r *Ring) frameLocked(idx int) Frame {
 	}
 }
 
-// RxRelease gives the n oldest completed frames back to the NHI, re-posting
-// their slots.
-func (r *Ring) RxRelease(n int) error {
+// RxGathered is what RxGather found.
+type RxGathered struct {
+	// Runs hold the data in place in the slots, oldest first; the data of
+	// adjacent slots shares one run when the earlier frame is full.
+	Runs  [][]byte
+	Bytes int
+	// Frames were taken whole: release them (RxRelease) when the data is
+	// used. Offset bytes were taken of the frame after them, which stays.
+	Frames, Offset int
+	// Flagged counts the frames taken that the NHI flagged
+	// (DescFlagCRCError, DescFlagBufferOverrun); their data is in Runs.
+	Flagged int
+	// Stopped: the next frame has an EOF PDF in stopEOF; it was not taken.
+	Stopped bool
+}
+
+// RxGather collects up to max bytes of the completed frames in place,
+// oldest first, starting offset bytes into the oldest (what an earlier
+// gather took of it), in at most maxRuns runs (0: any number). It stops at
+// a frame whose EOF PDF is a bit of stopEOF, at max bytes or when another
+// run would exceed maxRuns. Nothing is released.
+func (r *Ring) RxGather(dst [][]byte, offset, max, maxRuns int, stopEOF uint16) RxGathered {
+	g := RxGathered{Runs: dst}
 	r.mu.Lock()
 	defer r.unlock()
 	if !r.running {
+		return g
+	}
+	r.reapLocked()
+	runStart, runEnd := -1, -1 // byte offsets in slots of the last run
+	for idx := r.cons; idx != r.tail && g.Bytes < max; idx = (idx + 1) % r.size {
+		w := LoadDescControl(r.desc, idx)
+		if stopEOF>>(ControlEOF(w)&0xf)&1 != 0 {
+			g.Stopped = true
+			break
+		}
+		size, off := ControlSize(w), 0
+		if idx == r.cons {
+			off = offset
+		}
+		take := min(size-off, max-g.Bytes)
+		start := idx*SlotSize + off
+		switch {
+		case start == runEnd:
+			runEnd += take
+			g.Runs[len(g.Runs)-1] = r.slots[runStart:runEnd:runEnd]
+		case maxRuns > 0 && len(g.Runs)-len(dst) == maxRuns:
+			return g
+		default:
+			runStart, runEnd = start, start+take
+			g.Runs = append(g.Runs, r.slots[runStart:runEnd:runEnd])
+		}
+		g.Bytes += take
+		if w&(DescFlagCRCError|DescFlagBufferOverrun) != 0 {
+			g.Flagged++
+		}
+		if off+take < size {
+			g.Offset = off + take
+			break
+		}
+		g.Frames++
+		if size < SlotSize {
+			runEnd = -1 // the next slot's data does not follow this one's
+		}
+	}
+	return g
+}
+
+// RxRelease gives the n oldest completed frames back to the NHI, re-posting
+// their slots with one doorbell.
+func (r *Ring) RxRelease(n int) error {
+	r.db.Lock()
+	defer r.db.Unlock()
+	r.mu.Lock()
+	if !r.running {
+		r.unlock()
 		return fmt.Errorf("%s: %w", r.name(), ErrShutdown)
 	}
 	if n < 0 || n > (r.tail-r.cons+r.size)%r.size {
+		r.unlock()
 		return fmt.Errorf("%s: release %d frames: %w", r.name(), n, ErrInvalid)
 	}
 	for range n {
 		r.cons = (r.cons + 1) % r.size
 		r.postRxLocked()
 	}
+	head := r.head
+	r.unlock()
+	if n > 0 {
+		r.doorbell(head)
+	}
 	return nil
-}
-
-// WaitRx blocks until a completed frame is ready.
-func (r *Ring) WaitRx(ctx context.Context) error {
-	return r.wait(ctx, func() bool { return r.tail != r.cons })
 }

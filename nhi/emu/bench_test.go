@@ -94,23 +94,24 @@ func transfer(tb testing.TB, s1, s2 *stream, src, dst []byte, frames int, endToE
 	go func() {
 		off := 0
 		for i := range frames {
-			slot, err := s1.tx.TxSlot()
+			runs, err := s1.tx.TxReserve(nil, 1)
 			if errors.Is(err, nhi.ErrRingFull) {
 				if err = s1.tx.WaitTx(ctx); err == nil {
-					slot, err = s1.tx.TxSlot()
+					runs, err = s1.tx.TxReserve(nil, 1)
 				}
 			}
 			if err != nil {
 				errc <- err
 				return
 			}
+			slot := runs[0]
 			if endToEnd {
 				copy(slot, src[off:off+nhi.SlotSize])
 				off = (off + nhi.SlotSize) % len(src)
 			} else {
 				slot[0] = byte(i)
 			}
-			if err := s1.tx.TxPost(nhi.SlotSize, pdfFrameStart, pdfData); err != nil {
+			if err := s1.tx.TxCommit(nhi.SlotSize, pdfFrameStart, pdfData); err != nil {
 				errc <- err
 				return
 			}
@@ -120,7 +121,7 @@ func transfer(tb testing.TB, s1, s2 *stream, src, dst []byte, frames int, endToE
 	off := 0
 	var ready []nhi.Frame
 	for got := 0; got < frames; {
-		if err := s2.rx.WaitRx(ctx); err != nil {
+		if err := s2.waitRx(ctx); err != nil {
 			tb.Fatal(err)
 		}
 		ready = s2.rx.RxFrames(ready[:0])

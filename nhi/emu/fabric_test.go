@@ -192,7 +192,7 @@ func TestStopCancelsInFlight(t *testing.T) {
 			// host2 has no RX path yet: no credits, the frames stay in flight.
 			require.Equal(t, 5, s1.tx.Stop())
 			require.Equal(t, uint64(5), s1.tx.Stats().Canceled)
-			require.ErrorIs(t, s1.tx.TxPost(1, pdfFrameStart, pdfData), nhi.ErrShutdown)
+			require.ErrorIs(t, s1.tx.TxCommit(1, pdfFrameStart, pdfData), nhi.ErrShutdown)
 			_, err := s1.tx.Write(ctx, []byte{1}, pdfFrameStart, pdfData)
 			require.ErrorIs(t, err, nhi.ErrShutdown)
 
@@ -364,23 +364,21 @@ func TestReceiverChecksCRC(t *testing.T) {
 	require.Equal(t, uint64(1), th.ctl.Stats().Received)
 }
 
-// TestVectoredTxSlots: a payload filled into several slots at once (as a
-// readv into DMA memory would) is posted as full frames plus the tail.
+// TestVectoredTxSlots: a payload filled into several reserved slots at
+// once (as a readv into DMA memory would) is posted as full frames plus
+// the tail.
 func TestVectoredTxSlots(t *testing.T) {
 	f := newFabric(t, "inproc")
 	s1 := openStream(t, f.host1, lane1, 8, 8, streamOpts{size: 32})
 	s2 := openStream(t, f.host2, lane2, 8, 8, streamOpts{size: 32})
 	payload := pattern(make([]byte, 3*nhi.MaxFrameSize+5), 3)
-	slots, err := s1.tx.TxSlots(nil, 8)
+	runs, err := s1.tx.TxReserve(nil, 8)
 	require.NoError(t, err)
-	require.Len(t, slots, 8)
-	rest := payload
-	for _, s := range slots {
-		rest = rest[copy(s, rest):]
-	}
-	require.Empty(t, rest)
-	require.ErrorIs(t, s1.tx.TxPostBytes(32*nhi.MaxFrameSize, pdfFrameStart, pdfData), nhi.ErrRingFull)
-	require.NoError(t, s1.tx.TxPostBytes(len(payload), pdfFrameStart, pdfData))
+	require.Len(t, runs, 1)
+	require.Len(t, runs[0], 8*nhi.SlotSize)
+	require.Equal(t, len(payload), copy(runs[0], payload))
+	require.ErrorIs(t, s1.tx.TxCommit(32*nhi.MaxFrameSize, pdfFrameStart, pdfData), nhi.ErrRingFull)
+	require.NoError(t, s1.tx.TxCommit(len(payload), pdfFrameStart, pdfData))
 	var got []byte
 	for _, want := range []int{4096, 4096, 4096, 5} {
 		_, data := readFrame(t, s2.rx, waitLong)
@@ -420,4 +418,76 @@ func TestPlugEventReplayed(t *testing.T) {
 	case <-time.After(waitLong):
 		t.Fatal("no plug event")
 	}
+}
+
+// TestRxGatherRuns: completed frames come out in place, adjacent slots
+// merged into one run while the earlier frame is full; a short frame, the
+// ring's end and maxRuns start or stop a run; an offset and a byte limit
+// cut inside a frame; a frame with a stop PDF ends the gather untaken;
+// RxRelease hands back the oldest frames.
+func TestRxGatherRuns(t *testing.T) {
+	f := newFabric(t, "inproc")
+	const size = 8 // 7 slots
+	s1 := openStream(t, f.host1, lane1, 8, 8, streamOpts{size: size})
+	s2 := openStream(t, f.host2, lane2, 8, 8, streamOpts{size: size})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	send := func(n, seed int, eof uint8) []byte {
+		b := pattern(make([]byte, n), seed)
+		_, err := s1.tx.Write(ctx, b, pdfFrameStart, eof)
+		require.NoError(t, err)
+		return b
+	}
+	waitFrames := func(n int) {
+		require.Eventually(t, func() bool { return s2.rx.RxReady() == n }, waitLong, time.Millisecond)
+	}
+	joined := func(runs [][]byte) []byte { return bytes.Join(runs, nil) }
+	const dataEOF, closeEOF = 1 << pdfData, 1 << pdfClose
+
+	a, b, c := send(4096, 1, pdfData), send(4096, 2, pdfData), send(100, 3, pdfData)
+	d, e := send(4096, 4, pdfData), send(50, 5, pdfData)
+	send(256, 6, pdfClose)
+	waitFrames(6)
+
+	g := s2.rx.RxGather(nil, 0, 1<<20, 0, closeEOF)
+	require.Equal(t, []int{4096 + 4096 + 100, 4096 + 50}, lens(g.Runs), "a short frame ends a run")
+	require.Equal(t, bytes.Join([][]byte{a, b, c, d, e}, nil), joined(g.Runs))
+	require.Equal(t, 5, g.Frames)
+	require.True(t, g.Stopped, "stops before the CLOSE frame")
+
+	g = s2.rx.RxGather(nil, 0, 1<<20, 1, closeEOF)
+	require.Equal(t, []int{4096 + 4096 + 100}, lens(g.Runs), "one run at most")
+	require.Equal(t, 3, g.Frames)
+	require.False(t, g.Stopped)
+
+	g = s2.rx.RxGather(nil, 10, 5000, 0, closeEOF)
+	require.Equal(t, append(a[10:], b[:5000-4086]...), joined(g.Runs), "offset into the first, limit in the second")
+	require.Equal(t, 1, g.Frames)
+	require.Equal(t, 5000-4086, g.Offset)
+
+	require.NoError(t, s2.rx.RxRelease(5))
+	g = s2.rx.RxGather(nil, 0, 1<<20, 0, closeEOF)
+	require.Zero(t, g.Bytes)
+	require.True(t, g.Stopped, "only the CLOSE frame is left")
+	g = s2.rx.RxGather(nil, 0, 1<<20, 0, 0)
+	require.Equal(t, 256, g.Bytes, "without a stop PDF the CLOSE frame is data like any")
+	require.ErrorIs(t, s2.rx.RxRelease(2), nhi.ErrInvalid, "one frame is ready")
+	require.NoError(t, s2.rx.RxRelease(1))
+
+	// Slots 6, 7, 0, 1 now: the ring's end splits the run.
+	w1, w2, w3 := send(4096, 7, pdfData), send(4096, 8, pdfData), send(4096, 9, pdfData)
+	waitFrames(3)
+	g = s2.rx.RxGather(nil, 0, 1<<20, 0, closeEOF)
+	require.Equal(t, []int{2 * 4096, 4096}, lens(g.Runs))
+	require.Equal(t, bytes.Join([][]byte{w1, w2, w3}, nil), joined(g.Runs))
+	require.NoError(t, s2.rx.RxRelease(g.Frames))
+	require.Zero(t, s2.rx.RxReady())
+}
+
+func lens(runs [][]byte) []int {
+	var n []int
+	for _, r := range runs {
+		n = append(n, len(r))
+	}
+	return n
 }

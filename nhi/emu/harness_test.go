@@ -163,6 +163,19 @@ func clearPath(tb testing.TB, th *testHost, in uint8, inHop int) {
 // stream is a TX/RX ring pair as USB4STREAM sets it up.
 type stream struct {
 	tx, rx *nhi.Ring
+	rxSig  chan struct{} // the RX ring's Notify: frames may be ready
+}
+
+// waitRx blocks until s's RX ring has a completed frame or ctx ends.
+func (s *stream) waitRx(ctx context.Context) error {
+	for s.rx.RxReady() == 0 {
+		select {
+		case <-s.rxSig:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 type streamOpts struct {
@@ -183,8 +196,15 @@ func openStream(tb testing.TB, th *testHost, lane uint8, inHop, outHop int, o st
 	flags := nhi.RingFrame | nhi.RingE2E | o.flags
 	tx, err := th.nhi.AllocTxRing(nhi.RingConfig{Hop: -1, Size: o.size, Flags: flags})
 	require.NoError(tb, err)
+	rxSig := make(chan struct{}, 1)
 	rx, err := th.nhi.AllocRxRing(nhi.RingConfig{Hop: -1, Size: o.size, Flags: flags, E2ETxHop: tx.Hop(),
-		SOFMask: 1 << pdfFrameStart, EOFMask: 1<<pdfData | 1<<pdfClose})
+		SOFMask: 1 << pdfFrameStart, EOFMask: 1<<pdfData | 1<<pdfClose,
+		Notify: func() {
+			select {
+			case rxSig <- struct{}{}:
+			default:
+			}
+		}})
 	require.NoError(tb, err)
 	require.NoError(tb, tx.SetThrottling(o.throttle))
 	require.NoError(tb, rx.SetThrottling(o.throttle))
@@ -197,7 +217,7 @@ func openStream(tb testing.TB, th *testHost, lane uint8, inHop, outHop int, o st
 		writePath(tb, th, nhiAdapter, tx.Hop(), lane, outHop)
 	}
 	tb.Cleanup(func() { tx.Free(); rx.Free() })
-	return &stream{tx: tx, rx: rx}
+	return &stream{tx: tx, rx: rx, rxSig: rxSig}
 }
 
 // readFrame waits for one frame, copies it out and releases its slot.
@@ -205,12 +225,24 @@ func readFrame(tb testing.TB, r *nhi.Ring, timeout time.Duration) (nhi.Frame, []
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	require.NoError(tb, r.WaitRx(ctx))
-	f, err := r.RxFrame(0)
-	require.NoError(tb, err)
+	require.NoError(tb, waitRx(ctx, r))
+	f := r.RxFrames(nil)[0]
 	data := append([]byte(nil), f.Data...)
 	require.NoError(tb, r.RxRelease(1))
 	return f, data
+}
+
+// waitRx polls r until a frame is ready or ctx ends (for rings without a
+// Notify channel to wait on).
+func waitRx(ctx context.Context, r *nhi.Ring) error {
+	for r.RxReady() == 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Microsecond):
+		}
+	}
+	return nil
 }
 
 // pattern fills b with bytes derived from seed.

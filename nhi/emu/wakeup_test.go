@@ -90,7 +90,7 @@ func TestReapByLookingWakesWaiters(t *testing.T) {
 	defer cancel()
 	frame := make([]byte, 100)
 	for range size - 1 {
-		_, err := s1.tx.TryWrite(frame, pdfFrameStart, pdfData)
+		_, err := s1.tx.Write(ctx, frame, pdfFrameStart, pdfData)
 		require.NoError(t, err)
 	}
 	require.Zero(t, s1.tx.TxFree())
