@@ -119,6 +119,11 @@ type ReadRequest struct {
 	// Flags are the file's current f_flags; O_NONBLOCK is honoured per
 	// request because fcntl(F_SETFL) is not announced to the server.
 	Flags uint32
+	// MaxSlices, when not 0, bounds the slices of the ReadResult: the
+	// FUSE fallback asks for 1, since go-fuse replies from one buffer and
+	// would otherwise copy. A short read is fine for a stream; a device
+	// that returns more slices is served by a copy.
+	MaxSlices int
 }
 
 // Nonblock reports whether this request must not block.

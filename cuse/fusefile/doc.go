@@ -5,7 +5,8 @@
 //
 // Files are opened with FOPEN_DIRECT_IO|FOPEN_NONSEEKABLE|FOPEN_STREAM, so
 // every read(2) and write(2) reaches the device (no page cache, no
-// offsets), split into requests of at most Options.MaxWrite bytes.
+// offsets), split into requests of at most Options.MaxWrite bytes (1 MiB
+// by default, FUSE's most: eight times what CUSE allows).
 //
 // Differences from CUSE, all forced by go-fuse or FUSE:
 //
@@ -16,8 +17,9 @@
 //     as if the file were in blocking mode (except the continuation
 //     requests of one large read(2), see Read). Wakers are no-ops.
 //   - No zero-copy WRITE: go-fuse owns the request buffers, so a
-//     WriteBufferer is not asked; READ replies still go out from the
-//     device's slices when there is one slice.
+//     WriteBufferer is not asked. READ replies go out from the device's
+//     memory without a copy: reads ask for one slice (MaxSlices 1), since
+//     go-fuse writes a reply from one buffer.
 //   - A READ reply whose delivery fails cannot be detected: Done is always
 //     called with delivered true.
 //   - Opens also see FLUSH (answered 0) and size-0 SETATTR from O_TRUNC

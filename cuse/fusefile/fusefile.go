@@ -23,10 +23,16 @@ type File struct {
 	UID, GID uint32
 }
 
+// MaxIO is the largest request FUSE takes: 256 pages (the kernel's
+// FUSE_MAX_MAX_PAGES), which go-fuse asks for with max_pages when MaxWrite
+// is above 128 KiB. CUSE cannot raise its 128 KiB (cuse.DefaultMaxIO).
+const MaxIO = 1 << 20
+
 // Options configure the mount.
 type Options struct {
-	// MaxWrite bounds one request (default cuse.DefaultMaxIO, as CUSE; FUSE
-	// allows up to 1 MiB, which makes the fallback faster than CUSE).
+	// MaxWrite bounds one READ or WRITE request (default MaxIO; at most
+	// MaxIO). Fewer, larger requests are what makes a FUSE file fast: each
+	// costs a round trip through the kernel.
 	MaxWrite int
 	// Name is the file system type suffix (fuse.NAME) and source (default
 	// "tbstream").
@@ -43,8 +49,8 @@ func Mount(dir string, files map[string]File, opts Options) (*fuse.Server, error
 }
 
 func mount(dir string, root *rootNode, opts Options) (*fuse.Server, error) {
-	if opts.MaxWrite == 0 {
-		opts.MaxWrite = cuse.DefaultMaxIO
+	if opts.MaxWrite <= 0 || opts.MaxWrite > MaxIO {
+		opts.MaxWrite = MaxIO
 	}
 	if opts.Name == "" {
 		opts.Name = "tbstream"
@@ -161,7 +167,7 @@ func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	if off > 0 {
 		flags = syscall.O_NONBLOCK
 	}
-	res, err := f.h.Read(ctx, &cuse.ReadRequest{Caller: callerOf(ctx), Size: len(dest), Flags: flags})
+	res, err := f.h.Read(ctx, &cuse.ReadRequest{Caller: callerOf(ctx), Size: len(dest), Flags: flags, MaxSlices: 1})
 	if err != nil {
 		if res.Done != nil {
 			res.Done(false)
@@ -187,8 +193,9 @@ func (f *fileHandle) Release(ctx context.Context) syscall.Errno {
 	return 0
 }
 
-// readResult hands the device's slices to go-fuse: one slice goes out as
-// is, several are gathered into go-fuse's buffer.
+// readResult hands the device's slices to go-fuse: one slice (what the
+// request asked for) goes out as is, without a copy; several, from a device
+// that ignores MaxSlices, are gathered into go-fuse's buffer.
 type readResult struct {
 	res cuse.ReadResult
 }

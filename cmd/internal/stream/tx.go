@@ -1,0 +1,82 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"syscall"
+
+	"tbstream/cuse"
+	"tbstream/nhi"
+)
+
+// Write queues the payload as frames of up to 4096 bytes (SOF FRAME_START,
+// EOF DATA) in one batch: it waits for a first free slot (EAGAIN with
+// O_NONBLOCK), reserves the free slots the payload needs, copies the
+// payload into them and posts them with one doorbell. What does not fit is
+// a short write, as Linux 7.3.
+func (h *handle) Write(ctx context.Context, req *cuse.WriteRequest) (int, error) {
+	st, d := h.st, h.d
+	busy, err := h.check(true)
+	if err != nil {
+		return 0, err
+	}
+	if err := acquire(ctx, d.writeSem, req.Nonblock()); err != nil {
+		return 0, err
+	}
+	defer func() { <-d.writeSem }()
+	for {
+		ch := st.waitChan()
+		if _, err := h.check(true); err != nil {
+			return 0, err
+		}
+		if d.tx.TxFree() > 0 {
+			break
+		}
+		if req.Nonblock() {
+			return 0, syscall.EAGAIN
+		}
+		if err := st.wait(ctx, ch, d, busy); err != nil {
+			return 0, err
+		}
+	}
+	size := 0
+	for _, b := range req.Data {
+		size += len(b)
+	}
+	if size == 0 {
+		return 0, nil
+	}
+	runs, err := d.tx.TxReserve(d.txRuns[:0], (size+nhi.SlotSize-1)/nhi.SlotSize)
+	d.txRuns = runs[:0]
+	if err != nil {
+		if errors.Is(err, nhi.ErrRingFull) {
+			return 0, syscall.EAGAIN // TxFree said otherwise a moment ago
+		}
+		return 0, syscall.ENXIO
+	}
+	n := fill(runs, req.Data)
+	if err := d.tx.TxCommit(n, PDFFrameStart, PDFData); err != nil {
+		return 0, syscall.ENXIO
+	}
+	st.mu.Lock()
+	st.stats.TxBytes += uint64(n)
+	st.stats.TxFrames += uint64((n + nhi.SlotSize - 1) / nhi.SlotSize)
+	st.mu.Unlock()
+	return n, nil
+}
+
+// fill copies src into the runs front to back and returns how many bytes
+// it copied: all of src, or as much as the runs hold.
+func fill(runs, src [][]byte) int {
+	n, i, off := 0, 0, 0 // src[i][off:] is next
+	for _, run := range runs {
+		for len(run) > 0 && i < len(src) {
+			k := copy(run, src[i][off:])
+			run, off, n = run[k:], off+k, n+k
+			if off == len(src[i]) {
+				i, off = i+1, 0
+			}
+		}
+	}
+	return n
+}
