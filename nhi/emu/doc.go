@@ -85,7 +85,9 @@
 // Any other kind, a length outside its range, nonzero reserved bits or a
 // second HELLO is malformed: the cable closes with one log line, which
 // both hosts see as an unplug. Writes are buffered and flushed after every
-// engine pass, so frames travel in batches as a pass produces them.
+// pass, so frames travel in batches as a pass produces them: by the engine,
+// or by the goroutine that rang a doorbell (a TX pass made inline, the
+// credits an RX doorbell granted), which holds no ring lock then.
 //
 // What is not modelled: splitting frames into 256-byte tunnelled packets,
 // link-level (path) credits, lane bonding, intermediate device routers

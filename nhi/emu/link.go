@@ -23,6 +23,10 @@ const helloTimeout = 5 * time.Second
 // after every pass, so frames are batched the way a pass batches them.
 const socketBuffer = 256 << 10
 
+// socketKernelBuffer is what the kernel is asked to buffer each way (it
+// may give less, up to its rmem/wmem limits).
+const socketKernelBuffer = 4 << 20
+
 // lane is one lane adapter: the cable plugged into it and the E2E credits
 // the peer granted per output HopID.
 type lane struct {
@@ -90,8 +94,6 @@ type cableEnd interface {
 	sendCredit(hopID uint16, n int32)
 	sendCreditReset(hopID uint16)
 	flush()
-	// flushInline completes a pass made outside the engine.
-	flushInline()
 	close()
 }
 
@@ -214,7 +216,6 @@ func (e *inprocEnd) sendCreditReset(hopID uint16) {
 }
 
 func (e *inprocEnd) flush()       { e.peer.host.flushIRQ() }
-func (e *inprocEnd) flushInline() { e.flush() }
 func (e *inprocEnd) close()       { e.peer.unplug() }
 
 // ListenTCP listens for TCP cables. An empty address, or one without a
@@ -294,6 +295,13 @@ func (h *Host) PlugConn(conn net.Conn, port Port) (*Cable, error) {
 		return nil, fmt.Errorf("emu cable hello: %w", err)
 	}
 	conn.SetDeadline(time.Time{})
+	if sc, ok := conn.(interface {
+		SetReadBuffer(int) error
+		SetWriteBuffer(int) error
+	}); ok {
+		sc.SetReadBuffer(socketKernelBuffer)
+		sc.SetWriteBuffer(socketKernelBuffer)
+	}
 	end := &streamEnd{conn: conn, w: bufio.NewWriterSize(conn, socketBuffer), host: h}
 	c := h.newCable(port, end)
 	end.cable = c
@@ -319,8 +327,9 @@ type streamEnd struct {
 	werr error
 	hdr  [CableHeaderSize]byte
 
-	// Credits and resets wait here until the engine's next flush, so that
-	// doorbells never write to the socket.
+	// Credits and resets wait here until the next flush (the engine's, or
+	// the RX doorbell's once it released the ring), so that nothing writes
+	// to the socket while it holds a ring lock.
 	credits [laneMaxHopID + 1]atomic.Int32
 	resets  [laneMaxHopID + 1]atomic.Bool
 	dirty   atomic.Bool
@@ -399,8 +408,6 @@ func (e *streamEnd) flush() {
 	}
 }
 
-// flushInline leaves the socket write to the engine.
-func (e *streamEnd) flushInline() { e.host.kick() }
 
 func (e *streamEnd) close() {
 	e.wmu.Lock()

@@ -108,6 +108,11 @@ func (h *Host) writeBlock(r *ring, f nhi.Reg, v uint32) {
 				h.replayPlugEvents(r)
 			}
 			h.grantSoon(r)
+			// The credits for the new slots leave now, on the doorbell's
+			// goroutine (which holds no ring lock of ours; a full socket
+			// only makes it wait), not at the engine's next pass: one
+			// wake-up less per round trip.
+			h.flushCables()
 		} else {
 			r.head.Store(v >> nhi.RingTxHeadShift & nhi.RingIndexMask)
 			h.doorbellTx(r)
@@ -214,8 +219,9 @@ func (h *Host) txPass(r *ring) bool {
 // doorbellTx reacts to a TX doorbell. A busy engine will find the frame
 // on its next pass. An idle one is not woken: the frames are moved right
 // away on the doorbell writer's goroutine, as a DMA engine would start on
-// the doorbell, which saves a goroutine hand-off per burst. Cables that
-// batch writes are flushed by the engine.
+// the doorbell, which saves a goroutine hand-off per burst, and the cable
+// is flushed there too. The driver rings doorbells outside its ring locks,
+// so this never holds up its completions.
 func (h *Host) doorbellTx(r *ring) {
 	if !h.idle.Load() {
 		return
@@ -225,11 +231,7 @@ func (h *Host) doorbellTx(r *ring) {
 		return
 	}
 	if h.txPassLocked(r) {
-		for _, l := range h.lanes {
-			if c := l.cable.Load(); c != nil {
-				c.end.flushInline()
-			}
-		}
+		h.flushCables() // on this goroutine too, as the credits above
 	}
 	if r.head.Load() != r.hwTail.Load() {
 		h.kick() // more than one batch, or frames waiting for credits
