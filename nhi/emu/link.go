@@ -215,8 +215,8 @@ func (e *inprocEnd) sendCreditReset(hopID uint16) {
 	}
 }
 
-func (e *inprocEnd) flush()       { e.peer.host.flushIRQ() }
-func (e *inprocEnd) close()       { e.peer.unplug() }
+func (e *inprocEnd) flush() { e.peer.host.flushIRQ() }
+func (e *inprocEnd) close() { e.peer.unplug() }
 
 // ListenTCP listens for TCP cables. An empty address, or one without a
 // host, binds to loopback; any other interface must be named explicitly.
@@ -407,7 +407,6 @@ func (e *streamEnd) flush() {
 		}
 	}
 }
-
 
 func (e *streamEnd) close() {
 	e.wmu.Lock()
