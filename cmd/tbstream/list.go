@@ -56,16 +56,21 @@ func stacks(w io.Writer, run string, hosts []string) error {
 	return errors.Join(errs...)
 }
 
-// profile writes a CPU profile of one host's daemon to w.
+// profile writes a CPU profile (or with -trace an execution trace) of one
+// host's daemon to w.
 func profile(w io.Writer, run string, args []string) error {
+	trace := len(args) > 0 && args[0] == "-trace"
+	if trace {
+		args = args[1:]
+	}
 	if len(args) != 2 {
-		return errors.New("usage: tbstream profile HOST SECONDS")
+		return errors.New("usage: tbstream profile [-trace] HOST SECONDS")
 	}
 	secs, err := strconv.ParseFloat(args[1], 64)
 	if err != nil {
 		return fmt.Errorf("profile: seconds %q: %w", args[1], err)
 	}
-	return daemon.WriteProfile(w, hostDir(run, args[0]), time.Duration(secs*float64(time.Second)))
+	return daemon.WriteProfile(w, hostDir(run, args[0]), time.Duration(secs*float64(time.Second)), trace)
 }
 
 // list prints every running host of the run root in the spirit of

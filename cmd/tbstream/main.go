@@ -6,7 +6,8 @@
 //	                           its devices are /dev/tbstreamX
 //	tbstream list              hosts, services and streams with their counters
 //	tbstream stacks [HOST...]  every goroutine's stack in the hosts' daemons (for bug reports)
-//	tbstream profile HOST SECS a CPU profile of HOST's daemon (pprof format, to stdout)
+//	tbstream profile [-trace] HOST SECS
+//	                           a CPU profile (or an execution trace) of HOST's daemon, to stdout
 //	tbstream daemon FLAGS      one host (what tbstreamd runs)
 //
 // The hosts live under a run root (-run, default /run/tbstream): one run
@@ -39,8 +40,10 @@ commands:
                     /sys/kernel/config and its devices at /dev/tbstreamX
   list              hosts, services and streams with their counters
   stacks [HOST...]  what each host's daemon is doing: every goroutine's stack
-  profile HOST SECS a CPU profile of HOST's daemon over SECS seconds, in
-                    pprof format on standard output (go tool pprof reads it)
+  profile [-trace] HOST SECS
+                    a CPU profile of HOST's daemon over SECS seconds, in pprof
+                    format on standard output (go tool pprof reads it); with
+                    -trace an execution trace (go tool trace)
   daemon FLAGS      run one host in the foreground (tbstreamd; -h for flags)
 `
 

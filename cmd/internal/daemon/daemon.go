@@ -10,7 +10,7 @@
 //	<run>/dev          FUSE fallback nodes: <run>/dev/tbstreamN
 //	<run>/status.sock  one request line, one answer: "status" (JSON, for
 //	                   `tbstream list`), "stacks" (every goroutine's stack) or
-//	                   "cpuprofile SECONDS" (pprof)
+//	                   "cpuprofile SECONDS" (pprof) or "trace SECONDS"
 //	<run>/pid
 package daemon
 
@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"sync"
@@ -435,8 +436,11 @@ const (
 	requestStatus = "status" // the Status as JSON
 	requestStacks = "stacks" // every goroutine's stack, as text
 	// requestProfile + " SECONDS": a CPU profile (pprof format) of the
-	// next SECONDS (at most maxProfile).
+	// next SECONDS (at most maxProfile); requestTrace the same with an
+	// execution trace (go tool trace), which shows where time is spent
+	// waiting: scheduling, blocking, syscalls.
 	requestProfile = "cpuprofile"
+	requestTrace   = "trace"
 	maxProfile     = 120 * time.Second
 )
 
@@ -452,7 +456,11 @@ func (d *Daemon) serveStatusConn(ctx context.Context, c net.Conn) {
 	}
 	req = strings.TrimSpace(req)
 	if arg, ok := strings.CutPrefix(req, requestProfile+" "); ok {
-		d.serveProfile(ctx, c, arg)
+		d.serveProfile(ctx, c, arg, pprof.StartCPUProfile, pprof.StopCPUProfile)
+		return
+	}
+	if arg, ok := strings.CutPrefix(req, requestTrace+" "); ok {
+		d.serveProfile(ctx, c, arg, trace.Start, trace.Stop)
 		return
 	}
 	switch req {
@@ -464,25 +472,25 @@ func (d *Daemon) serveStatusConn(ctx context.Context, c net.Conn) {
 	}
 }
 
-// serveProfile writes a CPU profile of the next seconds to c; with a
-// profile already running (another client), it writes nothing and the
-// client sees an empty answer.
-func (d *Daemon) serveProfile(ctx context.Context, c net.Conn, seconds string) {
+// serveProfile writes a CPU profile or execution trace (start, stop) of
+// the next seconds to c; with one already running (another client), it
+// writes nothing and the client sees an empty answer.
+func (d *Daemon) serveProfile(ctx context.Context, c net.Conn, seconds string, start func(io.Writer) error, stop func()) {
 	n, err := strconv.ParseFloat(seconds, 64)
 	dur := time.Duration(n * float64(time.Second))
 	if err != nil || dur <= 0 || dur > maxProfile {
 		return
 	}
 	c.SetDeadline(time.Now().Add(dur + 5*time.Second))
-	if err := pprof.StartCPUProfile(c); err != nil {
-		d.log.Warn("cpu profile refused", "err", err)
+	if err := start(c); err != nil {
+		d.log.Warn("profile refused", "err", err)
 		return
 	}
 	select {
 	case <-time.After(dur):
 	case <-ctx.Done():
 	}
-	pprof.StopCPUProfile()
+	stop()
 }
 
 // ask sends a request to the daemon of run directory run.
@@ -514,12 +522,16 @@ func ReadStatus(run string) (Status, error) {
 }
 
 // WriteProfile copies a CPU profile (pprof format) of the next dur of the
-// daemon of run directory run to w.
-func WriteProfile(w io.Writer, run string, dur time.Duration) error {
+// daemon of run directory run to w, or with trace an execution trace.
+func WriteProfile(w io.Writer, run string, dur time.Duration, trace bool) error {
 	if dur <= 0 || dur > maxProfile {
 		return fmt.Errorf("profile of %v: between 0 and %v", dur, maxProfile)
 	}
-	c, err := ask(run, fmt.Sprintf("%s %g", requestProfile, dur.Seconds()))
+	req := requestProfile
+	if trace {
+		req = requestTrace
+	}
+	c, err := ask(run, fmt.Sprintf("%s %g", req, dur.Seconds()))
 	if err != nil {
 		return err
 	}

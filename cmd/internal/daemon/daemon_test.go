@@ -67,8 +67,11 @@ func TestStopRemovesEverything(t *testing.T) {
 	_, err = ReadStatus(run)
 	require.NoError(t, err, "still serving after the stacks")
 	var prof bytes.Buffer
-	require.NoError(t, WriteProfile(&prof, run, 200*time.Millisecond))
+	require.NoError(t, WriteProfile(&prof, run, 200*time.Millisecond, false))
 	require.True(t, bytes.HasPrefix(prof.Bytes(), []byte{0x1f, 0x8b}), "a pprof profile is gzipped protobuf")
+	prof.Reset()
+	require.NoError(t, WriteProfile(&prof, run, 200*time.Millisecond, true))
+	require.True(t, bytes.HasPrefix(prof.Bytes(), []byte("go 1.")), "an execution trace starts with its version")
 
 	d.Stop()
 	require.False(t, mounted(t, ConfigDir(run)), "configfs unmounted")
