@@ -8,6 +8,7 @@
 //	tbstream stacks [HOST...]  every goroutine's stack in the hosts' daemons (for bug reports)
 //	tbstream profile [-trace] HOST SECS
 //	                           a CPU profile (or an execution trace) of HOST's daemon, to stdout
+//	tbstream bench [FLAGS]     bandwidth and latency between two streams, every byte verified
 //	tbstream daemon FLAGS      one host (what tbstreamd runs)
 //
 // The hosts live under a run root (-run, default /run/tbstream): one run
@@ -44,6 +45,9 @@ commands:
                     a CPU profile of HOST's daemon over SECS seconds, in pprof
                     format on standard output (go tool pprof reads it); with
                     -trace an execution trace (go tool trace)
+  bench [FLAGS]     bandwidth and latency, every byte verified: host1 → host2
+                    by default, or -serve PATH / -connect PATH between any two
+                    stream devices, also the kernel's (bench -h for flags)
   daemon FLAGS      run one host in the foreground (tbstreamd; -h for flags)
 `
 
@@ -78,6 +82,8 @@ func main() {
 		err = stacks(os.Stdout, *run, args[1:])
 	case "profile":
 		err = profile(os.Stdout, *run, args[1:])
+	case "bench":
+		err = bench(ctx, os.Stdout, os.Stderr, *run, args[1:])
 	case "daemon":
 		var opts daemon.Options
 		opts, err = daemon.ParseFlags("tbstream daemon", args[1:])

@@ -1,0 +1,702 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"tbstream/cmd/internal/daemon"
+)
+
+const benchUsage = `usage:
+  tbstream [-run DIR] bench [-bw] [-lat] [OPTIONS]   host1 → host2 (the emulated hosts; started if needed)
+  tbstream bench -serve PATH[,PATH...] [-json]        the server side, on any stream device
+  tbstream bench -connect PATH[,PATH...] [-bw] [-lat] [OPTIONS]
+                                                      the client side, against a -serve on the peer
+
+Without -bw or -lat both run. Every byte is verified: the data carries its
+offset, so lost, repeated, reordered or corrupted bytes are errors.
+
+options:
+`
+
+// benchFlags are the command's flags.
+type benchFlags struct {
+	bw, lat, bidir, json bool
+	streams              int
+	duration             time.Duration
+	bytes, size          string
+	sizes                string
+	rounds               int
+	ring                 int
+	serve, connect       string
+	stall                time.Duration
+}
+
+func parseBenchFlags(args []string, stderr io.Writer) (*benchFlags, error) {
+	f := &benchFlags{}
+	fs := flag.NewFlagSet("tbstream bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, benchUsage)
+		fs.PrintDefaults()
+	}
+	fs.BoolVar(&f.bw, "bw", false, "bandwidth test")
+	fs.BoolVar(&f.lat, "lat", false, "latency test (ping-pong on the first stream)")
+	fs.IntVar(&f.streams, "streams", 1, "streams in parallel for -bw (emulated hosts)")
+	fs.BoolVar(&f.bidir, "bidir", false, "-bw in both directions at once")
+	fs.DurationVar(&f.duration, "time", 3*time.Second, "-bw: how long each direction sends")
+	fs.StringVar(&f.bytes, "bytes", "", "-bw: send this many bytes per stream and direction instead (e.g. 1G)")
+	fs.StringVar(&f.size, "size", "256k", "-bw: bytes per write(2), its 8-byte message header included")
+	fs.StringVar(&f.sizes, "sizes", "64,4096,65536,1048576", "-lat: message sizes")
+	fs.IntVar(&f.rounds, "rounds", 0, "-lat: round trips per size (default 1000, fewer for messages over 64 KiB)")
+	fs.IntVar(&f.ring, "ring", 0, "ring_size of the streams on the emulated hosts (default: the driver's)")
+	fs.StringVar(&f.serve, "serve", "", "serve the tests clients ask for on these devices")
+	fs.StringVar(&f.connect, "connect", "", "run the tests against a server on the other end of these devices")
+	fs.BoolVar(&f.json, "json", false, "one JSON document on standard output (progress on standard error)")
+	fs.DurationVar(&f.stall, "stall", 30*time.Second, "fail when nothing moves for this long (0: wait forever)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if f.serve != "" && f.connect != "" {
+		return nil, errors.New("-serve and -connect exclude each other")
+	}
+	if f.streams < 1 || f.streams > 64 {
+		return nil, fmt.Errorf("-streams %d: want 1 to 64", f.streams)
+	}
+	if f.ring != 0 && (f.ring < 32 || f.ring > 4096) {
+		return nil, fmt.Errorf("-ring %d: want 32 to 4096", f.ring)
+	}
+	if !f.bw && !f.lat {
+		f.bw, f.lat = true, true
+	}
+	return f, nil
+}
+
+// clientOptions turns the flags into a client's tests.
+func (f *benchFlags) clientOptions(stdout, stderr io.Writer) (clientOptions, error) {
+	opts := clientOptions{Bandwidth: f.bw, Latency: f.lat, Bidir: f.bidir, Duration: f.duration, Rounds: f.rounds,
+		Progress: stdout, ProgressEvery: 2 * time.Second, Stall: f.stall}
+	if f.json {
+		opts.Progress = stderr
+	}
+	size, err := parseSize(f.size)
+	if err != nil {
+		return opts, fmt.Errorf("-size: %w", err)
+	}
+	opts.WriteSize = int(size)
+	if f.bytes != "" {
+		if opts.Bytes, err = parseSize(f.bytes); err != nil || opts.Bytes == 0 {
+			return opts, fmt.Errorf("-bytes %q: want a positive size", f.bytes)
+		}
+	}
+	for _, s := range strings.Split(f.sizes, ",") {
+		n, err := parseSize(strings.TrimSpace(s))
+		if err != nil || n == 0 || n > maxMessageSize {
+			return opts, fmt.Errorf("-sizes: %q: want 1 to %d bytes", s, maxMessageSize)
+		}
+		opts.Sizes = append(opts.Sizes, int(n))
+	}
+	if f.rounds < 0 {
+		return opts, fmt.Errorf("-rounds %d", f.rounds)
+	}
+	return opts, nil
+}
+
+// parseSize reads a byte count with an optional binary suffix: 4096, 64k,
+// 256KiB, 1M, 1G.
+func parseSize(s string) (uint64, error) {
+	num := strings.TrimRight(s, "kKmMgGiIbB")
+	mult := uint64(1)
+	switch strings.ToLower(strings.TrimSuffix(strings.TrimSuffix(s[len(num):], "B"), "b")) {
+	case "":
+	case "k", "ki":
+		mult = 1 << 10
+	case "m", "mi":
+		mult = 1 << 20
+	case "g", "gi":
+		mult = 1 << 30
+	default:
+		return 0, fmt.Errorf("size %q: unknown suffix", s)
+	}
+	n, err := strconv.ParseUint(num, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("size %q: %w", s, err)
+	}
+	if n > (1<<63)/mult {
+		return 0, fmt.Errorf("size %q: too large", s)
+	}
+	return n * mult, nil
+}
+
+// bench is the command: the emulated hosts by default, or one side of a
+// test between any two devices.
+func bench(ctx context.Context, stdout, stderr io.Writer, run string, args []string) error {
+	f, err := parseBenchFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if f.serve != "" {
+		return serveDevices(ctx, stdout, strings.Split(f.serve, ","), f.json)
+	}
+	opts, err := f.clientOptions(stdout, stderr)
+	if err != nil {
+		return err
+	}
+	var rep *benchReport
+	if f.connect != "" {
+		rep, err = connectDevices(ctx, strings.Split(f.connect, ","), opts)
+	} else {
+		if err := up(ctx, run); err != nil {
+			return err
+		}
+		rep, err = benchHosts(ctx, run, f.streams, f.ring, opts)
+	}
+	if rep == nil {
+		return err
+	}
+	if f.json {
+		if err != nil {
+			rep.Error = err.Error()
+		}
+		rep.writeJSON(stdout)
+	} else if err == nil || rep.Bandwidth != nil || rep.Latency != nil {
+		rep.print(stdout)
+	}
+	return err
+}
+
+// ---- the two roles on devices given by path ----
+
+func openDevice(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open stream device: %w", err)
+	}
+	return f, nil
+}
+
+// connectDevices is the client against a server on the other end of each
+// path.
+func connectDevices(ctx context.Context, paths []string, opts clientOptions) (*benchReport, error) {
+	var conns []*benchConn
+	for _, p := range paths {
+		f, err := openDevice(p)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		conns = append(conns, newBenchConn(f))
+	}
+	if opts.Client == "" {
+		opts.Client, opts.Server = "client", "server"
+	}
+	rep, err := runClient(ctx, conns, opts)
+	if rep != nil {
+		rep.ClientDevices, rep.ServerDevices = paths, nil
+	}
+	return rep, err
+}
+
+// serveDevices serves clients on every path until ctx ends. A session
+// ends when its client closes the device (or fails); the device is then
+// closed and opened again for the next client, because a stream whose
+// peer closed reads EOF and refuses writes until it is opened anew.
+func serveDevices(ctx context.Context, stdout io.Writer, paths []string, asJSON bool) error {
+	var mu sync.Mutex
+	say := func(path string, t serverTest) {
+		mu.Lock()
+		defer mu.Unlock()
+		if asJSON {
+			line := struct {
+				Device string `json:"device"`
+				serverTest
+			}{path, t}
+			json.NewEncoder(stdout).Encode(line)
+			return
+		}
+		what := t.Mode
+		if t.Bidir {
+			what += " (both directions)"
+		}
+		fmt.Fprintf(stdout, "%s: %s test: %d bytes from the client verified in %.2f s (%.1f MB/s)", path, what, t.RxBytes, t.RxSeconds, t.RxMBps)
+		if t.TxBytes > 0 {
+			fmt.Fprintf(stdout, ", %d bytes sent", t.TxBytes)
+		}
+		if t.Error != "" {
+			fmt.Fprintf(stdout, "; FAILED: %s", t.Error)
+		}
+		fmt.Fprintln(stdout)
+	}
+	errs := make(chan error, len(paths))
+	for _, p := range paths {
+		go func() {
+			for ctx.Err() == nil {
+				f, err := openDevice(p)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !asJSON {
+					fmt.Fprintf(stdout, "%s: waiting for a client\n", p)
+				}
+				if err := serveConn(f, func(t serverTest) { say(p, t) }); err != nil {
+					fmt.Fprintf(stdout, "%s: session ended: %v\n", p, err)
+				}
+				f.Close()
+			}
+			errs <- nil
+		}()
+	}
+	select {
+	case err := <-errs:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// ---- the emulated hosts ----
+
+// The streams of the emulated mode: host1 is the client, host2 the
+// server, joined as in the kernel documentation (host2 sees host1 as
+// 0-1, host1 sees host2 as 0-503).
+const (
+	clientHost, clientGroup = "host1", "0-503.0"
+	serverHost, serverGroup = "host2", "0-1.0"
+)
+
+// emuStream is one stream made for a run on both hosts.
+type emuStream struct {
+	name                     string
+	clientPath, serverPath   string // the devices
+	clientItem, serverItem   string // the configfs items
+	clientIndex, serverIndex int
+}
+
+// streamSetup makes and removes the streams of a run.
+type streamSetup struct {
+	run     string
+	streams []*emuStream
+	// items and groups made for the run, removed with it (groups when
+	// no other stream is in them).
+	items, groups []string
+}
+
+func configStreamDir(run, host string) string {
+	return filepath.Join(daemon.ConfigDir(hostDir(run, host)), "thunderbolt", "stream")
+}
+
+// setupStreams makes n streams as the documentation does: on host2 with
+// automatic HopIDs, on host1 by name only, taking host2's announcement.
+// The names are random, so that a run never meets a stream of another.
+func setupStreams(ctx context.Context, run string, n, ring int) (*streamSetup, error) {
+	s := &streamSetup{run: run}
+	devDirs := map[string]string{}
+	for _, host := range []string{clientHost, serverHost} {
+		st, err := daemon.ReadStatus(hostDir(run, host))
+		if err != nil {
+			return s, fmt.Errorf("host %s is not running: %w", host, err)
+		}
+		devDirs[host] = st.DeviceDir
+	}
+	tag := fmt.Sprintf("b%04x", rand.IntN(1<<16))
+	for i := range n {
+		es := &emuStream{name: tag + strconv.Itoa(i)}
+		var err error
+		if es.serverItem, err = s.makeItem(serverHost, serverGroup, es.name, ring); err != nil {
+			return s, err
+		}
+		for _, attr := range []string{"in_hopid", "out_hopid"} {
+			if err := writeAttr(es.serverItem, attr, "-1"); err != nil {
+				return s, err
+			}
+		}
+		if es.clientItem, err = s.makeItem(clientHost, clientGroup, es.name, ring); err != nil {
+			return s, err
+		}
+		s.streams = append(s.streams, es)
+	}
+	for _, es := range s.streams {
+		if err := s.waitClientHopIDs(ctx, es.clientItem, ring); err != nil {
+			return s, fmt.Errorf("%s: %w", clientHost, err)
+		}
+		var err error
+		if es.clientIndex, err = readAttr(es.clientItem, "index"); err != nil {
+			return s, err
+		}
+		if es.serverIndex, err = readAttr(es.serverItem, "index"); err != nil {
+			return s, err
+		}
+		es.clientPath = filepath.Join(devDirs[clientHost], "tbstream"+strconv.Itoa(es.clientIndex))
+		es.serverPath = filepath.Join(devDirs[serverHost], "tbstream"+strconv.Itoa(es.serverIndex))
+	}
+	return s, nil
+}
+
+// makeItem is mkdir of host's group (if needed) and of the stream, and
+// the ring size.
+func (s *streamSetup) makeItem(host, group, name string, ring int) (string, error) {
+	dir := filepath.Join(configStreamDir(s.run, host), group)
+	if err := os.Mkdir(dir, 0o755); err == nil {
+		s.groups = append(s.groups, dir)
+	} else if !errors.Is(err, os.ErrExist) {
+		return "", fmt.Errorf("%s: %w", host, err)
+	}
+	item := filepath.Join(dir, name)
+	if err := os.Mkdir(item, 0o755); err != nil {
+		return "", fmt.Errorf("%s: %w", host, err)
+	}
+	s.items = append(s.items, item)
+	if ring > 0 {
+		if err := writeAttr(item, "ring_size", strconv.Itoa(ring)); err != nil {
+			return item, err
+		}
+	}
+	return item, nil
+}
+
+// remove is rmdir of every item and group the run made (again, it does
+// nothing). Open handles of the devices then read EOF and fail writes,
+// which ends whatever still waits in a read or write.
+func (s *streamSetup) remove() error {
+	var errs []error
+	for i := len(s.items) - 1; i >= 0; i-- {
+		if err := os.Remove(s.items[i]); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove stream: %w", err))
+		}
+	}
+	s.items = nil
+	for _, g := range s.groups {
+		if err := os.Remove(g); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) {
+			errs = append(errs, fmt.Errorf("remove group: %w", err))
+		}
+	}
+	s.groups = nil
+	return errors.Join(errs...)
+}
+
+func writeAttr(item, attr, value string) error {
+	if err := os.WriteFile(filepath.Join(item, attr), []byte(value+"\n"), 0o644); err != nil {
+		return fmt.Errorf("echo %s > %s: %w", value, attr, err)
+	}
+	return nil
+}
+
+func readAttr(item, attr string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(item, attr))
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", filepath.Join(item, attr), err)
+	}
+	return n, nil
+}
+
+// Waiting for host1's HopIDs: announcements arrive 50–100 ms after host2's
+// echo, so a stream still without them after hopIDPatience is made again,
+// up to hopIDAttempts times.
+const (
+	hopIDPatience = time.Second
+	hopIDAttempts = 20
+)
+
+// waitClientHopIDs waits until host1's item has both HopIDs, from host2's
+// announcement. An attach takes both or neither, once: when host1 still
+// holds a HopID of a stream removed a moment ago (its last close is
+// flushing) and host2 has already given that HopID to the new stream,
+// the new stream stays without HopIDs. Making the item again attaches it
+// again, by when the old stream has let go.
+func (s *streamSetup) waitClientHopIDs(ctx context.Context, item string, ring int) error {
+	for attempt := 1; ; attempt++ {
+		deadline := time.Now().Add(hopIDPatience)
+		for {
+			in, err1 := readAttr(item, "in_hopid")
+			out, err2 := readAttr(item, "out_hopid")
+			if err := errors.Join(err1, err2); err != nil {
+				return err
+			}
+			if in > 0 && out > 0 {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		if attempt == hopIDAttempts {
+			return fmt.Errorf("%s got no HopIDs from the peer's announcement in %d attempts", item, attempt)
+		}
+		if err := os.Remove(item); err != nil {
+			return fmt.Errorf("make %s again: %w", item, err)
+		}
+		if err := os.Mkdir(item, 0o755); err != nil {
+			return fmt.Errorf("make %s again: %w", item, err)
+		}
+		if ring > 0 {
+			if err := writeAttr(item, "ring_size", strconv.Itoa(ring)); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// serverGrace is how long the end of a run waits for the in-process
+// servers to see their streams removed.
+const serverGrace = 5 * time.Second
+
+// benchHosts runs the client on host1's devices and the server on
+// host2's, in this process, over n new streams, and removes the streams
+// at the end.
+//
+// The streams are removed while the devices are still open, and closed
+// after: the daemon then releases each stream at its last close, after
+// the rings have stopped. Removing a stream right after close(2) instead
+// races with that release (close of a FUSE file returns before the
+// daemon's release has run, and a last close whose CLOSE frame cannot
+// leave because the peer closed first flushes for 500 ms): a stream
+// removed in that window leaves its rings and DMA paths behind while its
+// HopIDs are reused, and the next stream given those HopIDs cannot be
+// opened (EIO, "HopID already routed").
+func benchHosts(ctx context.Context, run string, n, ring int, opts clientOptions) (rep *benchReport, err error) {
+	var clientFiles, serverFiles []*os.File
+	setup, err := setupStreams(ctx, run, n, ring)
+	defer func() {
+		if rerr := setup.remove(); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		// The client first: its CLOSE frame finds the server's rings
+		// still running, so host1 lets go of the HopIDs at once.
+		for _, f := range slices.Concat(clientFiles, serverFiles) {
+			f.Close()
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+	opts.Client, opts.Server = clientHost, serverHost
+	// The server opens first: its rings must be running when the
+	// client's first message arrives.
+	serverDone := make(chan error, len(setup.streams))
+	for _, es := range setup.streams {
+		f, err := openDevice(es.serverPath)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", serverHost, err)
+		}
+		serverFiles = append(serverFiles, f)
+		go func() { serverDone <- serveConn(f, nil) }()
+	}
+	var conns []*benchConn
+	for _, es := range setup.streams {
+		f, err := openDevice(es.clientPath)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", clientHost, err)
+		}
+		clientFiles = append(clientFiles, f)
+		conns = append(conns, newBenchConn(f))
+	}
+	rep, err = runClient(ctx, conns, opts)
+	if rep != nil {
+		st, _ := daemon.ReadStatus(hostDir(run, clientHost))
+		rep.Devices = st.Devices
+		for _, es := range setup.streams {
+			rep.ClientDevices = append(rep.ClientDevices, es.clientPath)
+			rep.ServerDevices = append(rep.ServerDevices, es.serverPath)
+		}
+	}
+	if err != nil {
+		return rep, err
+	}
+	// The removal is the servers' EOF; a server that failed says so here
+	// (the client normally heard it first, in RSLT).
+	if err := setup.remove(); err != nil {
+		return rep, err
+	}
+	timeout := time.After(serverGrace)
+	for range setup.streams {
+		select {
+		case serr := <-serverDone:
+			if serr != nil {
+				return rep, fmt.Errorf("%s: %w", serverHost, serr)
+			}
+		case <-timeout:
+			return rep, fmt.Errorf("%s: a server did not see its stream removed in %v", serverHost, serverGrace)
+		}
+	}
+	return rep, nil
+}
+
+// ---- the report ----
+
+// benchReport is what a client run found, printed as a table or as JSON.
+type benchReport struct {
+	Client        string           `json:"client"`
+	Server        string           `json:"server"`
+	Devices       string           `json:"devices,omitempty"` // "fuse" or "cuse" on the emulated hosts
+	ClientDevices []string         `json:"client_devices"`
+	ServerDevices []string         `json:"server_devices,omitempty"`
+	Bandwidth     *bandwidthReport `json:"bandwidth,omitempty"`
+	Latency       *latencyReport   `json:"latency,omitempty"`
+	// Error is why the run failed (JSON only; the command also exits 1).
+	Error string `json:"error,omitempty"`
+}
+
+type bandwidthReport struct {
+	Bidir     bool    `json:"bidir"`
+	WriteSize int     `json:"write_size"`
+	Bytes     uint64  `json:"bytes_per_direction,omitempty"`
+	Seconds   float64 `json:"seconds_per_direction,omitempty"`
+	// Streams are each stream's directions; All sums each direction over
+	// the streams (bytes added, seconds the longest stream's); MBps is
+	// every direction of every stream together.
+	Streams []streamReport    `json:"streams"`
+	All     []directionReport `json:"all"`
+	MBps    float64           `json:"mb_per_s"`
+}
+
+type streamReport struct {
+	Stream     int               `json:"stream"`
+	Directions []directionReport `json:"directions"`
+}
+
+// directionReport is one direction's data as its receiver verified it:
+// Bytes in Seconds, from the test's start to DONE.
+type directionReport struct {
+	From    string  `json:"from"`
+	To      string  `json:"to"`
+	Bytes   uint64  `json:"bytes"`
+	Seconds float64 `json:"seconds"`
+	MBps    float64 `json:"mb_per_s"`
+}
+
+type latencyReport struct {
+	Client string              `json:"-"`
+	Server string              `json:"-"`
+	Sizes  []latencySizeReport `json:"sizes"`
+}
+
+type latencySizeReport struct {
+	Size   int     `json:"size"`
+	Rounds int     `json:"rounds"`
+	Warmup int     `json:"warmup"`
+	MinUs  float64 `json:"min_us"`
+	P50Us  float64 `json:"p50_us"`
+	P99Us  float64 `json:"p99_us"`
+	MaxUs  float64 `json:"max_us"`
+}
+
+// sum fills All and MBps.
+func (b *bandwidthReport) sum(opts clientOptions) {
+	type key struct{ from, to string }
+	var order []key
+	all := map[key]*directionReport{}
+	var bytes uint64
+	var longest float64
+	for _, s := range b.Streams {
+		for _, d := range s.Directions {
+			k := key{d.From, d.To}
+			a := all[k]
+			if a == nil {
+				a = &directionReport{From: d.From, To: d.To}
+				all[k] = a
+				order = append(order, k)
+			}
+			a.Bytes += d.Bytes
+			a.Seconds = max(a.Seconds, d.Seconds)
+			bytes += d.Bytes
+			longest = max(longest, d.Seconds)
+		}
+	}
+	for _, k := range order {
+		a := all[k]
+		a.MBps = mbps(a.Bytes, time.Duration(a.Seconds*float64(time.Second)))
+		b.All = append(b.All, *a)
+	}
+	b.MBps = mbps(bytes, time.Duration(longest*float64(time.Second)))
+}
+
+func (r *benchReport) writeJSON(w io.Writer) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(r)
+}
+
+func (r *benchReport) print(w io.Writer) {
+	devices := ""
+	switch r.Devices {
+	case "fuse":
+		devices = ", FUSE fallback devices"
+	case "cuse":
+		devices = ", CUSE devices"
+	}
+	fmt.Fprintf(w, "tbstream bench: %s → %s%s; every byte verified\n", r.Client, r.Server, devices)
+	for i, p := range r.ClientDevices {
+		if i < len(r.ServerDevices) {
+			fmt.Fprintf(w, "  stream %d: %s ↔ %s\n", i, p, r.ServerDevices[i])
+		} else {
+			fmt.Fprintf(w, "  stream %d: %s\n", i, p)
+		}
+	}
+	if b := r.Bandwidth; b != nil {
+		how := fmt.Sprintf("%.3g s", b.Seconds)
+		if b.Bytes > 0 {
+			how = fmt.Sprintf("%d bytes", b.Bytes)
+		}
+		dirs := "one direction"
+		if b.Bidir {
+			dirs = "both directions at once"
+		}
+		fmt.Fprintf(w, "\nbandwidth: %d stream(s), %s, %s per stream and direction, writes of %d bytes\n", len(b.Streams), dirs, how, b.WriteSize)
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "STREAM\tFROM\tTO\tBYTES\tSECONDS\tMB/s\t")
+		for _, s := range b.Streams {
+			for _, d := range s.Directions {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%.2f\t%.1f\t\n", s.Stream, d.From, d.To, d.Bytes, d.Seconds, d.MBps)
+			}
+		}
+		if len(b.Streams) > 1 || b.Bidir {
+			for _, d := range b.All {
+				fmt.Fprintf(tw, "all\t%s\t%s\t%d\t%.2f\t%.1f\t\n", d.From, d.To, d.Bytes, d.Seconds, d.MBps)
+			}
+		}
+		tw.Flush()
+		if len(b.All) > 1 {
+			fmt.Fprintf(w, "both directions together: %.1f MB/s\n", b.MBps)
+		}
+	}
+	if l := r.Latency; l != nil {
+		fmt.Fprintf(w, "\nlatency: ping-pong on stream 0, %s writes a message, %s reads and echoes it; round trips in µs\n", r.Client, r.Server)
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "SIZE\tROUNDS\tMIN\tP50\tP99\tMAX\t")
+		for _, s := range l.Sizes {
+			fmt.Fprintf(tw, "%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t\n", s.Size, s.Rounds, s.MinUs, s.P50Us, s.P99Us, s.MaxUs)
+		}
+		tw.Flush()
+	}
+}
