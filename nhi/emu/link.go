@@ -369,11 +369,12 @@ func (e *streamEnd) sendControl(pdf uint8, frame []byte) {
 	e.write(CableControl, pdf, pdf, 0, frame)
 }
 
+// sendCredit and sendCreditReset queue for the next flush; whoever grants
+// flushes (an RX doorbell) or kicks the engine to (see Host.grantLocked).
 func (e *streamEnd) sendCredit(hopID uint16, n int32) {
 	if hopID <= laneMaxHopID {
 		e.credits[hopID].Add(n)
 		e.dirty.Store(true)
-		e.host.kick()
 	}
 }
 
@@ -382,7 +383,6 @@ func (e *streamEnd) sendCreditReset(hopID uint16) {
 		e.credits[hopID].Store(0)
 		e.resets[hopID].Store(true)
 		e.dirty.Store(true)
-		e.host.kick()
 	}
 }
 

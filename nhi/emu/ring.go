@@ -107,7 +107,7 @@ func (h *Host) writeBlock(r *ring, f nhi.Reg, v uint32) {
 			if r.hop == 0 && h.replayPlug.Load() {
 				h.replayPlugEvents(r)
 			}
-			h.grantSoon(r)
+			h.grantSoon(r, false)
 			// The credits for the new slots leave now, on the doorbell's
 			// goroutine (which holds no ring lock of ours; a full socket
 			// only makes it wait), not at the engine's next pass: one
@@ -139,6 +139,7 @@ func (h *Host) writeOptions(r *ring, f nhi.Reg, v uint32) {
 			r.mu.Lock()
 			r.flags = v
 			r.unlock()
+			h.kick() // the credit reset goes out with the engine's flush
 			return
 		}
 		r.mu.Lock()
@@ -234,7 +235,9 @@ func (h *Host) doorbellTx(r *ring) {
 		h.flushCables() // on this goroutine too, as the credits above
 	}
 	if r.head.Load() != r.hwTail.Load() {
-		h.kick() // more than one batch, or frames waiting for credits
+		// More than one batch, or frames waiting for credits. (Waiting
+		// frames alone would not need it: arriving credits kick.)
+		h.kick()
 	}
 }
 
@@ -373,6 +376,7 @@ func (h *Host) fillLocked(r *ring, sof, eof uint8, p []byte) (irq bool) {
 		counter.Add(1)
 		if credited {
 			h.grantLocked(r)
+			h.kick() // the engine sends the credit offered again
 		}
 		return false
 	}
@@ -419,11 +423,16 @@ func (h *Host) grant(r *ring) {
 // DMA engine is filling: when the ring is busy, its holder grants when it
 // unlocks. The doorbell stores the flag and then tries the lock; the
 // holder unlocks and then loads the flag; so one of them sees the other.
-func (h *Host) grantSoon(r *ring) {
+// The doorbell flushes what it granted itself; a holder that grants for it
+// (deferred) has the engine flush.
+func (h *Host) grantSoon(r *ring, deferred bool) {
 	r.grantPending.Store(true)
 	for r.grantPending.Load() && r.mu.TryLock() {
 		if r.grantPending.Swap(false) {
 			h.grantLocked(r)
+			if deferred {
+				h.kick()
+			}
 		}
 		r.mu.Unlock()
 	}
@@ -433,7 +442,7 @@ func (h *Host) grantSoon(r *ring) {
 func (r *ring) unlock() {
 	r.mu.Unlock()
 	if r.grantPending.Load() {
-		r.host.grantSoon(r)
+		r.host.grantSoon(r, true)
 	}
 }
 
@@ -473,11 +482,12 @@ func (h *Host) withdrawLocked(r *ring) {
 }
 
 // regrant re-evaluates the credits of every RX ring (after a path or cable
-// change).
+// change) and has the engine send them.
 func (h *Host) regrant() {
 	for _, r := range h.rx {
 		h.grant(r)
 	}
+	h.kick()
 }
 
 func (h *Host) flushCables() {
