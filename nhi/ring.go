@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"time"
 )
 
 // RingFlag are the allocation flags of a ring (RING_FLAG_* of
@@ -18,6 +19,10 @@ const (
 	RingE2E         RingFlag = 1 << 2 // RING_FLAG_E2E: end-to-end flow control
 	RingNoInterrupt RingFlag = 1 << 3 // RING_FLAG_NO_INTERRUPT: busy polling
 )
+
+// pollInterval is how often a wait looks at a TX ring that has nothing in
+// flight that will interrupt (see txFlagsLocked).
+const pollInterval = time.Millisecond
 
 // MaxThrottlingNs is the largest interrupt throttling interval (16 bits of
 // 256 ns units).
@@ -89,6 +94,7 @@ type Ring struct {
 	cons       int           // RX: next completed frame to hand out
 	throttleNs uint32        // applied at Start
 	waitCh     chan struct{} // closed on progress; nil when nobody waits
+	irqHead    int           // TX: 1 + the index of the last descriptor posted with an interrupt, 0 none
 	notify     bool          // Notify is due at unlock
 	stats      RingStats
 }
@@ -112,12 +118,43 @@ func (r *Ring) name() string {
 	return fmt.Sprintf("tx ring %d", r.hop)
 }
 
-// descFlags are the flags the driver sets when posting.
+// descFlags are the flags the driver sets when posting an RX descriptor
+// or a raw TX one.
 func (r *Ring) descFlags() uint32 {
 	if r.cfg.Flags&RingNoInterrupt != 0 {
 		return DescFlagPosted
 	}
 	return DescFlagPosted | DescFlagInterrupt
+}
+
+// txFlagsLocked are the flags of a frame-mode TX descriptor posted with
+// inFlight descriptors in flight, itself included. Its completion
+// interrupts only while the ring is more than half full: then a writer may
+// wait for space, and the descriptors of the upper half wake it as they
+// complete; below, a writer finds space without waiting, and an interrupt
+// per frame would only wake the interrupt goroutine for nothing (a wake-up
+// per message on a latency-bound stream). Waits that need completions
+// below half full (Flush) poll (see wait).
+func (r *Ring) txFlagsLocked(inFlight int) uint32 {
+	if r.cfg.Flags&RingNoInterrupt != 0 || inFlight <= (r.size-1)/2 {
+		if r.irqHead == r.head+1 {
+			r.irqHead = 0 // the flagged descriptor there is long done
+		}
+		return DescFlagPosted
+	}
+	r.irqHead = r.head + 1
+	return DescFlagPosted | DescFlagInterrupt
+}
+
+// interruptPendingLocked reports whether a descriptor in flight will
+// interrupt when it completes.
+func (r *Ring) interruptPendingLocked() bool {
+	if r.rx || r.cfg.Flags&RingFrame == 0 {
+		return true // every descriptor interrupts
+	}
+	// The flagged descriptor sits at irqHead-1 (mod size) while it is
+	// between tail and head.
+	return r.irqHead > 0 && (r.irqHead-1-r.tail+r.size)%r.size < r.inFlightLocked()
 }
 
 // SetThrottling sets the interrupt throttling interval in ns
@@ -199,7 +236,7 @@ func (r *Ring) program() error {
 		n.bindVector(r)
 		n.setInterrupt(r, true)
 	}
-	r.head, r.tail, r.cons = 0, 0, 0
+	r.head, r.tail, r.cons, r.irqHead = 0, 0, 0, 0
 	r.running = true
 	if r.rx {
 		for range r.size - 1 {
@@ -366,6 +403,17 @@ func (r *Ring) wait(ctx context.Context, cond func() bool) error {
 			runtime.Gosched()
 			continue
 		}
+		if !r.interruptPendingLocked() {
+			// Nothing in flight will interrupt (a TX ring below half
+			// full): look again shortly.
+			r.unlock()
+			select {
+			case <-time.After(pollInterval):
+				continue
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 		if r.waitCh == nil {
 			r.waitCh = make(chan struct{})
 		}
@@ -467,8 +515,11 @@ func (r *Ring) TxCommit(n int, sof, eof uint8) error {
 		return fmt.Errorf("%s: post %d frames: %w", r.name(), frames, ErrRingFull)
 	}
 	for ; n > 0; n -= SlotSize {
-		size := min(n, SlotSize)
-		StoreDesc(r.desc, r.head, r.slotIOVA+uint64(r.head*SlotSize), ControlWord(size, sof, eof, r.descFlags()))
+		size, flags := min(n, SlotSize), r.descFlags()
+		if r.cfg.Flags&RingFrame != 0 {
+			flags = r.txFlagsLocked(r.inFlightLocked() + 1)
+		}
+		StoreDesc(r.desc, r.head, r.slotIOVA+uint64(r.head*SlotSize), ControlWord(size, sof, eof, flags))
 		r.head = (r.head + 1) % r.size
 		r.stats.Posted++
 	}

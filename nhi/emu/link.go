@@ -33,6 +33,9 @@ type lane struct {
 	adapter uint8
 	cable   atomic.Pointer[Cable]
 	credits [laneMaxHopID + 1]atomic.Int32
+	// starved: a frame waits for credits on this lane, so arriving
+	// credits must wake the engine (otherwise they need not).
+	starved atomic.Bool
 }
 
 func (h *Host) lane(adapter uint8) *lane { return h.lanes[adapter-firstLaneAdapter] }
@@ -46,7 +49,9 @@ func (l *lane) clearCredits() {
 func (h *Host) creditArrived(l *lane, hopID uint16, n int32) {
 	if hopID <= laneMaxHopID {
 		l.credits[hopID].Add(n)
-		h.kick()
+		if l.starved.Swap(false) {
+			h.kick()
+		}
 	}
 }
 

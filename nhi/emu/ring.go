@@ -308,7 +308,12 @@ func (h *Host) sendFrame(r *ring, route txRoute, ctrl uint32, buf []byte) bool {
 	if e2e {
 		credits := &l.credits[route.hopID]
 		if credits.Load() <= 0 {
-			return false
+			// Starved, then look again: credits added before the flag
+			// was set are seen here, those added after kick the engine.
+			l.starved.Store(true)
+			if credits.Load() <= 0 {
+				return false
+			}
 		}
 		credits.Add(-1)
 	}

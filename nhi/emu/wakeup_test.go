@@ -115,3 +115,28 @@ func TestReapByLookingWakesWaiters(t *testing.T) {
 	}
 	g.setShut(false)
 }
+
+// TestFlushBelowHalfFull: a TX ring below half full asks for no completion
+// interrupts (nobody needs to wait for space), so a Flush of its last
+// frames must find their completion itself.
+func TestFlushBelowHalfFull(t *testing.T) {
+	f := newFabric(t, "inproc")
+	s1 := openStream(t, f.host1, lane1, 8, 8, streamOpts{size: 64})
+	// No RX path on host2 yet: no credits, host1's frames wait.
+	s2 := openStream(t, f.host2, lane2, 8, 8, streamOpts{size: 64, noRxPath: true})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	for i := range 3 {
+		_, err := s1.tx.Write(ctx, pattern(make([]byte, 100), i), pdfFrameStart, pdfData)
+		require.NoError(t, err)
+	}
+	flushed := make(chan error, 1)
+	go func() { flushed <- s1.tx.Flush(ctx) }()
+	writePath(t, f.host2, lane2, 8, nhiAdapter, s2.rx.Hop())
+	require.NoError(t, <-flushed)
+	require.Zero(t, 63-s1.tx.TxFree())
+	for i := range 3 {
+		_, data := readFrame(t, s2.rx, waitLong)
+		require.Equal(t, pattern(make([]byte, 100), i), data)
+	}
+}
