@@ -146,6 +146,19 @@ func parseSize(s string) (uint64, error) {
 	return n * mult, nil
 }
 
+// sizeText writes n in the largest binary unit that divides it.
+func sizeText(n uint64) string {
+	for _, u := range []struct {
+		size uint64
+		name string
+	}{{1 << 30, "GiB"}, {1 << 20, "MiB"}, {1 << 10, "KiB"}} {
+		if n >= u.size && n%u.size == 0 {
+			return fmt.Sprintf("%d %s", n/u.size, u.name)
+		}
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
 // bench is the command: the emulated hosts by default, or one side of a
 // test between any two devices.
 func bench(ctx context.Context, stdout, stderr io.Writer, run string, args []string) error {
@@ -239,7 +252,11 @@ func serveDevices(ctx context.Context, stdout io.Writer, paths []string, asJSON 
 		if t.Bidir {
 			what += " (both directions)"
 		}
-		fmt.Fprintf(stdout, "%s: %s test: %d bytes from the client verified in %.2f s (%.1f MB/s)", path, what, t.RxBytes, t.RxSeconds, t.RxMBps)
+		if t.Mode == modeLatency.String() {
+			fmt.Fprintf(stdout, "%s: %s test: %d bytes from the client echoed and verified in %.2f s", path, what, t.RxBytes, t.RxSeconds)
+		} else {
+			fmt.Fprintf(stdout, "%s: %s test: %d bytes from the client verified in %.2f s (%.1f MB/s)", path, what, t.RxBytes, t.RxSeconds, t.RxMBps)
+		}
 		if t.TxBytes > 0 {
 			fmt.Fprintf(stdout, ", %d bytes sent", t.TxBytes)
 		}
@@ -666,13 +683,17 @@ func (r *benchReport) print(w io.Writer) {
 	if b := r.Bandwidth; b != nil {
 		how := fmt.Sprintf("%.3g s", b.Seconds)
 		if b.Bytes > 0 {
-			how = fmt.Sprintf("%d bytes", b.Bytes)
+			how = sizeText(b.Bytes)
 		}
 		dirs := "one direction"
 		if b.Bidir {
 			dirs = "both directions at once"
 		}
-		fmt.Fprintf(w, "\nbandwidth: %d stream(s), %s, %s per stream and direction, writes of %d bytes\n", len(b.Streams), dirs, how, b.WriteSize)
+		streams := "1 stream"
+		if len(b.Streams) != 1 {
+			streams = fmt.Sprintf("%d streams at once", len(b.Streams))
+		}
+		fmt.Fprintf(w, "\nbandwidth: %s, %s, %s per stream and direction, writes of %s\n", streams, dirs, how, sizeText(uint64(b.WriteSize)))
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "STREAM\tFROM\tTO\tBYTES\tSECONDS\tMB/s\t")
 		for _, s := range b.Streams {

@@ -265,6 +265,14 @@ func TestParseSize(t *testing.T) {
 	}
 }
 
+func TestSizeText(t *testing.T) {
+	require.Equal(t, "256 KiB", sizeText(256<<10))
+	require.Equal(t, "3 GiB", sizeText(3<<30))
+	require.Equal(t, "1025 KiB", sizeText(1025<<10))
+	require.Equal(t, "100 bytes", sizeText(100))
+	require.Equal(t, "3145733 bytes", sizeText(3<<20+5))
+}
+
 // duplex is one end of a bidirectional byte pipe.
 type duplex struct {
 	io.Reader
