@@ -2,7 +2,7 @@
 # End-to-end suite on the host: two emulated hosts (tbstream up) with the FUSE
 # fallback devices, the kernel documentation's command lines run verbatim in
 # `tbstream shell` (test/e2e, Go tests with real dd, tar, gzip, sha256sum and
-# gst-launch-1.0), then the dd benchmark (test/bench/dd.sh). Installs what
+# gst-launch-1.0); the dd benchmark is in bench.sh. Installs what
 # they use. Prints results and ends with a `tally:` line (see test/run.sh).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,11 +16,4 @@ need bc bc
 
 go_tests e2e -tags e2e -count=1 -timeout 20m ./test/e2e
 
-if out=$(bash test/bench/dd.sh 2>&1); then
-  echo "$out"
-  pass "bench/dd: $(echo "$out" | grep '^BENCH ratio' | sed 's/^BENCH //')"
-else
-  echo "$out"
-  fail "bench/dd: test/bench/dd.sh failed"
-fi
 tally
