@@ -246,3 +246,90 @@ func TestReplugReattaches(t *testing.T) {
 	require.Equal(t, []byte("after replug"), readAll(t, r))
 	r.Release(ctx)
 }
+
+// TestRemoveWhileClosing: an rmdir while the last close is still taking
+// the rings and paths down must leave the HopIDs and the index taken
+// until the close is done; a stream that got them at once found its
+// HopIDs still routed and failed to open with EIO.
+func TestRemoveWhileClosing(t *testing.T) {
+	h1, h2, _ := twoHosts(t)
+	ctx := context.Background()
+	i1, i2 := pairStream(t, h1, h2, "a")
+	require.NoError(t, i1.Store(ctx, configfs.AttrRingSize, 32))
+	in, out := show(t, i1, configfs.AttrInHopID), show(t, i1, configfs.AttrOutHopID)
+	r := open(t, h2, node(t, i2), syscall.O_RDWR)
+	defer r.Release(ctx)
+	w := open(t, h1, node(t, i1), syscall.O_RDWR)
+	// Nobody reads host2: its RX ring fills, then host1's TX ring, so
+	// host1's close waits (flushIdle) for frames that cannot leave.
+	payload := make([]byte, 64*4096)
+	for range 2 {
+		n, err := w.Write(ctx, &cuse.WriteRequest{Data: [][]byte{payload}})
+		require.NoError(t, err)
+		require.Positive(t, n)
+	}
+	closed := make(chan struct{})
+	go func() {
+		w.Release(ctx)
+		close(closed)
+	}()
+	xd := waitService(t, h1, 0x503)
+	require.NoError(t, i1.Remove(ctx))
+	select {
+	case <-closed:
+		t.Fatal("the close did not wait for the stuck frames (flushIdle)")
+	default:
+	}
+	require.True(t, xd.HopIDs.In.InUse(int(in)), "in_hopid %d kept while closing", in)
+	require.True(t, xd.HopIDs.Out.InUse(int(out)), "out_hopid %d kept while closing", out)
+	again := mkItemIn(t, h1, "0-503.0", "b")
+	require.Equal(t, int64(1), show(t, again, configfs.AttrIndex), "index 0 still taken")
+	<-closed
+	require.False(t, xd.HopIDs.In.InUse(int(in)), "released when the close is done")
+	require.False(t, xd.HopIDs.Out.InUse(int(out)))
+	require.NoError(t, again.Remove(ctx))
+	require.Equal(t, int64(0), show(t, mkItemIn(t, h1, "0-503.0", "c"), configfs.AttrIndex))
+}
+
+// TestHopIDsRetakenWhenFreed: host2 reuses the HopIDs of a stream whose
+// close on host1 is still stopping; host1's new stream cannot take them
+// from the announcement yet, and must once the old one lets them go.
+func TestHopIDsRetakenWhenFreed(t *testing.T) {
+	h1, h2, _ := twoHosts(t)
+	ctx := context.Background()
+	i1, i2 := pairStream(t, h1, h2, "a")
+	require.NoError(t, i1.Store(ctx, configfs.AttrRingSize, 32))
+	r := open(t, h2, node(t, i2), syscall.O_RDWR)
+	w := open(t, h1, node(t, i1), syscall.O_RDWR)
+	payload := make([]byte, 64*4096)
+	for range 2 {
+		_, err := w.Write(ctx, &cuse.WriteRequest{Data: [][]byte{payload}})
+		require.NoError(t, err)
+	}
+	closed := make(chan struct{})
+	go func() {
+		w.Release(ctx) // waits for frames host2 never reads
+		close(closed)
+	}()
+	require.NoError(t, i1.Remove(ctx))
+	// host2 frees its HopIDs and gives them to "b"; host1's "b" wants
+	// them while "a" still holds them.
+	r.Release(ctx)
+	require.NoError(t, i2.Remove(ctx))
+	b2 := mkItemIn(t, h2, "0-1.0", "b")
+	require.NoError(t, b2.Store(ctx, configfs.AttrInHopID, -1))
+	require.NoError(t, b2.Store(ctx, configfs.AttrOutHopID, -1))
+	b1 := mkItemIn(t, h1, "0-503.0", "b")
+	<-closed
+	require.Eventually(t, func() bool {
+		return show(t, b1, configfs.AttrInHopID) == show(t, b2, configfs.AttrOutHopID) &&
+			show(t, b1, configfs.AttrOutHopID) == show(t, b2, configfs.AttrInHopID) &&
+			show(t, b1, configfs.AttrInHopID) >= 8
+	}, 10*time.Second, 5*time.Millisecond, "host1's b takes host2's HopIDs once a frees them")
+	rb := open(t, h2, node(t, b2), syscall.O_RDWR)
+	wb := open(t, h1, node(t, b1), syscall.O_RDWR)
+	writeAll(t, wb, []byte("after"))
+	wb.Release(ctx)
+	require.Equal(t, []byte("after"), readAll(t, rb))
+	rb.Release(ctx)
+}

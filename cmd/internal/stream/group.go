@@ -126,6 +126,18 @@ func (g *Group) remoteChanged(svc *xdomain.Service) {
 	}
 }
 
+// retakeHopIDs gives the streams that take their HopIDs from the peer's
+// announcement another try, after a removed stream freed its own: the
+// allocation may have failed while they were still taken.
+func (g *Group) retakeHopIDs() {
+	g.mu.Lock()
+	svc := g.svc
+	g.mu.Unlock()
+	if svc != nil {
+		g.remoteChanged(svc)
+	}
+}
+
 // announce publishes the group's streams after a HopID change.
 func (g *Group) announce() {
 	g.mu.Lock()

@@ -132,18 +132,26 @@ func (h *handle) Release(ctx context.Context) {
 	}
 	d := st.data
 	st.data = nil
+	st.stopping = true
 	attached := st.svc != nil && !st.svc.XDomain().Unplugged()
-	busy, removed := st.busyPoll, st.removed
+	busy := st.busyPoll
 	st.mu.Unlock()
 	st.stop(d, attached, busy)
+	// An rmdir before or during the stop left the HopIDs and the index to
+	// us (see Remove).
+	st.mu.Lock()
+	st.stopping = false
+	removed := st.removed
+	if removed {
+		st.releaseHopIDsLocked()
+	}
+	st.mu.Unlock()
 	st.signal()
 	if removed {
-		st.mu.Lock()
-		st.releaseHopIDsLocked()
-		st.mu.Unlock()
 		// Close from a goroutine: this Release runs inside the device's
 		// own server, which Close waits for.
 		go st.node.Close()
 		st.g.s.freeIndex(st.index)
+		st.g.retakeHopIDs()
 	}
 }

@@ -49,8 +49,9 @@ type Stream struct {
 	announceID xdp.UUID // of the announced directory; new each time it appears
 	announced  bool
 
-	users   int
-	closed  bool // a CLOSE frame was read; reads give EOF, writes ENXIO
+	users    int
+	stopping bool // the last Release is stopping the rings and paths
+	closed   bool // a CLOSE frame was read; reads give EOF, writes ENXIO
 	removed bool // rmdir'd
 	data    *rings
 	stats   Counters
@@ -343,7 +344,10 @@ func (st *Stream) Remove(ctx context.Context) error {
 		return nil
 	}
 	st.removed = true
-	last := st.users == 0
+	// A stream whose last close is still taking its rings and paths down
+	// keeps its HopIDs and index until that is done (Release frees them):
+	// a new stream given the same HopIDs would find them still routed.
+	last := st.users == 0 && !st.stopping
 	if last {
 		st.releaseHopIDsLocked()
 	}
@@ -354,6 +358,7 @@ func (st *Stream) Remove(ctx context.Context) error {
 	if last {
 		st.node.Close()
 		st.g.s.freeIndex(st.index)
+		st.g.retakeHopIDs()
 	}
 	return nil
 }
