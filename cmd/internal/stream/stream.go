@@ -52,9 +52,9 @@ type Stream struct {
 	users    int
 	stopping bool // the last Release is stopping the rings and paths
 	closed   bool // a CLOSE frame was read; reads give EOF, writes ENXIO
-	removed bool // rmdir'd
-	data    *rings
-	stats   Counters
+	removed  bool // rmdir'd
+	data     *rings
+	stats    Counters
 }
 
 // Counters are a stream's traffic since mkdir.
