@@ -23,6 +23,10 @@ type slicedDevice struct {
 	cut    int    // slice length
 	honour bool
 
+	// sem is held from a READ until its Done, as a stream's read lock is:
+	// the next read(2) may be asked before go-fuse calls Done.
+	sem chan struct{}
+
 	mu        sync.Mutex
 	off       int
 	maxSlices []int
@@ -33,6 +37,7 @@ func (d *slicedDevice) Open(ctx context.Context, req *cuse.OpenRequest) (cuse.Ha
 }
 
 func (d *slicedDevice) Read(ctx context.Context, req *cuse.ReadRequest) (cuse.ReadResult, error) {
+	d.sem <- struct{}{}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.maxSlices = append(d.maxSlices, req.MaxSlices)
@@ -52,6 +57,7 @@ func (d *slicedDevice) Read(ctx context.Context, req *cuse.ReadRequest) (cuse.Re
 			d.off += res.Len()
 			d.mu.Unlock()
 		}
+		<-d.sem
 	}
 	return res, nil
 }
@@ -75,7 +81,7 @@ func TestReadRepliesOneSlice(t *testing.T) {
 		mem[i] = byte(i * 7 / 4096)
 	}
 	for _, honour := range []bool{true, false} {
-		d := &slicedDevice{mem: mem, cut: 2 * 4096, honour: honour}
+		d := &slicedDevice{mem: mem, cut: 2 * 4096, honour: honour, sem: make(chan struct{}, 1)}
 		dir := mount(t, map[string]fusefile.File{"tbstream0": {Device: d}})
 		f, err := os.Open(filepath.Join(dir, "tbstream0"))
 		require.NoError(t, err)
