@@ -225,7 +225,6 @@ func TestSlowReaderStallsWriterWithoutLoss(t *testing.T) {
 // written (-1), host1 takes host2's fresh announcement — and data flows.
 func TestReplugReattaches(t *testing.T) {
 	h1, h2, unplug := twoHosts(t)
-	ctx := context.Background()
 	i1, i2 := pairStream(t, h1, h2, "s")
 	unplug()
 	require.Eventually(t, func() bool {
@@ -239,12 +238,41 @@ func TestReplugReattaches(t *testing.T) {
 		return show(t, i2, configfs.AttrInHopID) >= 8 && show(t, i1, configfs.AttrInHopID) >= 8
 	}, 10*time.Second, 5*time.Millisecond, "re-attached with HopIDs on both sides")
 
+	sendOnce(t, h1, i1, h2, i2, "after replug")
+}
+
+// sendOnce opens stream i1 on h1 and i2 on h2, sends msg from h1 to h2
+// and closes both: it must arrive whole, then EOF.
+func sendOnce(t *testing.T, h1 *testHost, i1 configfs.Item, h2 *testHost, i2 configfs.Item, msg string) {
+	t.Helper()
+	ctx := context.Background()
 	r := open(t, h2, node(t, i2), syscall.O_RDONLY)
 	w := open(t, h1, node(t, i1), syscall.O_WRONLY)
-	writeAll(t, w, []byte("after replug"))
+	writeAll(t, w, []byte(msg))
 	w.Release(ctx)
-	require.Equal(t, []byte("after replug"), readAll(t, r))
+	require.Equal(t, []byte(msg), readAll(t, r))
 	r.Release(ctx)
+}
+
+// stuckClose closes w after filling both rings (nobody reads the peer,
+// whose RX ring fills, then w's TX ring), so that the close waits
+// (flushIdle) for frames that cannot leave; closed is closed when it has
+// returned.
+func stuckClose(t *testing.T, w cuse.Handle) (closed chan struct{}) {
+	t.Helper()
+	ctx := context.Background()
+	payload := make([]byte, 64*4096)
+	for range 2 {
+		n, err := w.Write(ctx, &cuse.WriteRequest{Data: [][]byte{payload}})
+		require.NoError(t, err)
+		require.Positive(t, n)
+	}
+	closed = make(chan struct{})
+	go func() {
+		w.Release(ctx)
+		close(closed)
+	}()
+	return closed
 }
 
 // TestRemoveWhileClosing: an rmdir while the last close is still taking
@@ -259,20 +287,7 @@ func TestRemoveWhileClosing(t *testing.T) {
 	in, out := show(t, i1, configfs.AttrInHopID), show(t, i1, configfs.AttrOutHopID)
 	r := open(t, h2, node(t, i2), syscall.O_RDWR)
 	defer r.Release(ctx)
-	w := open(t, h1, node(t, i1), syscall.O_RDWR)
-	// Nobody reads host2: its RX ring fills, then host1's TX ring, so
-	// host1's close waits (flushIdle) for frames that cannot leave.
-	payload := make([]byte, 64*4096)
-	for range 2 {
-		n, err := w.Write(ctx, &cuse.WriteRequest{Data: [][]byte{payload}})
-		require.NoError(t, err)
-		require.Positive(t, n)
-	}
-	closed := make(chan struct{})
-	go func() {
-		w.Release(ctx)
-		close(closed)
-	}()
+	closed := stuckClose(t, open(t, h1, node(t, i1), syscall.O_RDWR))
 	xd := waitService(t, h1, 0x503)
 	require.NoError(t, i1.Remove(ctx))
 	select {
@@ -300,17 +315,7 @@ func TestHopIDsRetakenWhenFreed(t *testing.T) {
 	i1, i2 := pairStream(t, h1, h2, "a")
 	require.NoError(t, i1.Store(ctx, configfs.AttrRingSize, 32))
 	r := open(t, h2, node(t, i2), syscall.O_RDWR)
-	w := open(t, h1, node(t, i1), syscall.O_RDWR)
-	payload := make([]byte, 64*4096)
-	for range 2 {
-		_, err := w.Write(ctx, &cuse.WriteRequest{Data: [][]byte{payload}})
-		require.NoError(t, err)
-	}
-	closed := make(chan struct{})
-	go func() {
-		w.Release(ctx) // waits for frames host2 never reads
-		close(closed)
-	}()
+	closed := stuckClose(t, open(t, h1, node(t, i1), syscall.O_RDWR))
 	require.NoError(t, i1.Remove(ctx))
 	// host2 frees its HopIDs and gives them to "b"; host1's "b" wants
 	// them while "a" still holds them.
@@ -326,10 +331,5 @@ func TestHopIDsRetakenWhenFreed(t *testing.T) {
 			show(t, b1, configfs.AttrOutHopID) == show(t, b2, configfs.AttrInHopID) &&
 			show(t, b1, configfs.AttrInHopID) >= 8
 	}, 10*time.Second, 5*time.Millisecond, "host1's b takes host2's HopIDs once a frees them")
-	rb := open(t, h2, node(t, b2), syscall.O_RDWR)
-	wb := open(t, h1, node(t, b1), syscall.O_RDWR)
-	writeAll(t, wb, []byte("after"))
-	wb.Release(ctx)
-	require.Equal(t, []byte("after"), readAll(t, rb))
-	rb.Release(ctx)
+	sendOnce(t, h1, b1, h2, b2, "after")
 }
