@@ -255,9 +255,9 @@ func sendOnce(t *testing.T, h1 *testHost, i1 configfs.Item, h2 *testHost, i2 con
 }
 
 // stuckClose closes w after filling both rings (nobody reads the peer,
-// whose RX ring fills, then w's TX ring), so that the close waits
-// (flushIdle) for frames that cannot leave; closed is closed when it has
-// returned.
+// whose RX ring fills, then w's TX ring; both rings of 32), so that the
+// close waits (flushIdle) for frames that cannot leave; closed is closed
+// when it has returned.
 func stuckClose(t *testing.T, w cuse.Handle) (closed chan struct{}) {
 	t.Helper()
 	ctx := context.Background()
@@ -284,6 +284,7 @@ func TestRemoveWhileClosing(t *testing.T) {
 	ctx := context.Background()
 	i1, i2 := pairStream(t, h1, h2, "a")
 	require.NoError(t, i1.Store(ctx, configfs.AttrRingSize, 32))
+	require.NoError(t, i2.Store(ctx, configfs.AttrRingSize, 32))
 	in, out := show(t, i1, configfs.AttrInHopID), show(t, i1, configfs.AttrOutHopID)
 	r := open(t, h2, node(t, i2), syscall.O_RDWR)
 	defer r.Release(ctx)
@@ -314,6 +315,7 @@ func TestHopIDsRetakenWhenFreed(t *testing.T) {
 	ctx := context.Background()
 	i1, i2 := pairStream(t, h1, h2, "a")
 	require.NoError(t, i1.Store(ctx, configfs.AttrRingSize, 32))
+	require.NoError(t, i2.Store(ctx, configfs.AttrRingSize, 32))
 	r := open(t, h2, node(t, i2), syscall.O_RDWR)
 	closed := stuckClose(t, open(t, h1, node(t, i1), syscall.O_RDWR))
 	require.NoError(t, i1.Remove(ctx))
