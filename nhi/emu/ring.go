@@ -107,12 +107,15 @@ func (h *Host) writeBlock(r *ring, f nhi.Reg, v uint32) {
 			if r.hop == 0 && h.replayPlug.Load() {
 				h.replayPlugEvents(r)
 			}
-			h.grantSoon(r, false)
 			// The credits for the new slots leave now, on the doorbell's
 			// goroutine (which holds no ring lock of ours; a full socket
 			// only makes it wait), not at the engine's next pass: one
-			// wake-up less per round trip.
-			h.flushCables()
+			// wake-up less per round trip. A doorbell that grants nothing
+			// (a stopping ring's reset, under the driver's locks) writes
+			// nothing.
+			if h.grantSoon(r, false) {
+				h.flushCables()
+			}
 		} else {
 			r.head.Store(v >> nhi.RingTxHeadShift & nhi.RingIndexMask)
 			h.doorbellTx(r)
@@ -430,17 +433,18 @@ func (h *Host) grant(r *ring) {
 // holder unlocks and then loads the flag; so one of them sees the other.
 // The doorbell flushes what it granted itself; a holder that grants for it
 // (deferred) has the engine flush.
-func (h *Host) grantSoon(r *ring, deferred bool) {
+func (h *Host) grantSoon(r *ring, deferred bool) (queued bool) {
 	r.grantPending.Store(true)
 	for r.grantPending.Load() && r.mu.TryLock() {
-		if r.grantPending.Swap(false) {
-			h.grantLocked(r)
+		if r.grantPending.Swap(false) && h.grantLocked(r) {
+			queued = true
 			if deferred {
 				h.kick()
 			}
 		}
 		r.mu.Unlock()
 	}
+	return queued
 }
 
 // unlock releases mu and serves a grant a doorbell left pending.
@@ -451,9 +455,12 @@ func (r *ring) unlock() {
 	}
 }
 
-func (h *Host) grantLocked(r *ring) {
+// grantLocked offers the credits of r's new posted descriptors (and
+// withdraws those of a path that changed) and reports whether it queued
+// anything for the cable.
+func (h *Host) grantLocked(r *ring) (queued bool) {
 	if !r.enabled || !r.e2e() {
-		return
+		return false
 	}
 	src, ok := h.router.rxSource(r.hop)
 	var l *lane
@@ -463,16 +470,19 @@ func (h *Host) grantLocked(r *ring) {
 		c = l.cable.Load()
 	}
 	if c == nil || r.creditLane != nil && (r.creditLane != l || r.creditHopID != src.hopID) {
+		queued = r.creditLane != nil
 		h.withdrawLocked(r)
 	}
 	if c == nil {
-		return
+		return queued
 	}
 	if delta := r.postedLocked() - r.granted; delta > 0 {
 		r.granted += delta
 		r.creditLane, r.creditHopID = l, src.hopID
 		c.end.sendCredit(src.hopID, int32(delta))
+		queued = true
 	}
+	return queued
 }
 
 // withdrawLocked cancels the credits RX ring r granted (path or ring
