@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"tbstream/cmd/internal/daemon"
+	"tbstream/nhi"
 )
 
 const benchUsage = `usage:
@@ -41,7 +42,7 @@ type benchFlags struct {
 	bytes, size          string
 	sizes                string
 	rounds               int
-	ring                 int
+	attrs                itemAttrs
 	serve, connect       string
 	stall                time.Duration
 }
@@ -63,7 +64,8 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchFlags, error) {
 	fs.StringVar(&f.size, "size", "256k", "-bw: bytes per write(2), its 8-byte message header included")
 	fs.StringVar(&f.sizes, "sizes", "64,4096,65536,1048576", "-lat: message sizes")
 	fs.IntVar(&f.rounds, "rounds", 0, "-lat: round trips per size (default 1000, fewer for messages over 64 KiB)")
-	fs.IntVar(&f.ring, "ring", 0, "ring_size of the streams on the emulated hosts (default: the driver's)")
+	fs.IntVar(&f.attrs.ring, "ring", 0, "ring_size of the streams on the emulated hosts (default: the driver's)")
+	fs.IntVar(&f.attrs.throttling, "throttling", -1, "throttling (ns) of the streams on the emulated hosts (default: the driver's)")
 	fs.StringVar(&f.serve, "serve", "", "serve the tests clients ask for on these devices")
 	fs.StringVar(&f.connect, "connect", "", "run the tests against a server on the other end of these devices")
 	fs.BoolVar(&f.json, "json", false, "one JSON document on standard output (progress on standard error)")
@@ -81,8 +83,11 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchFlags, error) {
 	if f.streams < 1 || f.streams > 64 {
 		return nil, fmt.Errorf("-streams %d: want 1 to 64", f.streams)
 	}
-	if f.ring != 0 && (f.ring < 32 || f.ring > 4096) {
-		return nil, fmt.Errorf("-ring %d: want 32 to 4096", f.ring)
+	if f.attrs.ring != 0 && (f.attrs.ring < 32 || f.attrs.ring > 4096) {
+		return nil, fmt.Errorf("-ring %d: want 32 to 4096", f.attrs.ring)
+	}
+	if f.attrs.throttling > nhi.MaxThrottlingNs {
+		return nil, fmt.Errorf("-throttling %d: want 0 to %d", f.attrs.throttling, nhi.MaxThrottlingNs)
 	}
 	if !f.bw && !f.lat {
 		f.bw, f.lat = true, true
@@ -183,7 +188,7 @@ func bench(ctx context.Context, stdout, stderr io.Writer, run string, args []str
 		if err := up(ctx, run); err != nil {
 			return err
 		}
-		rep, err = benchHosts(ctx, run, f.streams, f.ring, opts)
+		rep, err = benchHosts(ctx, run, f.streams, f.attrs, opts)
 	}
 	if rep == nil {
 		return err
@@ -327,7 +332,7 @@ func configStreamDir(run, host string) string {
 // setupStreams makes n streams as the documentation does: on host2 with
 // automatic HopIDs, on host1 by name only, taking host2's announcement.
 // The names are random, so that a run never meets a stream of another.
-func setupStreams(ctx context.Context, run string, n, ring int) (*streamSetup, error) {
+func setupStreams(ctx context.Context, run string, n int, attrs itemAttrs) (*streamSetup, error) {
 	s := &streamSetup{run: run}
 	devDirs := map[string]string{}
 	for _, host := range []string{clientHost, serverHost} {
@@ -341,7 +346,7 @@ func setupStreams(ctx context.Context, run string, n, ring int) (*streamSetup, e
 	for i := range n {
 		es := &emuStream{name: tag + strconv.Itoa(i)}
 		var err error
-		if es.serverItem, err = s.makeItem(serverHost, serverGroup, es.name, ring); err != nil {
+		if es.serverItem, err = s.makeItem(serverHost, serverGroup, es.name, attrs); err != nil {
 			return s, err
 		}
 		for _, attr := range []string{"in_hopid", "out_hopid"} {
@@ -349,13 +354,13 @@ func setupStreams(ctx context.Context, run string, n, ring int) (*streamSetup, e
 				return s, err
 			}
 		}
-		if es.clientItem, err = s.makeItem(clientHost, clientGroup, es.name, ring); err != nil {
+		if es.clientItem, err = s.makeItem(clientHost, clientGroup, es.name, attrs); err != nil {
 			return s, err
 		}
 		s.streams = append(s.streams, es)
 	}
 	for _, es := range s.streams {
-		if err := s.waitClientHopIDs(ctx, es.clientItem, ring); err != nil {
+		if err := s.waitClientHopIDs(ctx, es.clientItem, attrs); err != nil {
 			return s, fmt.Errorf("%s: %w", clientHost, err)
 		}
 		var err error
@@ -371,9 +376,25 @@ func setupStreams(ctx context.Context, run string, n, ring int) (*streamSetup, e
 	return s, nil
 }
 
+// itemAttrs are the attributes written to each stream before its HopIDs
+// (zero ring, negative throttling: the driver's default).
+type itemAttrs struct{ ring, throttling int }
+
+func (a itemAttrs) write(item string) error {
+	if a.ring > 0 {
+		if err := writeAttr(item, "ring_size", strconv.Itoa(a.ring)); err != nil {
+			return err
+		}
+	}
+	if a.throttling >= 0 {
+		return writeAttr(item, "throttling", strconv.Itoa(a.throttling))
+	}
+	return nil
+}
+
 // makeItem is mkdir of host's group (if needed) and of the stream, and
-// the ring size.
-func (s *streamSetup) makeItem(host, group, name string, ring int) (string, error) {
+// its attributes.
+func (s *streamSetup) makeItem(host, group, name string, attrs itemAttrs) (string, error) {
 	dir := filepath.Join(configStreamDir(s.run, host), group)
 	if err := os.Mkdir(dir, 0o755); err == nil {
 		s.groups = append(s.groups, dir)
@@ -385,12 +406,7 @@ func (s *streamSetup) makeItem(host, group, name string, ring int) (string, erro
 		return "", fmt.Errorf("%s: %w", host, err)
 	}
 	s.items = append(s.items, item)
-	if ring > 0 {
-		if err := writeAttr(item, "ring_size", strconv.Itoa(ring)); err != nil {
-			return item, err
-		}
-	}
-	return item, nil
+	return item, attrs.write(item)
 }
 
 // remove is rmdir of every item and group the run made (again, it does
@@ -446,7 +462,7 @@ const (
 // flushing) and host2 has already given that HopID to the new stream,
 // the new stream stays without HopIDs. Making the item again attaches it
 // again, by when the old stream has let go.
-func (s *streamSetup) waitClientHopIDs(ctx context.Context, item string, ring int) error {
+func (s *streamSetup) waitClientHopIDs(ctx context.Context, item string, attrs itemAttrs) error {
 	for attempt := 1; ; attempt++ {
 		deadline := time.Now().Add(hopIDPatience)
 		for {
@@ -476,10 +492,8 @@ func (s *streamSetup) waitClientHopIDs(ctx context.Context, item string, ring in
 		if err := os.Mkdir(item, 0o755); err != nil {
 			return fmt.Errorf("make %s again: %w", item, err)
 		}
-		if ring > 0 {
-			if err := writeAttr(item, "ring_size", strconv.Itoa(ring)); err != nil {
-				return err
-			}
+		if err := attrs.write(item); err != nil {
+			return err
 		}
 	}
 }
@@ -501,9 +515,9 @@ const serverGrace = 5 * time.Second
 // removed in that window leaves its rings and DMA paths behind while its
 // HopIDs are reused, and the next stream given those HopIDs cannot be
 // opened (EIO, "HopID already routed").
-func benchHosts(ctx context.Context, run string, n, ring int, opts clientOptions) (rep *benchReport, err error) {
+func benchHosts(ctx context.Context, run string, n int, attrs itemAttrs, opts clientOptions) (rep *benchReport, err error) {
 	var clientFiles, serverFiles []*os.File
-	setup, err := setupStreams(ctx, run, n, ring)
+	setup, err := setupStreams(ctx, run, n, attrs)
 	defer func() {
 		if rerr := setup.remove(); rerr != nil {
 			err = errors.Join(err, rerr)

@@ -452,7 +452,7 @@ func TestBenchEmulatedHosts(t *testing.T) {
 	// on the first stream.
 	opts := clientOptions{Bandwidth: true, Latency: true, Bidir: true, Bytes: 3<<20 + 5, WriteSize: 64 << 10,
 		Sizes: []int{64, 4096, 65536}, Rounds: 30}
-	rep, err := benchHosts(ctx, run, 2, 0, opts)
+	rep, err := benchHosts(ctx, run, 2, itemAttrs{throttling: -1}, opts)
 	require.NoError(t, err)
 	require.Equal(t, "fuse", rep.Devices)
 	require.Len(t, rep.ClientDevices, 2)
@@ -476,7 +476,7 @@ func TestBenchEmulatedHosts(t *testing.T) {
 
 	// One stream for a while, one direction.
 	opts = clientOptions{Bandwidth: true, Duration: 300 * time.Millisecond, WriteSize: 256 << 10}
-	rep, err = benchHosts(ctx, run, 1, 0, opts)
+	rep, err = benchHosts(ctx, run, 1, itemAttrs{throttling: -1}, opts)
 	require.NoError(t, err)
 	require.Len(t, rep.Bandwidth.Streams[0].Directions, 1)
 	require.Positive(t, rep.Bandwidth.Streams[0].Directions[0].Bytes)

@@ -18,8 +18,8 @@
 //     requests of one large read(2), see Read). Wakers are no-ops.
 //   - No zero-copy WRITE: go-fuse owns the request buffers, so a
 //     WriteBufferer is not asked. READ replies go out from the device's
-//     memory without a copy: reads ask for one slice (MaxSlices 1), since
-//     go-fuse writes a reply from one buffer.
+//     memory without a copy, by one writev(2) of the header and up to
+//     MaxReplySlices slices (reads ask for that many).
 //   - A READ reply whose delivery fails cannot be detected: Done is always
 //     called with delivered true.
 //   - Opens also see FLUSH (answered 0) and size-0 SETATTR from O_TRUNC

@@ -167,7 +167,7 @@ func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	if off > 0 {
 		flags = syscall.O_NONBLOCK
 	}
-	res, err := f.h.Read(ctx, &cuse.ReadRequest{Caller: callerOf(ctx), Size: len(dest), Flags: flags, MaxSlices: 1})
+	res, err := f.h.Read(ctx, &cuse.ReadRequest{Caller: callerOf(ctx), Size: len(dest), Flags: flags, MaxSlices: MaxReplySlices})
 	if err != nil {
 		if res.Done != nil {
 			res.Done(false)
@@ -193,25 +193,48 @@ func (f *fileHandle) Release(ctx context.Context) syscall.Errno {
 	return 0
 }
 
-// readResult hands the device's slices to go-fuse: one slice (what the
-// request asked for) goes out as is, without a copy; several, from a device
-// that ignores MaxSlices, are gathered into go-fuse's buffer.
+// MaxReplySlices bounds the slices of one READ reply: the reply header and
+// the slices go to /dev/fuse in one writev(2), which takes at most IOV_MAX
+// (1024) buffers.
+const MaxReplySlices = 256
+
+// readResult hands the device's slices to go-fuse. Its Slices method is the
+// one go-fuse looks for (a vectored result): the reply then goes out by
+// writev(2) from the device's memory, header and slices together, without
+// a copy, and without go-fuse's splice attempt (which, for a result that is
+// not a file descriptor, costs a pipe write and a discard per reply).
 type readResult struct {
 	res cuse.ReadResult
 }
 
+var _ interface {
+	Slices() ([][]byte, fuse.Status)
+} = (*readResult)(nil)
+
+// Slices returns the device's slices, or, from a device that ignored
+// MaxSlices, one copy of them all.
+func (r *readResult) Slices() ([][]byte, fuse.Status) {
+	if len(r.res.Data) > MaxReplySlices {
+		r.res.Data = [][]byte{r.gather(make([]byte, r.res.Len()))}
+	}
+	return r.res.Data, fuse.OK
+}
+
+// Bytes is for go-fuse's paths that want one buffer (none of them is taken
+// with a vectored result today).
 func (r *readResult) Bytes(buf []byte) ([]byte, fuse.Status) {
-	switch len(r.res.Data) {
-	case 0:
-		return nil, fuse.OK
-	case 1:
+	if len(r.res.Data) == 1 {
 		return r.res.Data[0], fuse.OK
 	}
+	return r.gather(buf), fuse.OK
+}
+
+func (r *readResult) gather(buf []byte) []byte {
 	n := 0
 	for _, b := range r.res.Data {
 		n += copy(buf[n:], b)
 	}
-	return buf[:n], fuse.OK
+	return buf[:n]
 }
 
 func (r *readResult) Size() int { return r.res.Len() }

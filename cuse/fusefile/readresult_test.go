@@ -1,6 +1,7 @@
 package fusefile
 
 import (
+	"bytes"
 	"testing"
 	"unsafe"
 
@@ -9,19 +10,32 @@ import (
 	"tbstream/cuse"
 )
 
-// TestReadResultOneSliceNoCopy: a one-slice reply hands go-fuse the
-// device's own memory; only several slices are copied into go-fuse's
-// buffer.
-func TestReadResultOneSliceNoCopy(t *testing.T) {
-	slot := make([]byte, 8192)
-	buf := make([]byte, 8192)
-	out, st := (&readResult{res: cuse.ReadResult{Data: [][]byte{slot}}}).Bytes(buf)
+// TestReadResultSlicesNoCopy: a reply of several slices hands go-fuse the
+// device's own memory, slice by slice; only more than MaxReplySlices
+// (writev's limit) are gathered, once, into one buffer.
+func TestReadResultSlicesNoCopy(t *testing.T) {
+	slots := make([]byte, 3*4096)
+	data := [][]byte{slots[:4096], slots[8192:8200], slots[4096:4100]}
+	out, st := (&readResult{res: cuse.ReadResult{Data: data}}).Slices()
 	require.True(t, st.Ok())
-	require.Equal(t, unsafe.SliceData(slot), unsafe.SliceData(out), "the slot itself")
+	require.Len(t, out, len(data))
+	for i := range data {
+		require.Equal(t, unsafe.SliceData(data[i]), unsafe.SliceData(out[i]), "slice %d is the device's memory", i)
+		require.Len(t, out[i], len(data[i]))
+	}
 
-	a, b := []byte("abc"), []byte("de")
-	out, st = (&readResult{res: cuse.ReadResult{Data: [][]byte{a, b}}}).Bytes(buf)
+	var many [][]byte
+	var want []byte
+	for i := range MaxReplySlices + 1 {
+		b := []byte{byte(i), byte(i >> 8)}
+		many = append(many, b)
+		want = append(want, b...)
+	}
+	r := &readResult{res: cuse.ReadResult{Data: many}}
+	out, st = r.Slices()
 	require.True(t, st.Ok())
-	require.Equal(t, "abcde", string(out))
-	require.Equal(t, unsafe.SliceData(buf), unsafe.SliceData(out), "gathered into go-fuse's buffer")
+	require.Len(t, out, 1, "gathered")
+	require.True(t, bytes.Equal(want, out[0]))
+	again, _ := r.Slices()
+	require.Equal(t, unsafe.SliceData(out[0]), unsafe.SliceData(again[0]), "the same data each call, as go-fuse requires")
 }

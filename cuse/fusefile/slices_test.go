@@ -70,18 +70,27 @@ func (d *slicedDevice) Poll(ctx context.Context, req *cuse.PollRequest) (uint32,
 }
 func (d *slicedDevice) Release(ctx context.Context) {}
 
-// TestReadRepliesOneSlice: the fallback asks for one slice, and a device
-// that keeps to it gets its slice written out as is (go-fuse takes the
-// device's memory, the reply is short) and the next read picks up the
-// rest; a device that returns several anyway is still served in full and
-// in order (by a copy).
-func TestReadRepliesOneSlice(t *testing.T) {
+// TestReadRepliesSeveralSlices: the fallback asks for MaxReplySlices
+// slices and writes a reply of several slices as one read(2) (by writev
+// from the device's memory); a device that keeps to the bound has the
+// rest picked up by the next read; one that returns more anyway is still
+// served in full and in order (by one copy).
+func TestReadRepliesSeveralSlices(t *testing.T) {
 	mem := make([]byte, 5*4096+100)
 	for i := range mem {
 		mem[i] = byte(i * 7 / 4096)
 	}
-	for _, honour := range []bool{true, false} {
-		d := &slicedDevice{mem: mem, cut: 2 * 4096, honour: honour, sem: make(chan struct{}, 1)}
+	bound := fusefile.MaxReplySlices * 64
+	for _, tc := range []struct {
+		cut    int
+		honour bool
+		reads  []int
+	}{
+		{cut: 2 * 4096, honour: true, reads: []int{len(mem)}},
+		{cut: 64, honour: true, reads: []int{bound, len(mem) - bound}},
+		{cut: 64, honour: false, reads: []int{len(mem)}},
+	} {
+		d := &slicedDevice{mem: mem, cut: tc.cut, honour: tc.honour, sem: make(chan struct{}, 1)}
 		dir := mount(t, map[string]fusefile.File{"tbstream0": {Device: d}})
 		f, err := os.Open(filepath.Join(dir, "tbstream0"))
 		require.NoError(t, err)
@@ -96,15 +105,11 @@ func TestReadRepliesOneSlice(t *testing.T) {
 			got = append(got, buf[:n]...)
 		}
 		f.Close()
-		require.Equal(t, mem, got, "honour %v: every byte, in order", honour)
+		require.Equal(t, mem, got, "cut %d honour %v: every byte, in order", tc.cut, tc.honour)
 		d.mu.Lock()
 		asked := d.maxSlices[0]
 		d.mu.Unlock()
-		require.Equal(t, 1, asked, "the fallback asks for one slice")
-		if honour {
-			require.Equal(t, []int{2 * 4096, 2 * 4096, 4096 + 100}, reads, "one slice per read(2)")
-		} else {
-			require.Equal(t, []int{len(mem)}, reads, "several slices gathered into one reply")
-		}
+		require.Equal(t, fusefile.MaxReplySlices, asked, "the fallback asks for MaxReplySlices")
+		require.Equal(t, tc.reads, reads, "cut %d honour %v: bytes per read(2)", tc.cut, tc.honour)
 	}
 }

@@ -253,7 +253,7 @@ func (h *Host) reset() {
 // counters are the host's drop and error counters.
 type counters struct {
 	txNoPath, txUnplugged, rxNoPath, rxRingStopped, rxOverflow, rxPDFMismatch,
-	dmaFault, ctlBadFrame, ctlDropped, cableMalformed atomic.Uint64
+	dmaFault, ctlBadFrame, ctlDropped, cableMalformed, creditFrames atomic.Uint64
 }
 
 // Counters is a snapshot of a host's drop and error counters. Frames
@@ -271,6 +271,7 @@ type Counters struct {
 	CtlBadFrame    uint64 // control frames failing length or CRC checks
 	CtlDropped     uint64 // control packets with no destination
 	CableMalformed uint64 // cables closed for a malformed frame
+	CreditFrames   uint64 // E2E credit grants sent to peers (each may carry many credits)
 }
 
 // Counters returns a snapshot of the counters.
@@ -281,7 +282,7 @@ func (h *Host) Counters() Counters {
 		RxRingStopped: c.rxRingStopped.Load(), RxOverflow: c.rxOverflow.Load(),
 		RxPDFMismatch: c.rxPDFMismatch.Load(), DMAFault: c.dmaFault.Load(),
 		CtlBadFrame: c.ctlBadFrame.Load(), CtlDropped: c.ctlDropped.Load(),
-		CableMalformed: c.cableMalformed.Load(),
+		CableMalformed: c.cableMalformed.Load(), CreditFrames: c.creditFrames.Load(),
 	}
 }
 

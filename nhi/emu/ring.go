@@ -416,6 +416,9 @@ func (h *Host) fillLocked(r *ring, sof, eof uint8, p []byte) (irq bool) {
 	if r.tail++; r.tail == r.count {
 		r.tail = 0
 	}
+	if credited && r.granted < r.creditLowWater() && h.grantLocked(r) {
+		h.kick() // the engine sends the credits held back
+	}
 	return ctrl&nhi.DescFlagInterrupt != 0
 }
 
@@ -476,14 +479,24 @@ func (h *Host) grantLocked(r *ring) (queued bool) {
 	if c == nil {
 		return queued
 	}
-	if delta := r.postedLocked() - r.granted; delta > 0 {
+	if delta := r.postedLocked() - r.granted; delta > 0 && (r.granted < r.creditLowWater() || delta >= r.creditBatch()) {
 		r.granted += delta
 		r.creditLane, r.creditHopID = l, src.hopID
+		h.counters.creditFrames.Add(1)
 		c.end.sendCredit(src.hopID, int32(delta))
 		queued = true
 	}
 	return queued
 }
+
+// Credits are returned in batches, so that a reader taking one frame at a
+// time does not cost a cable frame (and a wake-up of the peer) per frame:
+// new credits wait until a quarter of the ring has been re-posted, or until
+// the sender holds less than half the ring. fillLocked grants when a frame
+// takes the sender below that mark, so a sender never waits on credits
+// that are held back.
+func (r *ring) creditLowWater() int { return max(r.count/2, 1) }
+func (r *ring) creditBatch() int    { return max(r.count/4, 1) }
 
 // withdrawLocked cancels the credits RX ring r granted (path or ring
 // disabled, cable gone).
