@@ -39,7 +39,9 @@
 // # E2E flow control
 //
 // An RX ring with E2E grants the sender one credit per posted descriptor,
-// on the cable, for the HopID of its RX path; credits exist only while
+// on the cable, for the HopID of its RX path (in batches: once a quarter
+// of the ring is re-posted, or at once when the sender holds less than
+// half the ring); credits exist only while
 // that path, the ring and the cable do. A TX ring with E2E sends a frame
 // only with a credit for its output HopID, otherwise the frame waits
 // posted. A receiver that stops reading therefore fills its RX ring, the
