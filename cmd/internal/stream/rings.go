@@ -101,8 +101,7 @@ func (st *Stream) startLocked() (*rings, error) {
 }
 
 // stop is the last close: one CLOSE frame, TX drained while it makes
-// progress, both rings stopped, paths disabled if the peer is still there,
-// rings freed.
+// progress, both rings stopped, paths disabled, rings freed.
 func (st *Stream) stop(d *rings, attached bool, busyPoll bool) {
 	if busyPoll {
 		deadline := time.Now().Add(flushIdle)
@@ -131,13 +130,14 @@ func (st *Stream) stop(d *rings, attached bool, busyPoll bool) {
 	}
 	d.tx.Stop()
 	d.rx.Stop()
-	if attached {
-		ctx, cancel := context.WithTimeout(context.Background(), pathTimeout)
-		if err := xdomain.DisableDMAPaths(ctx, st.g.s.cfg.Data.Control, d.route, d.paths); err != nil {
-			st.g.s.log.Warn("cannot disable DMA paths", "stream", st.name, "err", err)
-		}
-		cancel()
+	// The path entries are in our own host router: they outlive an
+	// unplugged peer, and left behind they would route the next stream
+	// given these rings to the old HopIDs. So they go, attached or not.
+	ctx, cancel := context.WithTimeout(context.Background(), pathTimeout)
+	if err := xdomain.DisableDMAPaths(ctx, st.g.s.cfg.Data.Control, d.route, d.paths); err != nil {
+		st.g.s.log.Warn("cannot disable DMA paths", "stream", st.name, "attached", attached, "err", err)
 	}
+	cancel()
 	d.tx.Free()
 	d.rx.Free()
 }
