@@ -79,7 +79,7 @@ gofmt_check() {
 }
 vet() {
   local tags
-  for tags in "" e2e; do
+  for tags in "" e2e fault; do
     if go vet ${tags:+-tags $tags} ./... >"$work/vet" 2>&1; then
       pass "go vet${tags:+ -tags $tags}"
     else

@@ -14,7 +14,8 @@ import (
 	"tbstream/cmd/internal/daemon"
 )
 
-// hostNames returns the hosts under run that have a status socket.
+// hostNames returns the hosts under run: every directory with a daemon's
+// lock file, whether a daemon runs there now or not.
 func hostNames(run string) ([]string, error) {
 	entries, err := os.ReadDir(run)
 	if err != nil {
@@ -23,14 +24,14 @@ func hostNames(run string) ([]string, error) {
 	var names []string
 	for _, e := range entries {
 		if e.IsDir() {
-			if _, err := os.Stat(daemon.StatusPath(filepath.Join(run, e.Name()))); err == nil {
+			if _, err := os.Stat(filepath.Join(run, e.Name(), "lock")); err == nil {
 				names = append(names, e.Name())
 			}
 		}
 	}
 	sort.Strings(names)
 	if len(names) == 0 {
-		return nil, fmt.Errorf("no running hosts under %s", run)
+		return nil, fmt.Errorf("no hosts under %s", run)
 	}
 	return names, nil
 }
@@ -73,27 +74,44 @@ func profile(w io.Writer, run string, args []string) error {
 	return daemon.WriteProfile(w, hostDir(run, args[0]), time.Duration(secs*float64(time.Second)), trace)
 }
 
-// list prints every running host of the run root in the spirit of
-// `tblist -A`: peers (XDomains) with their services, then streams with
-// index, HopIDs, state and counters.
-func list(w io.Writer, run string) error {
+// list prints every host of the run root in the spirit of `tblist -A`:
+// peers (XDomains) with their services, then streams with index, HopIDs,
+// state and counters; verbose adds the daemon's goroutines, threads and
+// open files. A host whose daemon does not run or does not answer
+// is reported, and list fails.
+func list(w io.Writer, run string, verbose bool) error {
 	names, err := hostNames(run)
 	if err != nil {
 		return err
 	}
+	var errs []error
 	for _, name := range names {
-		st, err := daemon.ReadStatus(filepath.Join(run, name))
-		if err != nil {
-			fmt.Fprintf(w, "%s: %v\n\n", name, err)
+		dir := filepath.Join(run, name)
+		if pid, err := daemon.Owner(dir); err != nil || pid == 0 {
+			if err == nil {
+				err = errors.New("not running")
+			}
+			fmt.Fprintf(w, "Host %s: %v\n\n", name, err)
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 			continue
 		}
-		printStatus(w, st)
+		st, err := daemon.ReadStatus(dir)
+		if err != nil {
+			fmt.Fprintf(w, "Host %s: %v\n\n", name, err)
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			continue
+		}
+		printStatus(w, st, verbose)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-func printStatus(w io.Writer, st daemon.Status) {
+func printStatus(w io.Writer, st daemon.Status, verbose bool) {
 	fmt.Fprintf(w, "Host %s (devices: %s)\n", st.Name, st.Devices)
+	if verbose {
+		p := st.Process
+		fmt.Fprintf(w, "  tbstreamd pid %d: %d goroutines, %d threads, %d open files\n", p.PID, p.Goroutines, p.Threads, p.FDs)
+	}
 	for _, p := range st.Peers {
 		fmt.Fprintf(w, "  XDomain %s: %s %s, uuid %s, state %s, maxhopid %d, generation %d, requests %d, dropped %d\n",
 			p.ID, p.VendorName, p.DeviceName, p.RemoteUUID, p.State, p.MaxHopID, p.Generation, p.Stats.Requests, p.Stats.Dropped)

@@ -39,7 +39,8 @@ commands:
   down              stop them
   shell HOST [CMD]  run CMD (default: your shell) with HOST's configfs at
                     /sys/kernel/config and its devices at /dev/tbstreamX
-  list              hosts, services and streams with their counters
+  list [-v]         hosts, services and streams with their counters; -v adds
+                    each daemon's goroutines, threads and open files
   stacks [HOST...]  what each host's daemon is doing: every goroutine's stack
   profile [-trace] HOST SECS
                     a CPU profile of HOST's daemon over SECS seconds, in pprof
@@ -69,7 +70,7 @@ func main() {
 	case "up":
 		err = up(ctx, *run)
 	case "down":
-		err = down(*run)
+		err = down(os.Stdout, *run)
 	case "shell":
 		if len(args) < 2 {
 			err = errors.New("usage: tbstream shell HOST [CMD [ARGS...]]")
@@ -77,7 +78,7 @@ func main() {
 		}
 		err = shell(*run, args[1], args[2:])
 	case "list":
-		err = list(os.Stdout, *run)
+		err = list(os.Stdout, *run, len(args) > 1 && args[1] == "-v")
 	case "stacks":
 		err = stacks(os.Stdout, *run, args[1:])
 	case "profile":

@@ -1,14 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -34,7 +36,8 @@ var demoHosts = []demoHost{
 
 // up starts the two hosts as background daemons (re-running this binary)
 // unless they run already, and waits until each sees the other's stream
-// service.
+// service. A host that exits meanwhile is reported with its own last error
+// line from its log.
 func up(ctx context.Context, run string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("tbstream up needs root (it mounts FUSE file systems)")
@@ -43,29 +46,17 @@ func up(ctx context.Context, run string) error {
 	if err != nil {
 		return err
 	}
+	started := map[string]*startedHost{}
 	for _, h := range demoHosts {
 		dir := hostDir(run, h.name)
-		if _, err := daemon.ReadStatus(dir); err == nil {
+		if pid, err := daemon.Owner(dir); err == nil && pid != 0 {
 			continue // running
 		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-		logf, err := os.OpenFile(filepath.Join(dir, "log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		s, err := startHost(self, run, h)
 		if err != nil {
 			return err
 		}
-		// With CUSE both hosts share one /dev: each gets a directory.
-		args := append([]string{"daemon", "-name", h.name, "-run-dir", dir, "-device-prefix", h.name + "/"}, h.args(run)...)
-		cmd := exec.Command(self, args...)
-		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-		if err := cmd.Start(); err != nil {
-			logf.Close()
-			return fmt.Errorf("start %s: %w", h.name, err)
-		}
-		logf.Close()
-		go cmd.Wait()
+		started[h.name] = s
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for _, h := range demoHosts {
@@ -74,8 +65,19 @@ func up(ctx context.Context, run string) error {
 			if err == nil && hasStreamService(st) {
 				break
 			}
+			if s := started[h.name]; s != nil {
+				select {
+				case <-s.exited:
+					return fmt.Errorf("%s exited: %s", h.name, s.lastError("no error logged"))
+				default:
+				}
+			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("%s did not find its peer in 30 s; see %s", h.name, filepath.Join(hostDir(run, h.name), "log"))
+				why := fmt.Sprintf("see %s", filepath.Join(hostDir(run, h.name), "log"))
+				if s := started[h.name]; s != nil {
+					why = s.lastError(why)
+				}
+				return fmt.Errorf("%s did not find its peer in 30 s: %s", h.name, why)
 			}
 			select {
 			case <-ctx.Done():
@@ -85,6 +87,81 @@ func up(ctx context.Context, run string) error {
 		}
 	}
 	return nil
+}
+
+// startedHost is a daemon started by up: where its log began and when it
+// exits.
+type startedHost struct {
+	log    string
+	from   int64
+	exited chan struct{}
+}
+
+func startHost(self, run string, h demoHost) (*startedHost, error) {
+	dir := hostDir(run, h.name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	// The log holds peers' names and paths: not for every local user.
+	logPath := filepath.Join(dir, "log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	if err := logf.Chmod(0o640); err != nil {
+		return nil, err
+	}
+	from, err := logf.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, err
+	}
+	// With CUSE both hosts share one /dev: each gets a directory.
+	args := append([]string{"daemon", "-name", h.name, "-run-dir", dir, "-device-prefix", h.name + "/"}, h.args(run)...)
+	cmd := exec.Command(self, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", h.name, err)
+	}
+	s := &startedHost{log: logPath, from: from, exited: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		close(s.exited)
+	}()
+	return s, nil
+}
+
+// lastError returns the last error line the daemon logged since it was
+// started (its exit message, "tbstream: ...", or an ERROR record), else
+// the last warning, else otherwise.
+func (s *startedHost) lastError(otherwise string) string {
+	f, err := os.Open(s.log)
+	if err != nil {
+		return otherwise
+	}
+	defer f.Close()
+	if _, err := f.Seek(s.from, io.SeekStart); err != nil {
+		return otherwise
+	}
+	var errLine, warnLine string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	for sc.Scan() {
+		switch line := sc.Text(); {
+		case strings.HasPrefix(line, "tbstream:"), strings.Contains(line, "level=ERROR"):
+			errLine = line
+		case strings.Contains(line, "level=WARN"):
+			warnLine = line
+		}
+	}
+	switch {
+	case errLine != "":
+		return errLine
+	case warnLine != "":
+		return warnLine
+	}
+	return otherwise
 }
 
 func hasStreamService(st daemon.Status) bool {
@@ -98,30 +175,25 @@ func hasStreamService(st daemon.Status) bool {
 	return false
 }
 
-// down stops the hosts' daemons and waits for them to exit.
-func down(run string) error {
-	var errs []error
-	for _, h := range demoHosts {
-		dir := hostDir(run, h.name)
-		b, err := os.ReadFile(filepath.Join(dir, "pid"))
-		if err != nil {
-			continue
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil {
-			continue
-		}
-		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-			continue
-		}
-		for i := 0; i < 100; i++ {
-			if syscall.Kill(pid, 0) != nil {
-				break
+// down stops the hosts' daemons, both at once, and returns when they have
+// exited and their mounts are gone. It prints what it did, including
+// leftovers of a daemon that died, which it removes.
+func down(w io.Writer, run string) error {
+	reports := make([][]string, len(demoHosts))
+	errs := make([]error, len(demoHosts))
+	var wg sync.WaitGroup
+	for i, h := range demoHosts {
+		wg.Go(func() {
+			reports[i], errs[i] = daemon.Shutdown(context.Background(), hostDir(run, h.name), 10*time.Second)
+			if errs[i] != nil {
+				errs[i] = fmt.Errorf("%s: %w", h.name, errs[i])
 			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		if syscall.Kill(pid, 0) == nil {
-			errs = append(errs, fmt.Errorf("%s (pid %d) did not stop", h.name, pid))
+		})
+	}
+	wg.Wait()
+	for i, h := range demoHosts {
+		for _, r := range reports[i] {
+			fmt.Fprintf(w, "%s: %s\n", h.name, r)
 		}
 	}
 	return errors.Join(errs...)

@@ -171,7 +171,8 @@ func (d *Daemon) start(ctx context.Context) error {
 }
 
 // takeRunDir creates the run directory and locks it, so that a second
-// daemon on the same paths fails with a clear error.
+// daemon on the same paths fails with a clear error, then removes what a
+// daemon that died there left behind (see CleanStale).
 func (d *Daemon) takeRunDir() error {
 	run := d.opts.RunDir
 	if run == "" {
@@ -180,17 +181,36 @@ func (d *Daemon) takeRunDir() error {
 	if err := os.MkdirAll(run, 0o755); err != nil {
 		return fmt.Errorf("create run directory: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(run, "lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(lockPath(run), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("open lock: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	// Owner takes a shared lock for a moment to ask; that is not a
+	// daemon, so try a few times before saying one runs.
+	for try := 0; ; try++ {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil || try == 10 || !errors.Is(err, unix.EWOULDBLOCK) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
 		f.Close()
-		pid, _ := os.ReadFile(filepath.Join(run, "pid"))
-		return fmt.Errorf("%s (pid %s): %w", run, strings.TrimSpace(string(pid)), ErrRunning)
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			return fmt.Errorf("lock %s: %w", run, err)
+		}
+		pid, _ := Owner(run)
+		return fmt.Errorf("%s (pid %d): %w", run, pid, ErrRunning)
 	}
 	d.lock = f
-	return os.WriteFile(filepath.Join(run, "pid"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+	cleaned, err := CleanStale(run)
+	if len(cleaned) > 0 {
+		d.log.Warn("removed what a daemon that died left behind", "run", run, "removed", strings.Join(cleaned, ", "))
+	}
+	if err != nil {
+		return fmt.Errorf("clean %s: %w", run, err)
+	}
+	return os.WriteFile(pidPath(run), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
 }
 
 func (d *Daemon) openDevice() error {
@@ -351,7 +371,7 @@ func (d *Daemon) Stop() {
 	}
 	if d.lock != nil {
 		os.Remove(StatusPath(d.opts.RunDir))
-		os.Remove(filepath.Join(d.opts.RunDir, "pid"))
+		os.Remove(pidPath(d.opts.RunDir))
 		d.lock.Close()
 	}
 }
@@ -378,6 +398,27 @@ type Status struct {
 	DeviceDir string
 	Peers     []Peer
 	Groups    []stream.GroupInfo
+	Process   Process
+}
+
+// Process is the daemon's own resource use, to see leaks from outside.
+type Process struct {
+	PID, Goroutines, Threads, FDs int
+}
+
+func processStatus() Process {
+	p := Process{PID: os.Getpid(), Goroutines: runtime.NumGoroutine()}
+	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
+		p.FDs = len(fds) - 1 // less the one ReadDir itself has open
+	}
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+				p.Threads, _ = strconv.Atoi(strings.TrimSpace(v))
+			}
+		}
+	}
+	return p
 }
 
 // Peer is one connected host.
@@ -394,7 +435,7 @@ type Service struct {
 
 // Status returns the current status.
 func (d *Daemon) Status() Status {
-	st := Status{Name: d.opts.Name, Devices: d.deviceKind(), DeviceDir: d.deviceDir(), Groups: d.host.Streams.Snapshot()}
+	st := Status{Name: d.opts.Name, Devices: d.deviceKind(), DeviceDir: d.deviceDir(), Groups: d.host.Streams.Snapshot(), Process: processStatus()}
 	for _, xd := range d.host.XDomain.XDomains() {
 		p := Peer{Info: xd.Info()}
 		for _, s := range xd.Services() {

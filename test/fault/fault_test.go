@@ -1,0 +1,313 @@
+//go:build fault
+
+// Package fault does to the two emulated hosts what users and machines do
+// to them: kill -9 of a daemon in the middle of a transfer, down and up in
+// a row, stale files pointing at a process that is not ours, a host that
+// cannot start. Every case ends with a transfer checked by sha256, and
+// each prints one row (case, figure, verdict) to the file named by
+// TBSTREAM_FAULT_TABLE, which test/suites.d/fault.sh shows as a table.
+// The figures are printed, never compared with a limit.
+//
+// Run with: go test -tags fault ./test/fault (as root).
+package fault
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+var binary string // the tbstream command built for the run
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		dir, err := os.MkdirTemp("", "tbstream-fault-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		binary = filepath.Join(dir, "tbstream")
+		if out, err := exec.Command("go", "build", "-o", binary, "../../cmd/tbstream").CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build tbstream: %v\n%s", err, out)
+			return 1
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// row records one line of the fault table.
+func row(t *testing.T, figure string) {
+	t.Helper()
+	verdict := "ok"
+	if t.Failed() {
+		verdict = "FAILED"
+	}
+	t.Logf("%s: %s: %s", t.Name(), figure, verdict)
+	path := os.Getenv("TBSTREAM_FAULT_TABLE")
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Errorf("fault table: %v", err)
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "%s\t%s\t%s\n", t.Name(), figure, verdict)
+}
+
+// fabric is one run root with the two hosts of `tbstream up`.
+type fabric struct {
+	t   *testing.T
+	run string
+}
+
+func newFabric(t *testing.T) *fabric {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (FUSE mounts, mount namespaces)")
+	}
+	f := &fabric{t: t, run: filepath.Join(t.TempDir(), "run")}
+	t.Cleanup(func() {
+		if out, err := f.tbstream("down"); err != nil {
+			t.Errorf("tbstream down: %v\n%s", err, out)
+		}
+		if m := f.mounts(); len(m) > 0 {
+			t.Errorf("mounts left after down: %v", m)
+		}
+	})
+	return f
+}
+
+func (f *fabric) tbstream(args ...string) (string, error) {
+	out, err := exec.Command(binary, append([]string{"-run", f.run}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func (f *fabric) up() {
+	f.t.Helper()
+	out, err := f.tbstream("up")
+	require.NoError(f.t, err, "tbstream up: %s\n%s", out, f.logs())
+}
+
+func (f *fabric) logs() string {
+	var b strings.Builder
+	for _, h := range []string{"host1", "host2"} {
+		out, _ := os.ReadFile(filepath.Join(f.run, h, "log"))
+		fmt.Fprintf(&b, "--- %s log\n%s", h, out)
+	}
+	return b.String()
+}
+
+// pid is the daemon's PID from its pid file.
+func (f *fabric) pid(host string) int {
+	f.t.Helper()
+	b, err := os.ReadFile(filepath.Join(f.run, host, "pid"))
+	require.NoError(f.t, err)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	require.NoError(f.t, err)
+	return pid
+}
+
+// mounts lists the mount points under the run root.
+func (f *fabric) mounts() []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	require.NoError(f.t, err)
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if fl := strings.Fields(line); len(fl) > 4 && strings.HasPrefix(fl[4], f.run+"/") {
+			out = append(out, fl[4])
+		}
+	}
+	return out
+}
+
+func (f *fabric) shellCmd(host, script string) *exec.Cmd {
+	return exec.Command(binary, "-run", f.run, "shell", host, "bash", "-ec", script)
+}
+
+func (f *fabric) must(host, script string) string {
+	f.t.Helper()
+	out, err := f.start(host, script)()
+	require.NoError(f.t, err, "%s: %s\n%s", host, script, out)
+	return out
+}
+
+// start runs a script in the background; wait returns its output and
+// error, or fails the test when it has not ended within a hang guard.
+func (f *fabric) start(host, script string) (wait func() (string, error)) {
+	var out bytes.Buffer
+	c := f.shellCmd(host, script)
+	c.Stdout, c.Stderr = &out, &out
+	require.NoError(f.t, c.Start())
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	return func() (string, error) {
+		select {
+		case err := <-done:
+			return out.String(), err
+		case <-time.After(2 * time.Minute):
+			c.Process.Kill()
+			<-done
+			f.t.Fatalf("%s: still running after 2 minutes: %s\n%s", host, script, out.String())
+			return "", nil
+		}
+	}
+}
+
+const root = "/sys/kernel/config/thunderbolt/stream"
+
+// groups of each host's peer service.
+var group = map[string]string{"host1": "0-503.0", "host2": "0-1.0"}
+
+// stream sets up stream name on both hosts (host2 allocates the HopIDs,
+// host1 takes them from its announcement) and returns each side's node.
+func (f *fabric) stream(name string) (dev1, dev2 string) {
+	f.t.Helper()
+	f.must("host2", fmt.Sprintf(`mkdir -p %[1]s/0-1.0/%[2]s
+echo -1 > %[1]s/0-1.0/%[2]s/in_hopid
+echo -1 > %[1]s/0-1.0/%[2]s/out_hopid`, root, name))
+	f.must("host1", fmt.Sprintf(`mkdir -p %[1]s/0-503.0/%[2]s
+for i in $(seq 400); do [ "$(cat %[1]s/0-503.0/%[2]s/out_hopid)" -gt 0 ] && exit 0; sleep 0.05; done
+echo "no HopIDs from host2's announcement" >&2; exit 1`, root, name))
+	node := func(host string) string {
+		return "/dev/tbstream" + strings.TrimSpace(f.must(host, fmt.Sprintf("cat %s/%s/%s/index", root, group[host], name)))
+	}
+	return node("host1"), node("host2")
+}
+
+// transfer sends size random bytes from host1 to host2 over a new stream
+// and checks them by sha256.
+func (f *fabric) transfer(name string, size int) {
+	f.t.Helper()
+	dir := f.t.TempDir()
+	dev1, dev2 := f.stream(name)
+	recv := f.start("host2", fmt.Sprintf("dd if=%s of=%s/out bs=256k status=none", dev2, dir))
+	f.must("host1", fmt.Sprintf("head -c %d /dev/urandom > %[2]s/in && dd if=%[2]s/in of=%s bs=256k status=none", size, dir, dev1))
+	out, err := recv()
+	require.NoError(f.t, err, out)
+	sums := strings.Fields(f.must("host2", fmt.Sprintf("sha256sum %[1]s/in %[1]s/out", dir)))
+	require.Len(f.t, sums, 4)
+	require.Equal(f.t, sums[0], sums[2], "sha256 of what host1 sent and host2 received")
+}
+
+// A daemon killed with SIGKILL in the middle of a transfer: the other
+// side's dd ends, and `tbstream up` alone brings the host back (no
+// umount, no rm), after which a transfer arrives intact.
+func TestKill9MidTransfer(t *testing.T) {
+	for _, victim := range []string{"host2", "host1"} {
+		t.Run(victim, func(t *testing.T) {
+			f := newFabric(t)
+			f.up()
+			dev1, dev2 := f.stream("before")
+			dir := t.TempDir()
+			recv := f.start("host2", fmt.Sprintf("dd if=%s of=%s/out bs=256k status=none", dev2, dir))
+			send := f.start("host1", fmt.Sprintf("dd if=/dev/zero of=%s bs=256k count=100000 status=none", dev1))
+			require.Eventually(t, func() bool {
+				st, err := os.Stat(dir + "/out")
+				return err == nil && st.Size() > 16<<20
+			}, time.Minute, 10*time.Millisecond, "the transfer is under way")
+			require.NoError(t, syscall.Kill(f.pid(victim), syscall.SIGKILL))
+			killed := time.Now()
+			// Both ends' dd stop: the victim's with ENOTCONN from its
+			// dead mounts, the survivor's with EOF or an error.
+			send()
+			recv()
+			ended := time.Since(killed)
+			out, err := f.tbstream("list")
+			require.Error(t, err, "list must fail while %s is dead:\n%s", victim, out)
+			require.Contains(t, out, "Host "+victim+": not running")
+
+			t0 := time.Now()
+			f.up()
+			restarted := time.Since(t0)
+			log, err := os.ReadFile(filepath.Join(f.run, victim, "log"))
+			require.NoError(t, err)
+			require.Contains(t, string(log), "removed what a daemon that died left behind")
+			out, err = f.tbstream("list")
+			require.NoError(t, err, out)
+			f.transfer("after", 32<<20)
+			row(t, fmt.Sprintf("both dd ended %v after the kill; up took %v; then 32 MiB sha256-equal", ended.Round(time.Millisecond), restarted.Round(time.Millisecond)))
+		})
+	}
+}
+
+// down returns only when the daemons are gone with their mounts, so an
+// up right after it always works.
+func TestDownUpCycles(t *testing.T) {
+	f := newFabric(t)
+	const cycles = 5
+	for i := 0; i < cycles; i++ {
+		f.up()
+		out, err := f.tbstream("down")
+		require.NoError(t, err, out)
+		require.Empty(t, f.mounts(), "mounts after down, cycle %d", i)
+		for _, h := range []string{"host1", "host2"} {
+			require.NoFileExists(t, filepath.Join(f.run, h, "pid"))
+			require.NoFileExists(t, filepath.Join(f.run, h, "status.sock"))
+		}
+	}
+	f.up()
+	f.transfer("cycled", 8<<20)
+	row(t, fmt.Sprintf("%d down/up cycles, no mount or pid file left after any down; then 8 MiB sha256-equal", cycles))
+}
+
+// A stale pid file names a process that is not the daemon (PIDs are
+// reused): down must not signal it, and must clean up.
+func TestDownSparesStrangerInStalePidFile(t *testing.T) {
+	f := newFabric(t)
+	f.up()
+	require.NoError(t, syscall.Kill(f.pid("host2"), syscall.SIGKILL))
+	require.Eventually(t, func() bool {
+		_, err := f.tbstream("list")
+		return err != nil
+	}, time.Minute, 20*time.Millisecond)
+	stranger := exec.Command("sleep", "300")
+	require.NoError(t, stranger.Start())
+	defer stranger.Process.Kill()
+	exited := make(chan struct{})
+	go func() { stranger.Wait(); close(exited) }()
+	require.NoError(t, os.WriteFile(filepath.Join(f.run, "host2", "pid"), []byte(strconv.Itoa(stranger.Process.Pid)+"\n"), 0o644))
+	out, err := f.tbstream("down")
+	require.NoError(t, err, out)
+	require.Contains(t, out, "host2: removed stale pid")
+	select {
+	case <-exited:
+		t.Fatalf("down signalled pid %d, which a stale pid file named", stranger.Process.Pid)
+	case <-time.After(200 * time.Millisecond):
+	}
+	require.Empty(t, f.mounts())
+	f.up()
+	f.transfer("spared", 4<<20)
+	row(t, "a stranger's PID in host2's stale pid file: not signalled; stale mounts, socket, pid removed; then 4 MiB sha256-equal")
+}
+
+// A host that cannot start is reported with its own error at once, not
+// as a peer that did not show up after 30 s.
+func TestUpReportsTheHostsError(t *testing.T) {
+	f := newFabric(t)
+	require.NoError(t, os.MkdirAll(filepath.Join(f.run, "host2"), 0o755))
+	blocker := filepath.Join(f.run, "host2", "config")
+	require.NoError(t, os.WriteFile(blocker, nil, 0o644))
+	t0 := time.Now()
+	out, err := f.tbstream("up")
+	took := time.Since(t0)
+	require.Error(t, err)
+	require.Contains(t, out, "host2 exited")
+	require.Contains(t, out, "not a directory")
+	require.NoError(t, os.Remove(blocker))
+	f.up()
+	f.transfer("reported", 4<<20)
+	row(t, fmt.Sprintf("host2 cannot mount its configfs: up failed after %v with host2's own error (not a directory); then 4 MiB sha256-equal", took.Round(time.Millisecond)))
+}
