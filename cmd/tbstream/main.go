@@ -41,6 +41,8 @@ commands:
                     /sys/kernel/config and its devices at /dev/tbstreamX
   list [-v]         hosts, services and streams with their counters; -v adds
                     each daemon's goroutines, threads and open files
+  unplug HOST       pull HOST's emulated cable out; the dialling end plugs it
+                    in again at once (to see what unplug and re-plug do)
   stacks [HOST...]  what each host's daemon is doing: every goroutine's stack
   profile [-trace] HOST SECS
                     a CPU profile of HOST's daemon over SECS seconds, in pprof
@@ -77,6 +79,12 @@ func main() {
 			break
 		}
 		err = shell(*run, args[1], args[2:])
+	case "unplug":
+		if len(args) != 2 {
+			err = errors.New("usage: tbstream unplug HOST")
+			break
+		}
+		err = daemon.Unplug(hostDir(*run, args[1]))
 	case "list":
 		err = list(os.Stdout, *run, len(args) > 1 && args[1] == "-v")
 	case "stacks":

@@ -496,3 +496,52 @@ func TestStallingReaderLosesNothing(t *testing.T) {
 	require.Equal(t, size, off, "bytes received")
 	row(t, fmt.Sprintf("%d MiB with %d reader stalls of 300 ms: every 8-byte word at its offset, 0 bytes lost, duplicated or reordered", size>>20, stalls))
 }
+
+// The cable is pulled out while host1's writer is blocked (host2 has no
+// reader, so the ring and the credits are used up) and plugged in again.
+// The writer must not end as if its bytes had been delivered: it either
+// fails, or goes on once host2 reads. A new stream after the re-plug
+// carries a transfer intact.
+func TestUnplugWhileWriterBlocked(t *testing.T) {
+	f := newFabric(t)
+	f.up()
+	dev1, dev2 := f.stream("blocked")
+	writer := f.start("host1", fmt.Sprintf("dd if=/dev/zero of=%s bs=256k count=400 status=none", dev1))
+	require.Eventually(t, func() bool {
+		out, _ := f.tbstream("list")
+		return strings.Contains(out, "blocked") && !regexp.MustCompile(`0-503\.0\s+blocked\s+\S+\s+\d+\s+\d+\s+\d+\s+open\s+1\s+0\s`).MatchString(out)
+	}, time.Minute, 20*time.Millisecond, "host1 has sent something")
+	time.Sleep(200 * time.Millisecond) // the writer is blocked on credits by now
+	out, err := f.tbstream("unplug", "host1")
+	require.NoError(t, err, out)
+	require.Eventually(t, func() bool {
+		out, err := f.tbstream("list")
+		return err == nil && strings.Count(out, "XDomain") == 2
+	}, time.Minute, 50*time.Millisecond, "both hosts see each other again")
+	f.transfer("replug", 8<<20)
+
+	// The old writer: ended with an error, or still waiting for a reader.
+	outcome := "failed"
+	received := "-"
+	ended := make(chan struct{})
+	var wout string
+	var werr error
+	go func() { wout, werr = writer(); close(ended) }()
+	select {
+	case <-ended:
+	case <-time.After(2 * time.Second):
+		outcome = "went on once host2 read"
+		drain := f.start("host2", fmt.Sprintf("dd if=%s bs=256k status=none | wc -c", dev2))
+		<-ended
+		n, err := drain()
+		require.NoError(t, err, n)
+		received = strings.TrimSpace(n)
+	}
+	if outcome == "failed" {
+		require.Error(t, werr, "a writer whose bytes were not delivered must not exit 0: %s", wout)
+	} else {
+		require.NoError(t, werr, wout)
+		require.Equal(t, strconv.Itoa(400*256<<10), received, "a writer that exits 0 delivered every byte")
+	}
+	row(t, fmt.Sprintf("cable pulled out under a blocked writer and plugged in again: the writer %s (%s), host2 read %s bytes; then 8 MiB sha256-equal on a new stream", outcome, strings.TrimSpace(wout), received))
+}

@@ -10,7 +10,8 @@
 //	<run>/dev          FUSE fallback nodes: <run>/dev/tbstreamN
 //	<run>/status.sock  one request line, one answer: "status" (JSON, for
 //	                   `tbstream list`), "stacks" (every goroutine's stack) or
-//	                   "cpuprofile SECONDS" (pprof) or "trace SECONDS"
+//	                   "cpuprofile SECONDS" (pprof) or "trace SECONDS",
+//	                   "unplug" (pull the emulated cable out)
 //	<run>/pid
 package daemon
 
@@ -31,6 +32,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -85,6 +87,7 @@ type Daemon struct {
 	config  *configfs.Server
 	devices devices
 	status  net.Listener
+	cable   atomic.Pointer[emu.Cable] // the cable plugged now, if any
 	wg      sync.WaitGroup
 	cancel  context.CancelFunc
 }
@@ -336,6 +339,8 @@ func (d *Daemon) dialCables(ctx context.Context, addr string) {
 
 // holdCable waits until the cable ends or the daemon stops.
 func (d *Daemon) holdCable(ctx context.Context, c *emu.Cable) {
+	d.cable.Store(c)
+	defer d.cable.CompareAndSwap(c, nil)
 	select {
 	case <-ctx.Done():
 		c.Close()
@@ -483,6 +488,10 @@ const (
 	requestProfile = "cpuprofile"
 	requestTrace   = "trace"
 	maxProfile     = 120 * time.Second
+	// requestUnplug pulls the emulated cable out, as a user would: both
+	// hosts see an unplug, and the end that dials plugs it in again.
+	// The answer is "unplugged" or why not.
+	requestUnplug = "unplug"
 )
 
 // serveStatusConn answers one request. Each connection has its own
@@ -510,6 +519,14 @@ func (d *Daemon) serveStatusConn(ctx context.Context, c net.Conn) {
 	case requestStacks:
 		fmt.Fprintf(c, "tbstreamd %s (pid %d), %d goroutines\n", d.opts.Name, os.Getpid(), runtime.NumGoroutine())
 		pprof.Lookup("goroutine").WriteTo(c, 2)
+	case requestUnplug:
+		if cable := d.cable.Load(); cable != nil {
+			d.log.Info("cable pulled out on request")
+			cable.Close()
+			fmt.Fprintln(c, "unplugged")
+		} else {
+			fmt.Fprintln(c, "no cable plugged")
+		}
 	}
 }
 
@@ -546,6 +563,23 @@ func ask(run, request string) (net.Conn, error) {
 		return nil, fmt.Errorf("tbstreamd at %s: %w", run, err)
 	}
 	return c, nil
+}
+
+// Unplug pulls the emulated cable of the daemon of run directory run out.
+func Unplug(run string) error {
+	c, err := ask(run, requestUnplug)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	answer, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("unplug at %s: %w", run, err)
+	}
+	if answer = strings.TrimSpace(answer); answer != "unplugged" {
+		return fmt.Errorf("unplug at %s: %s", run, answer)
+	}
+	return nil
 }
 
 // ReadStatus asks the daemon of run directory run for its status.
