@@ -22,6 +22,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -74,6 +76,7 @@ func row(t *testing.T, figure string) {
 type fabric struct {
 	t   *testing.T
 	run string
+	bin string // the tbstream command
 }
 
 func newFabric(t *testing.T) *fabric {
@@ -81,7 +84,7 @@ func newFabric(t *testing.T) *fabric {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (FUSE mounts, mount namespaces)")
 	}
-	f := &fabric{t: t, run: filepath.Join(t.TempDir(), "run")}
+	f := &fabric{t: t, run: filepath.Join(t.TempDir(), "run"), bin: tbstreamBin}
 	t.Cleanup(func() {
 		if out, err := f.tbstream("down"); err != nil {
 			t.Errorf("tbstream down: %v\n%s", err, out)
@@ -94,7 +97,7 @@ func newFabric(t *testing.T) *fabric {
 }
 
 func (f *fabric) tbstream(args ...string) (string, error) {
-	out, err := exec.Command(tbstreamBin, append([]string{"-run", f.run}, args...)...).CombinedOutput()
+	out, err := exec.Command(f.bin, append([]string{"-run", f.run}, args...)...).CombinedOutput()
 	return string(out), err
 }
 
@@ -137,7 +140,7 @@ func (f *fabric) mounts() []string {
 }
 
 func (f *fabric) shellCmd(host, script string) *exec.Cmd {
-	return exec.Command(tbstreamBin, "-run", f.run, "shell", host, "bash", "-ec", script)
+	return exec.Command(f.bin, "-run", f.run, "shell", host, "bash", "-ec", script)
 }
 
 func (f *fabric) must(host, script string) string {
@@ -544,4 +547,191 @@ func TestUnplugWhileWriterBlocked(t *testing.T) {
 		require.Equal(t, strconv.Itoa(400*256<<10), received, "a writer that exits 0 delivered every byte")
 	}
 	row(t, fmt.Sprintf("cable pulled out under a blocked writer and plugged in again: the writer %s (%s), host2 read %s bytes; then 8 MiB sha256-equal on a new stream", outcome, strings.TrimSpace(wout), received))
+}
+
+// raceBinary is tbstream built with the race detector, for the stress
+// test (built once, when first needed).
+var raceBinary = sync.OnceValues(func() (string, error) {
+	path := filepath.Join(filepath.Dir(tbstreamBin), "tbstream-race")
+	out, err := exec.Command("go", "build", "-race", "-o", path, "../../cmd/tbstream").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build -race: %v\n%s", err, out)
+	}
+	return path, nil
+})
+
+// watchdog tracks operations in flight and fails the test, with both
+// daemons' goroutine stacks, when one has been stuck for longer than
+// limit.
+type watchdog struct {
+	mu    sync.Mutex
+	next  int
+	ops   map[int]watchedOp
+	limit time.Duration
+}
+
+type watchedOp struct {
+	what  string
+	since time.Time
+}
+
+func (w *watchdog) begin(what string) (end func()) {
+	w.mu.Lock()
+	id := w.next
+	w.next++
+	w.ops[id] = watchedOp{what, time.Now()}
+	w.mu.Unlock()
+	return func() {
+		w.mu.Lock()
+		delete(w.ops, id)
+		w.mu.Unlock()
+	}
+}
+
+// stuck returns an operation in flight for longer than the limit.
+func (w *watchdog) stuck() (watchedOp, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, op := range w.ops {
+		if time.Since(op.since) > w.limit {
+			return op, true
+		}
+	}
+	return watchedOp{}, false
+}
+
+// Many goroutines of this process use both hosts' devices and configfs
+// directly, at once, while the cable is pulled out now and then: writers
+// on host1 (open, write, close), readers on host2 (open, read to EOF,
+// close), mkdir/rmdir of scratch streams and attribute reads on both. The
+// daemons run with the race detector. Errors are expected (a pulled cable
+// fails what is in flight); what fails the test is an operation stuck for
+// 30 s (with both daemons' stacks), a data race, a daemon that dies, and
+// a transfer that does not arrive intact at the end.
+func TestConcurrencyStress(t *testing.T) {
+	bin, err := raceBinary()
+	require.NoError(t, err)
+	dur := time.Duration(envInt(t, "TBSTREAM_FAULT_STRESS_SECONDS", 45)) * time.Second
+	f := newFabric(t)
+	f.bin = bin
+	f.up()
+	const streams = 3
+	var dev1, dev2 [streams]string
+	for i := range streams {
+		dev1[i], dev2[i] = f.stream(fmt.Sprintf("st%d", i))
+	}
+	node := func(host, dev string) string { return filepath.Join(f.run, host, "dev", filepath.Base(dev)) }
+	cfg := func(host string) string {
+		return filepath.Join(f.run, host, "config/thunderbolt/stream", group[host])
+	}
+	wd := &watchdog{ops: map[int]watchedOp{}, limit: 30 * time.Second}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var ops, errs atomic.Int64
+	do := func(what string, op func() error) {
+		end := wd.begin(what)
+		err := op()
+		end()
+		ops.Add(1)
+		if err != nil {
+			errs.Add(1)
+		}
+	}
+	loop := func(fn func(i int)) {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				fn(i)
+			}
+		})
+	}
+	for s := range streams {
+		loop(func(i int) {
+			do(fmt.Sprintf("host1 write %s", dev1[s]), func() error {
+				fd, err := os.OpenFile(node("host1", dev1[s]), os.O_WRONLY, 0)
+				if err != nil {
+					time.Sleep(10 * time.Millisecond)
+					return err
+				}
+				defer fd.Close()
+				_, err = fd.Write(make([]byte, 1+i%300000))
+				return err
+			})
+		})
+		loop(func(i int) {
+			do(fmt.Sprintf("host2 read %s", dev2[s]), func() error {
+				fd, err := os.OpenFile(node("host2", dev2[s]), os.O_RDONLY, 0)
+				if err != nil {
+					time.Sleep(10 * time.Millisecond)
+					return err
+				}
+				defer fd.Close()
+				_, err = io.Copy(io.Discard, fd)
+				return err
+			})
+		})
+	}
+	for _, h := range []string{"host1", "host2"} {
+		loop(func(i int) {
+			do(h+" mkdir/rmdir", func() error {
+				dir := filepath.Join(cfg(h), fmt.Sprintf("x%d", i%4))
+				if err := os.Mkdir(dir, 0o755); err != nil {
+					return err
+				}
+				os.WriteFile(filepath.Join(dir, "in_hopid"), []byte("-1\n"), 0)
+				return os.Remove(dir)
+			})
+		})
+		loop(func(i int) {
+			do(h+" attributes", func() error {
+				_, err := os.ReadFile(filepath.Join(cfg(h), fmt.Sprintf("st%d", i%streams), []string{"index", "in_hopid", "out_hopid", "ring_size"}[i%4]))
+				return err
+			})
+		})
+	}
+	unplugs := 0
+	loop(func(i int) {
+		time.Sleep(3 * time.Second)
+		do("unplug", func() error {
+			_, err := f.tbstream("unplug", []string{"host1", "host2"}[i%2])
+			return err
+		})
+		unplugs++
+	})
+
+	deadline := time.Now().Add(dur)
+	for time.Now().Before(deadline) {
+		if op, ok := wd.stuck(); ok {
+			stacks, _ := f.tbstream("stacks")
+			close(stop)
+			t.Fatalf("%s stuck for more than %v\n%s", op.what, wd.limit, stacks)
+		}
+		time.Sleep(time.Second)
+	}
+	close(stop)
+	// Readers may wait for a writer that has stopped: the last writes end
+	// them. Their files are closed by the rmdir below at the latest.
+	for s := range streams {
+		if fd, err := os.OpenFile(node("host1", dev1[s]), os.O_WRONLY, 0); err == nil {
+			fd.Close()
+		}
+	}
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(wd.limit):
+		stacks, _ := f.tbstream("stacks")
+		t.Fatalf("the workers did not stop within %v\n%s", wd.limit, stacks)
+	}
+	f.transfer("final", 8<<20)
+	logs := f.logs()
+	require.NotContains(t, logs, "DATA RACE", logs)
+	require.NotContains(t, logs, "panic:", logs)
+	row(t, fmt.Sprintf("%v of open/close/read/write/mkdir/rmdir/attribute reads from %d goroutines, %d unplugs, race detector on: %d operations (%d failed, as a pulled cable makes them), none stuck for %v; then 8 MiB sha256-equal",
+		dur, 2*streams+5, unplugs, ops.Load(), errs.Load(), wd.limit))
 }
