@@ -48,6 +48,14 @@ func (s *Service) RemoteProperties() *property.Dir {
 	return s.remote.Copy()
 }
 
+// Bound reports whether a service driver serves s (Linux: the device has a
+// driver, the sysfs driver link exists).
+func (s *Service) Bound() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.driver != nil
+}
+
 // LocalProperties returns a copy of what this host adds to its own
 // directory of the same key for this peer only, or nil.
 func (s *Service) LocalProperties() *property.Dir {

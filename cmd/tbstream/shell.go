@@ -10,12 +10,16 @@ import (
 )
 
 // shellSetup runs in a private mount namespace (unshare -m) as root. $1 is
-// the host's run directory, $2 the directory of its tbstreamN nodes. Where a directory must gain an entry that the
-// kernel does not provide (/sys/kernel/config without configfs, the
-// fallback's /dev/tbstreamX), a tmpfs replaces it whose entries are
+// the host's run directory, $2 the directory of its tbstreamN nodes, $3
+// where the real /dev is bound when the daemon provides the shell's /dev
+// ($4, the FUSE fallback's device links), $5 the shell's own bin directory,
+// which gets $TBSTREAM_MODPROBE as its modprobe. Where a directory must gain an entry that
+// the kernel does not provide (/sys/kernel/config without configfs,
+// /sys/bus/thunderbolt, /sys/module/thunderbolt_stream, /dev/tbstreamX of
+// CUSE nodes in a subdirectory), a tmpfs replaces it whose entries are
 // symlinks to the real ones, so everything else stays reachable.
 const shellSetup = `set -e
-run=$1 devdir=$2; shift 2
+run=$1 devdir=$2 realdev=$3 links=$4 bin=$5; shift 5
 shadow() {
 	mkdir -p "$2"
 	mount --bind "$1" "$2"
@@ -29,19 +33,51 @@ if [ ! -d /sys/kernel/config ]; then
 	mkdir /sys/kernel/config
 fi
 mount --bind "$run/config" /sys/kernel/config
-if [ "$devdir" != /dev ]; then
+if [ -d "$run/sys/bus/thunderbolt" ]; then
+	if [ ! -d /sys/bus/thunderbolt ]; then
+		shadow /sys/bus "$run/.shadow-sys-bus"
+		mkdir /sys/bus/thunderbolt
+	fi
+	mount --bind "$run/sys/bus/thunderbolt" /sys/bus/thunderbolt
+	if [ ! -d /sys/module/thunderbolt_stream ]; then
+		shadow /sys/module "$run/.shadow-sys-module"
+		mkdir /sys/module/thunderbolt_stream
+	fi
+	mount --bind "$run/sys/module/thunderbolt_stream" /sys/module/thunderbolt_stream
+fi
+if [ "$devdir" != /dev ] && [ -L "$links/null" ]; then
+	# The daemon's /dev: tbstreamN exist exactly while their streams do.
+	mkdir -p "$realdev"
+	mount --rbind /dev "$realdev"
+	for e in "$realdev"/* "$realdev"/.[!.]*; do
+		n=${e##*/}
+		case $n in tbstream*) continue;; esac
+		if { [ -e "$e" ] || [ -L "$e" ]; } && [ ! -L "$links/$n" ] && [ ! -e "$links/$n" ]; then
+			ln -s "$e" "$links/$n" 2>/dev/null || :
+		fi
+	done
+	mount --bind "$links" /dev
+elif [ "$devdir" != /dev ]; then
 	shadow /dev "$run/.shadow-dev"
 	rm -f /dev/tbstream*
 	case $devdir in /dev/*) devdir="$run/.shadow-dev/${devdir#/dev/}";; esac
 	i=0
 	while [ $i -lt 64 ]; do ln -s "$devdir/tbstream$i" "/dev/tbstream$i"; i=$((i+1)); done
 fi
+mkdir -p "$bin"
+mount -t tmpfs -o mode=0755 tbstream-bin "$bin"
+printf '%s' "$TBSTREAM_MODPROBE" > "$bin/modprobe"
+chmod 755 "$bin/modprobe"
+unset TBSTREAM_MODPROBE
+export PATH="$bin:$PATH"
 exec "$@"
 `
 
 // shell runs cmd (default: $SHELL) as the documentation's commands expect
-// on host: /sys/kernel/config is the host's configfs and /dev/tbstreamX
-// its devices. The mounts are private to the command and vanish with it.
+// on host: /sys/kernel/config is the host's configfs, /sys/bus/thunderbolt
+// and /sys/module/thunderbolt_stream its sysfs view, /dev/tbstreamX its
+// devices, and modprobe answers for thunderbolt_stream. The mounts are
+// private to the command and vanish with it.
 func shell(run, host string, cmd []string) error {
 	dir := hostDir(run, host)
 	st, err := daemon.ReadStatus(dir)
@@ -68,8 +104,10 @@ func shell(run, host string, cmd []string) error {
 // hostCommand is cmd run in host's view of the system (see shell): dir is
 // its run directory, devDir where its nodes are.
 func hostCommand(dir, devDir, host string, cmd ...string) *exec.Cmd {
-	args := append([]string{"--mount", "--propagation", "private", "--", "sh", "-c", shellSetup, "tbstream-shell", dir, devDir}, cmd...)
+	args := append([]string{"--mount", "--propagation", "private", "--", "sh", "-c", shellSetup, "tbstream-shell",
+		dir, devDir, daemon.RealDevDir(dir), daemon.DevLinksDir(dir), shellBin(dir)}, cmd...)
 	c := exec.Command("unshare", args...)
-	c.Env = append(os.Environ(), "TBSTREAM_HOST="+host)
+	c.Env = append(os.Environ(), "TBSTREAM_HOST="+host,
+		"TBSTREAM_MODPROBE="+modprobeScript(realModprobe(), "/sys/module/thunderbolt_stream"))
 	return c
 }

@@ -8,6 +8,7 @@
 //	<run>/lock         held (flock) while the daemon runs
 //	<run>/config       configfs: <run>/config/thunderbolt/stream/...
 //	<run>/dev          FUSE fallback nodes: <run>/dev/tbstreamN
+//	<run>/sys          the sysfs view: bus/thunderbolt, module/thunderbolt_stream
 //	<run>/status.sock  one request line, one answer: "status" (JSON, for
 //	                   `tbstream list`), "stacks" (every goroutine's stack) or
 //	                   "cpuprofile SECONDS" (pprof) or "trace SECONDS",
@@ -39,6 +40,7 @@ import (
 
 	"tbstream/cmd/internal/host"
 	"tbstream/cmd/internal/stream"
+	"tbstream/cmd/internal/sysfs"
 	"tbstream/configfs"
 	"tbstream/cuse"
 	"tbstream/nhi"
@@ -85,6 +87,7 @@ type Daemon struct {
 	emu     *emu.Host
 	host    *host.Host
 	config  *configfs.Server
+	sysfs   *sysfs.Server
 	devices devices
 	status  net.Listener
 	cable   atomic.Pointer[emu.Cable] // the cable plugged now, if any
@@ -156,6 +159,9 @@ func (d *Daemon) start(ctx context.Context) error {
 	d.config, err = configfs.Mount(ctx, ConfigDir(opts.RunDir), d.host.Streams, configfs.Options{Logger: d.log})
 	if err != nil {
 		return fmt.Errorf("mount configfs: %w", err)
+	}
+	if err := d.mountSysfs(ctx); err != nil {
+		return err
 	}
 	if err := d.serveStatus(ctx); err != nil {
 		return err
@@ -260,7 +266,7 @@ func (d *Daemon) openDevices() (devices, error) {
 	case "cuse":
 		return &cuseDevices{prefix: d.opts.DevicePrefix, node: node, log: d.log}, nil
 	case "fuse":
-		return newFuseDevices(DevDir(d.opts.RunDir), node, d.log)
+		return newFuseDevices(d.opts.RunDir, node, d.log)
 	}
 	return nil, fmt.Errorf("devices %q: want auto, cuse or fuse", kind)
 }
@@ -358,6 +364,11 @@ func (d *Daemon) Stop() {
 	if d.config != nil {
 		if err := d.config.Unmount(); err != nil {
 			d.log.Warn("configfs unmount", "err", err)
+		}
+	}
+	if d.sysfs != nil {
+		if err := d.sysfs.Unmount(); err != nil {
+			d.log.Warn("sysfs view unmount", "err", err)
 		}
 	}
 	if d.devices != nil {

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -79,12 +80,15 @@ func (c *cuseDevices) Close() error {
 
 // fuseDevices serves the streams as files of a FUSE mount, <run>/dev, where
 // /dev/cuse is missing.
+// Each node also gets a link in DevLinksDir, the shells' /dev.
 type fuseDevices struct {
-	dir  *fusefile.Dir
-	node cuse.NodeOptions
+	dir   *fusefile.Dir
+	links *devLinks
+	node  cuse.NodeOptions
 }
 
-func newFuseDevices(path string, node cuse.NodeOptions, log *slog.Logger) (*fuseDevices, error) {
+func newFuseDevices(run string, node cuse.NodeOptions, log *slog.Logger) (*fuseDevices, error) {
+	path := DevDir(run)
 	if err := os.MkdirAll(path, 0o755); err != nil {
 		return nil, err
 	}
@@ -92,24 +96,39 @@ func newFuseDevices(path string, node cuse.NodeOptions, log *slog.Logger) (*fuse
 	if err != nil {
 		return nil, fmt.Errorf("mount device directory: %w", err)
 	}
-	return &fuseDevices{dir: dir, node: node}, nil
+	links, err := mountDevLinks(run, path, log)
+	if err != nil {
+		dir.Unmount()
+		return nil, err
+	}
+	return &fuseDevices{dir: dir, links: links, node: node}, nil
 }
 
 func (f *fuseDevices) Register(name string, dev cuse.Device) (stream.Node, error) {
 	if err := f.dir.Add(name, fusefile.File{Device: dev, Mode: f.node.Mode, UID: uint32(f.node.UID), GID: uint32(f.node.GID)}); err != nil {
 		return nil, err
 	}
-	return fuseNode{dir: f.dir, name: name}, nil
+	if err := f.links.add(name); err != nil {
+		f.dir.Remove(name)
+		return nil, err
+	}
+	return fuseNode{f: f, name: name}, nil
 }
 
 // fuseNode is a file of the fallback mount; handles opened before Unlink
 // keep working, so Close has nothing to do.
 type fuseNode struct {
-	dir  *fusefile.Dir
+	f    *fuseDevices
 	name string
 }
 
-func (n fuseNode) Unlink() { n.dir.Remove(n.name) }
-func (n fuseNode) Close()  {}
+func (n fuseNode) Unlink() {
+	n.f.links.remove(n.name)
+	n.f.dir.Remove(n.name)
+}
 
-func (f *fuseDevices) Close() error { return f.dir.Unmount() }
+func (n fuseNode) Close() {}
+
+func (f *fuseDevices) Close() error {
+	return errors.Join(f.links.close(), f.dir.Unmount())
+}

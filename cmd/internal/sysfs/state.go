@@ -20,7 +20,7 @@ type State struct {
 	Router             Router
 	XDomains           []XDomain
 	// Refcnt is the module's reference count: on Linux every open
-	// /dev/tbstreamN holds one.
+	// /dev/tbstreamN and every configfs directory holds the module.
 	Refcnt int
 }
 
