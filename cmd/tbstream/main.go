@@ -4,7 +4,7 @@
 //	tbstream up | down         start or stop the two emulated hosts (host1, host2)
 //	tbstream shell HOST [CMD]  a shell in which HOST's configfs is /sys/kernel/config and
 //	                           its devices are /dev/tbstreamX
-//	tbstream list              hosts, services and streams with their counters
+//	tbstream list [-v|-json]   hosts, services and streams with their counters
 //	tbstream stacks [HOST...]  every goroutine's stack in the hosts' daemons (for bug reports)
 //	tbstream profile [-trace] HOST SECS
 //	                           a CPU profile (or an execution trace) of HOST's daemon, to stdout
@@ -39,8 +39,9 @@ commands:
   down              stop them
   shell HOST [CMD]  run CMD (default: your shell) with HOST's configfs at
                     /sys/kernel/config and its devices at /dev/tbstreamX
-  list [-v]         hosts, services and streams with their counters; -v adds
-                    each daemon's goroutines, threads and open files
+  list [-v|-json]   hosts, services and streams with their counters; -v adds
+                    each daemon's goroutines, threads and open files; -json
+                    prints all that and the sysfs view as one JSON document
   unplug HOST       pull HOST's emulated cable out; the dialling end plugs it
                     in again at once (to see what unplug and re-plug do)
   stacks [HOST...]  what each host's daemon is doing: every goroutine's stack
@@ -86,7 +87,12 @@ func main() {
 		}
 		err = daemon.Unplug(hostDir(*run, args[1]))
 	case "list":
-		err = list(os.Stdout, *run, len(args) > 1 && args[1] == "-v")
+		switch {
+		case len(args) > 1 && args[1] == "-json":
+			err = listJSONTo(os.Stdout, *run)
+		default:
+			err = list(os.Stdout, *run, len(args) > 1 && args[1] == "-v")
+		}
 	case "stacks":
 		err = stacks(os.Stdout, *run, args[1:])
 	case "profile":

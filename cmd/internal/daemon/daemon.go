@@ -415,6 +415,9 @@ type Status struct {
 	Peers     []Peer
 	Groups    []stream.GroupInfo
 	Process   Process
+	// Sysfs is what the sysfs view shows: per directory below /sys, each
+	// file's text (less its final newline) and each link's target.
+	Sysfs map[string]map[string]string `json:",omitempty"`
 }
 
 // Process is the daemon's own resource use, to see leaks from outside.
@@ -452,6 +455,9 @@ type Service struct {
 // Status returns the current status.
 func (d *Daemon) Status() Status {
 	st := Status{Name: d.opts.Name, Devices: d.deviceKind(), DeviceDir: d.deviceDir(), Groups: d.host.Streams.Snapshot(), Process: processStatus()}
+	if d.sysfs != nil {
+		st.Sysfs = d.sysfs.Attributes()
+	}
 	for _, xd := range d.host.XDomain.XDomains() {
 		p := Peer{Info: xd.Info()}
 		for _, s := range xd.Services() {

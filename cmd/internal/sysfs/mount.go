@@ -28,6 +28,7 @@ type Options struct {
 // Server is a mounted view.
 type Server struct {
 	dir    string
+	src    Source
 	server *fuse.Server
 	stop   func() bool
 
@@ -82,7 +83,7 @@ func Mount(ctx context.Context, mountpoint string, src Source, opts Options) (*S
 	if err != nil {
 		return nil, fmt.Errorf("mount sysfs view on %s: %w", mountpoint, err)
 	}
-	s := &Server{dir: mountpoint, server: server}
+	s := &Server{dir: mountpoint, src: src, server: server}
 	s.stop = context.AfterFunc(ctx, func() {
 		if err := s.unmount(); err != nil {
 			logger.Error("unmount sysfs view", "dir", mountpoint, "err", err)
@@ -90,6 +91,9 @@ func Mount(ctx context.Context, mountpoint string, src Source, opts Options) (*S
 	})
 	return s, nil
 }
+
+// Attributes is Attributes of the source's state now.
+func (s *Server) Attributes() map[string]map[string]string { return Attributes(s.src.State()) }
 
 // Unmount unmounts and waits until the FUSE server has stopped; a busy
 // mount is detached lazily and Unmount says so. Calling it again returns

@@ -256,3 +256,28 @@ func build(s State) *entry {
 	mod.dir("drivers").link("thunderbolt:"+DriverName, "../../../bus/thunderbolt/drivers/"+DriverName)
 	return root
 }
+
+// Attributes returns what the view of s shows, for `tbstream list -json`:
+// per directory (its path below /sys), every readable file's text less
+// its final newline, and every link's target.
+func Attributes(s State) map[string]map[string]string {
+	out := map[string]map[string]string{}
+	var walk func(path string, e *entry)
+	walk = func(path string, e *entry) {
+		for _, name := range e.names() {
+			c := e.sub[name]
+			switch {
+			case c.kind == kindDir:
+				walk(join(path, name), c)
+			case c.kind == kindFile && c.perm&0o444 == 0:
+			default:
+				if out[path] == nil {
+					out[path] = map[string]string{}
+				}
+				out[path][name] = strings.TrimSuffix(c.text, "\n")
+			}
+		}
+	}
+	walk("", build(s))
+	return out
+}

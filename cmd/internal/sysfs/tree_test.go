@@ -208,3 +208,13 @@ func TestMountFollowsTheState(t *testing.T) {
 	require.Equal(t, "tbsvc:kstreamp00000001v00000001r00000000\n", string(b))
 	require.True(t, strings.HasSuffix(devices()[2], ".0"))
 }
+
+func TestAttributes(t *testing.T) {
+	a := Attributes(twoHosts())
+	require.Equal(t, "20.0 Gb/s", a["bus/thunderbolt/devices/0-1"]["rx_speed"])
+	require.Equal(t, "../../drivers/thunderbolt_stream", a["bus/thunderbolt/devices/0-1.0"]["driver"])
+	require.Equal(t, "DEVTYPE=thunderbolt_domain", a["bus/thunderbolt/devices/domain0"]["uevent"])
+	require.Equal(t, "2", a["module/thunderbolt_stream"]["refcnt"])
+	_, ok := a["bus/thunderbolt/drivers/thunderbolt_stream"]["bind"]
+	require.False(t, ok, "write-only files have nothing to show")
+}
