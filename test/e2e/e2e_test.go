@@ -29,6 +29,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(discoverEnv) != "" {
+		// The test binary run inside `tbstream shell` (discover_test.go).
+		os.Exit(discoverHelper(os.Stdout))
+	}
 	code := func() int {
 		dir, err := os.MkdirTemp("", "tbstream-e2e-")
 		if err != nil {
