@@ -2,6 +2,7 @@ package emu
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -22,11 +23,35 @@ const (
 
 	// CableMaxHopID is the largest HopID a frame can name (11 bits).
 	CableMaxHopID = 0x7ff
-	// CableVersion is the framing version in the hello.
-	CableVersion = 1
+	// CableVersion is the framing version in the hello. Version 2 added
+	// the nonce, the key flag and the AUTH frame (the handshake of the
+	// package doc); a peer of another version is refused at the hello.
+	CableVersion = 2
 
-	cableHelloSize  = 16 // magic[4], version u16, reserved u16, UID u64
-	cableCreditSize = 4  // u32 credits
+	cableCreditSize = 4 // u32 credits
+)
+
+// HELLO payload layout (see the package doc), big-endian.
+const (
+	cableHelloSize    = 80 // the whole payload, version 2
+	cableHelloMinSize = 8  // magic and version: enough to name another version
+	helloMagicOff     = 0  // [4]byte "TBSC"
+	helloVersionOff   = 4  // u16 CableVersion
+	helloFlagsOff     = 6  // u16 flags (helloFlag…)
+	helloUIDOff       = 8  // u64 router UID
+	helloNonceOff     = 16 // [32]byte random nonce
+	helloTagOff       = 48 // [32]byte key tag (HMAC-SHA256), zero without a key
+	helloTaggedSize   = helloTagOff
+	cableNonceSize    = 32
+	cableTagSize      = sha256.Size
+
+	// helloFlagKey: the sender holds a cable key and requires its peer to
+	// prove the same key with an AUTH frame.
+	helloFlagKey   = 1 << 0
+	helloFlagsMask = helloFlagKey
+
+	// cableAuthSize is the AUTH payload: an HMAC-SHA256.
+	cableAuthSize = sha256.Size
 )
 
 // CableKind is the kind of a cable frame.
@@ -34,12 +59,13 @@ type CableKind uint8
 
 // Cable frame kinds.
 const (
-	CableHello       CableKind = 1 // first frame each way: magic, version, router UID
+	CableHello       CableKind = 1 // first frame each way: magic, version, flags, router UID, nonce
 	CableData        CableKind = 2 // a DMA frame: HopID, SOF/EOF PDFs, 1..4096 bytes
 	CableControl     CableKind = 3 // a control frame (PDF in EOF), 4..256 bytes, CRC included
 	CableCredit      CableKind = 4 // E2E credits for a HopID: u32 count
 	CableCreditReset CableKind = 5 // withdraw every credit granted for a HopID
 	CableUnplug      CableKind = 6 // orderly disconnect
+	CableAuth        CableKind = 7 // the handshake's proof of the key: HMAC-SHA256
 )
 
 var cableMagic = [4]byte{'T', 'B', 'S', 'C'}
@@ -60,7 +86,9 @@ type cableFrame struct {
 func payloadLimits(k CableKind) (lo, hi int, ok bool) {
 	switch k {
 	case CableHello:
-		return cableHelloSize, cableHelloSize, true
+		return cableHelloMinSize, cableHelloSize, true
+	case CableAuth:
+		return cableAuthSize, cableAuthSize, true
 	case CableData:
 		return 1, nhi.MaxFrameSize, true
 	case CableControl:
@@ -107,7 +135,7 @@ func parseCableHeader(hdr []byte) (cableFrame, int, error) {
 		return f, 0, fmt.Errorf("control frame of %d bytes, PDFs %d/%d: %w", n, f.SOF, f.EOF, ErrMalformed)
 	case f.Kind != CableData && f.Kind != CableControl && hdr[cablePDFOff] != 0:
 		return f, 0, fmt.Errorf("kind %d with PDFs: %w", f.Kind, ErrMalformed)
-	case (f.Kind == CableHello || f.Kind == CableControl || f.Kind == CableUnplug) && f.HopID != 0:
+	case (f.Kind == CableHello || f.Kind == CableAuth || f.Kind == CableControl || f.Kind == CableUnplug) && f.HopID != 0:
 		return f, 0, fmt.Errorf("kind %d with HopID %d: %w", f.Kind, f.HopID, ErrMalformed)
 	}
 	return f, n, nil
@@ -145,20 +173,62 @@ func readCableFrame(r *bufio.Reader) (cableFrame, error) {
 	r.Discard(len(all))
 	f.Payload = all[CableHeaderSize:]
 	if f.Kind == CableHello {
-		if [4]byte(f.Payload[:4]) != cableMagic {
-			return f, fmt.Errorf("hello magic %q: %w", f.Payload[:4], ErrMalformed)
-		}
-		if v := binary.BigEndian.Uint16(f.Payload[4:]); v != CableVersion {
-			return f, fmt.Errorf("hello version %d, want %d: %w", v, CableVersion, ErrMalformed)
+		if err := checkHello(f.Payload); err != nil {
+			return f, err
 		}
 	}
 	return f, nil
 }
 
-func helloPayload(uid uint64) []byte {
+// cableHello is a decoded HELLO payload.
+type cableHello struct {
+	Flags uint16
+	UID   uint64
+	Nonce [cableNonceSize]byte
+	Tag   [cableTagSize]byte
+}
+
+// checkHello checks a HELLO payload of cableHelloMinSize..cableHelloSize
+// bytes: magic first, then the version, so that a peer of another version
+// is named as such, then the length and flags of this version.
+func checkHello(p []byte) error {
+	if [4]byte(p[helloMagicOff:]) != cableMagic {
+		return fmt.Errorf("hello magic %q: %w", p[helloMagicOff:helloMagicOff+4], ErrMalformed)
+	}
+	if v := binary.BigEndian.Uint16(p[helloVersionOff:]); v != CableVersion {
+		return fmt.Errorf("hello version %d, want %d (the peer runs another tbstream release): %w", v, CableVersion, ErrMalformed)
+	}
+	if len(p) != cableHelloSize {
+		return fmt.Errorf("hello of %d bytes, want %d: %w", len(p), cableHelloSize, ErrMalformed)
+	}
+	fl := binary.BigEndian.Uint16(p[helloFlagsOff:])
+	if fl&^helloFlagsMask != 0 {
+		return fmt.Errorf("hello flags %#x: %w", fl, ErrMalformed)
+	}
+	if fl&helloFlagKey == 0 && [cableTagSize]byte(p[helloTagOff:]) != [cableTagSize]byte{} {
+		return fmt.Errorf("hello with a key tag but no key flag: %w", ErrMalformed)
+	}
+	return nil
+}
+
+// decodeHello decodes a payload checkHello accepted.
+func decodeHello(p []byte) cableHello {
+	return cableHello{
+		Flags: binary.BigEndian.Uint16(p[helloFlagsOff:]),
+		UID:   binary.BigEndian.Uint64(p[helloUIDOff:]),
+		Nonce: [cableNonceSize]byte(p[helloNonceOff:]),
+		Tag:   [cableTagSize]byte(p[helloTagOff:]),
+	}
+}
+
+// payload encodes the hello.
+func (hl cableHello) payload() []byte {
 	p := make([]byte, cableHelloSize)
-	copy(p, cableMagic[:])
-	binary.BigEndian.PutUint16(p[4:], CableVersion)
-	binary.BigEndian.PutUint64(p[8:], uid)
+	copy(p[helloMagicOff:], cableMagic[:])
+	binary.BigEndian.PutUint16(p[helloVersionOff:], CableVersion)
+	binary.BigEndian.PutUint16(p[helloFlagsOff:], hl.Flags)
+	binary.BigEndian.PutUint64(p[helloUIDOff:], hl.UID)
+	copy(p[helloNonceOff:], hl.Nonce[:])
+	copy(p[helloTagOff:], hl.Tag[:])
 	return p
 }

@@ -12,7 +12,9 @@ import (
 
 func validFrames() []cableFrame {
 	return []cableFrame{
-		{Kind: CableHello, Payload: helloPayload(0x1122334455667788)},
+		{Kind: CableHello, Payload: cableHello{UID: 0x1122334455667788}.payload()},
+		{Kind: CableHello, Payload: cableHello{Flags: helloFlagKey, UID: 1, Nonce: [32]byte{31: 7}, Tag: [32]byte{0: 1}}.payload()},
+		{Kind: CableAuth, Payload: make([]byte, 32)},
 		{Kind: CableData, SOF: 1, EOF: 2, HopID: 8, Payload: []byte{0xaa}},
 		{Kind: CableData, SOF: 1, EOF: 3, HopID: CableMaxHopID, Payload: make([]byte, 4096)},
 		{Kind: CableControl, SOF: 6, EOF: 6, Payload: make([]byte, 256)},
@@ -63,7 +65,14 @@ func TestCableFrameMalformed(t *testing.T) {
 		{"credit with PDFs", hdr(4, 0x12, 8, 4, 0), ErrMalformed},
 		{"reserved set", hdr(6, 0, 0, 0, 1), ErrMalformed},
 		{"HopID too large", hdr(5, 0, 0x800, 0, 0), ErrMalformed},
-		{"hello bad magic", append(hdr(1, 0, 0, 16, 0), make([]byte, 16)...), ErrMalformed},
+		{"hello bad magic", append(hdr(1, 0, 0, 80, 0), make([]byte, 80)...), ErrMalformed},
+		{"hello version 1", append(hdr(1, 0, 0, 16, 0), 'T', 'B', 'S', 'C', 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1), ErrMalformed},
+		{"hello too short", append(hdr(1, 0, 0, 7, 0), 'T', 'B', 'S', 'C', 0, 2, 0), ErrMalformed},
+		{"hello v2 truncated", append(hdr(1, 0, 0, 16, 0), 'T', 'B', 'S', 'C', 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1), ErrMalformed},
+		{"hello of version 2, 48 bytes", append(hdr(1, 0, 0, 48, 0), append([]byte{'T', 'B', 'S', 'C', 0, 2, 0, 0}, make([]byte, 40)...)...), ErrMalformed},
+		{"hello unknown flag", append(hdr(1, 0, 0, 80, 0), append([]byte{'T', 'B', 'S', 'C', 0, 2, 0, 2}, make([]byte, 72)...)...), ErrMalformed},
+		{"auth size", append(hdr(7, 0, 0, 31, 0), make([]byte, 31)...), ErrMalformed},
+		{"auth with HopID", append(hdr(7, 0, 8, 32, 0), make([]byte, 32)...), ErrMalformed},
 		{"truncated header", []byte{2, 0x12, 0}, io.ErrUnexpectedEOF},
 		{"truncated payload", append(hdr(2, 0x12, 8, 100, 0), 1, 2, 3), io.ErrUnexpectedEOF},
 	} {

@@ -63,12 +63,12 @@
 // sender's DMA engine. The engine is a goroutine per host; when it is idle,
 // a TX doorbell starts the transfer on the writer's goroutine instead of
 // waking it, and RX interrupts are raised once per batch of delivered
-// frames. Socket cables (PlugConn, Dial, Accept; unix or
-// TCP, TCP on loopback unless an address is given explicitly) carry
-// frames with this framing, every field big-endian:
+// frames. Socket cables (Dial, Accept; unix or TCP, TCP on loopback
+// unless an address is given explicitly) carry frames with this framing,
+// every field big-endian:
 //
 //	offset size field
-//	0      1    kind: 1 HELLO, 2 DATA, 3 CONTROL, 4 CREDIT, 5 CREDIT_RESET, 6 UNPLUG
+//	0      1    kind: 1 HELLO, 2 DATA, 3 CONTROL, 4 CREDIT, 5 CREDIT_RESET, 6 UNPLUG, 7 AUTH
 //	1      1    SOF PDF << 4 | EOF PDF      (DATA, CONTROL: SOF == EOF == type; else 0)
 //	2      2    HopID, 0..2047              (DATA, CREDIT, CREDIT_RESET; else 0)
 //	4      2    payload length
@@ -76,20 +76,87 @@
 //	8      n    payload
 //
 //	kind          payload
-//	HELLO         16 bytes: "TBSC", version u16 (1), reserved u16, router UID u64;
-//	              the first frame each way
+//	HELLO         80 bytes (below); the first frame each way
+//	AUTH          32 bytes: the handshake's proof of the key (below)
 //	DATA          1..4096 bytes, one DMA frame
 //	CONTROL       4..256 bytes, a multiple of 4: a control frame with its CRC
 //	CREDIT        4 bytes: u32 credits (1..4096) for the HopID
 //	CREDIT_RESET  none: every credit for the HopID is withdrawn
 //	UNPLUG        none: orderly disconnect
 //
+//	HELLO offset size field
+//	0            4    magic "TBSC"
+//	4            2    version, 2 (CableVersion)
+//	6            2    flags: bit 0 KEY, the sender holds a cable key; others 0
+//	8            8    router UID
+//	16           32   nonce, random for each connection
+//	48           32   key tag: HMAC-SHA256(key, "tbstream cable hello v2\0" ||
+//	                  role || bytes 0..47), role 'D' dialer or 'L' listener;
+//	                  zero without KEY
+//
+// Version 1 (16-byte HELLO: magic, version, reserved, UID; no AUTH) is
+// refused: a HELLO is read up to its version first, so an older peer gets
+// "hello version 1, want 2" rather than a length error.
+//
 // Any other kind, a length outside its range, nonzero reserved bits or a
-// second HELLO is malformed: the cable closes with one log line, which
-// both hosts see as an unplug. Writes are buffered and flushed after every
-// pass, so frames travel in batches as a pass produces them: by the engine,
-// or by the goroutine that rang a doorbell (a TX pass made inline, the
-// credits an RX doorbell granted), which holds no ring lock then.
+// HELLO or AUTH after the handshake is malformed: the cable closes with
+// one log line, which both hosts see as an unplug. Writes are buffered and
+// flushed after every pass, so frames travel in batches as a pass produces
+// them: by the engine, or by the goroutine that rang a doorbell (a TX pass
+// made inline, the credits an RX doorbell granted), which holds no ring
+// lock then.
+//
+// # Cable handshake
+//
+// Each host may hold a shared cable key (Config.CableKey, LoadCableKey:
+// a file of mode 0600 or stricter). The handshake, within 2 s:
+//
+//	dialer                          listener
+//	HELLO (nonce Nd, tag)  ──────►  ◄──────  HELLO (nonce Nl, tag)
+//	AUTH  HMAC(key, "tbstream cable auth v2\0" || 'D' || HELLO_d || HELLO_l) ──►
+//	                                 checks it, then
+//	◄────── AUTH  HMAC(key, "tbstream cable auth v2\0" || 'L' || HELLO_d || HELLO_l)
+//
+// (HELLO_d, HELLO_l: the 80-byte payloads.) Without keys on both ends the
+// hellos are all: each end plugs in once it has the other's. A key on one
+// end only, a tag or a proof that does not match, a peer's hello that
+// carries this host's own router UID (its own hello mirrored, or relayed
+// from another of its connections) are refused (ErrRefused) by both ends,
+// before anything is plugged in: nothing reaches the router or the rings
+// before the handshake is over. Both nonces make each proof good for one
+// connection; the role makes it one-way, so a proof sent back to its
+// maker does not pass. The listener proves only to a dialer that did, so
+// a stranger gets nothing made with the key but replayable hello tags.
+// Tags prove nothing (they cover one nonce only and can be replayed);
+// they tell a listener which connections deserve a handshake slot, and a
+// host remembers the last 1024 tagged nonces it saw, so a replayed hello
+// gets no slot.
+//
+// # Listening
+//
+// Accept handshakes connections concurrently: up to 64 wait for their
+// hello (a new connection drops the oldest of them already blocked in
+// reading it, never one whose handshake has not run yet), and up to 4
+// whose hello passed (with a key: carries a valid tag) finish the
+// handshake (a fifth drops the oldest). Strangers holding connections
+// open or opening many thus only drop each other; a flood that keeps the
+// listen backlog full can still delay the peer's connect, which it
+// retries (the kernel drops its SYN, or a unix connect fails with
+// EAGAIN). Refused connections are counted (Counters.CableRefused) and
+// logged at most once a second, the others counted in a summary line.
+// While a cable is plugged in nothing is accepted: a peer that dials then
+// waits in the listen backlog until the cable ends and the caller accepts
+// again (the daemon re-accepts at unplug); its handshake times out
+// meanwhile, and it dials again.
+// A TCP listener beyond loopback needs a key (ErrNeedKey); ListenUnix
+// creates the socket with mode 0600 (only its owner, root for the daemon,
+// can connect).
+//
+// The key authenticates the peer at plug-in; it does not protect what
+// follows: frames are neither encrypted nor authenticated, and whoever
+// can read or alter the connection (a TCP path beyond loopback) can read
+// the streams or take the cable over after the handshake. Use a network
+// you trust or a tunnel.
 //
 // What is not modelled: splitting frames into 256-byte tunnelled packets,
 // link-level (path) credits, lane bonding, intermediate device routers

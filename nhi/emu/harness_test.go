@@ -41,7 +41,12 @@ func newTestHost(tb testing.TB, name string) *testHost {
 
 // newTestHostOn is newTestHost with the driver on wrap(the emulated NHI).
 func newTestHostOn(tb testing.TB, name string, wrap func(nhi.Device) nhi.Device) *testHost {
-	h, err := emu.NewHost(emu.Config{Name: name, Logger: quietLogger()})
+	return newTestHostWith(tb, emu.Config{Name: name, Logger: quietLogger()}, wrap)
+}
+
+// newTestHostWith is newTestHostOn with the host made from cfg.
+func newTestHostWith(tb testing.TB, cfg emu.Config, wrap func(nhi.Device) nhi.Device) *testHost {
+	h, err := emu.NewHost(cfg)
 	require.NoError(tb, err)
 	n, err := nhi.Probe(wrap(h), nhi.Options{Logger: quietLogger()})
 	require.NoError(tb, err)
@@ -78,9 +83,9 @@ func connect(tb testing.TB, kind string, a *testHost, routeB ctl.Route, b *testH
 	var ln net.Listener
 	var err error
 	if kind == "unix" {
-		ln, err = net.Listen("unix", filepath.Join(tb.TempDir(), "cable.sock"))
+		ln, err = emu.ListenUnix(filepath.Join(tb.TempDir(), "cable.sock"))
 	} else {
-		ln, err = emu.ListenTCP("")
+		ln, err = b.emu.ListenTCP("")
 	}
 	require.NoError(tb, err)
 	defer ln.Close()

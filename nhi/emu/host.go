@@ -1,6 +1,7 @@
 package emu
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
@@ -25,6 +26,9 @@ type Config struct {
 	Vectors int          // MSI-X vectors; 0 means DefaultVectors
 	UID     uint64       // router UID (ROUTER_CS_7..8); 0 picks a random one
 	Logger  *slog.Logger // nil: slog.Default()
+	// CableKey is the shared key socket cables prove in their handshake
+	// (see LoadCableKey); nil: none, and a peer that has one is refused.
+	CableKey []byte
 }
 
 // Host is an emulated NHI plus its host router. It implements nhi.Device.
@@ -42,6 +46,9 @@ type Host struct {
 	router     *router
 	lanes      [laneAdapters]*lane
 	counters   counters
+	cableKey   []byte     // nil: socket cables without a key
+	refusals   refusalLog // refused cable connections, for the log
+	seenNonces nonceSet   // of tagged hellos accepted, against replays
 
 	wake chan struct{} // DMA engine doorbell, coalescing
 	idle atomic.Bool   // the engine is about to sleep or sleeping
@@ -72,6 +79,9 @@ func NewHost(cfg Config) (*Host, error) {
 	if cfg.Vectors < 1 || cfg.Vectors > nhi.MaxVectors {
 		return nil, fmt.Errorf("emu host: %d vectors outside 1..%d", cfg.Vectors, nhi.MaxVectors)
 	}
+	if err := checkCableKey(cfg.CableKey); err != nil {
+		return nil, fmt.Errorf("emu host: cable key: %w", err)
+	}
 	if cfg.UID == 0 {
 		var b [8]byte
 		rand.Read(b[:])
@@ -86,6 +96,7 @@ func NewHost(cfg Config) (*Host, error) {
 	}
 	h := &Host{
 		name: cfg.Name, log: log, hopCount: cfg.Rings, uid: cfg.UID,
+		cableKey:   bytes.Clone(cfg.CableKey),
 		mem:        newMemoryMap(),
 		irq:        newInterrupts(cfg.Rings, cfg.Vectors),
 		irqPending: make([]atomic.Uint32, nhi.InterruptRegCount(cfg.Rings)),
@@ -253,7 +264,7 @@ func (h *Host) reset() {
 // counters are the host's drop and error counters.
 type counters struct {
 	txNoPath, txUnplugged, rxNoPath, rxRingStopped, rxOverflow, rxPDFMismatch,
-	dmaFault, ctlBadFrame, ctlDropped, cableMalformed, creditFrames atomic.Uint64
+	dmaFault, ctlBadFrame, ctlDropped, cableMalformed, cableRefused, creditFrames atomic.Uint64
 }
 
 // Counters is a snapshot of a host's drop and error counters. Frames
@@ -271,6 +282,7 @@ type Counters struct {
 	CtlBadFrame    uint64 // control frames failing length or CRC checks
 	CtlDropped     uint64 // control packets with no destination
 	CableMalformed uint64 // cables closed for a malformed frame
+	CableRefused   uint64 // connections a listener refused or dropped in the handshake
 	CreditFrames   uint64 // E2E credit grants sent to peers (each may carry many credits)
 }
 
@@ -282,7 +294,8 @@ func (h *Host) Counters() Counters {
 		RxRingStopped: c.rxRingStopped.Load(), RxOverflow: c.rxOverflow.Load(),
 		RxPDFMismatch: c.rxPDFMismatch.Load(), DMAFault: c.dmaFault.Load(),
 		CtlBadFrame: c.ctlBadFrame.Load(), CtlDropped: c.ctlDropped.Load(),
-		CableMalformed: c.cableMalformed.Load(), CreditFrames: c.creditFrames.Load(),
+		CableMalformed: c.cableMalformed.Load(), CableRefused: c.cableRefused.Load(),
+		CreditFrames: c.creditFrames.Load(),
 	}
 }
 

@@ -16,9 +16,6 @@ import (
 	"tbstream/xdomain/ctl"
 )
 
-// helloTimeout bounds the hello exchange of a socket cable.
-const helloTimeout = 5 * time.Second
-
 // socketBuffer is the write buffer of a socket cable; the engine flushes it
 // after every pass, so frames are batched the way a pass batches them.
 const socketBuffer = 256 << 10
@@ -223,100 +220,58 @@ func (e *inprocEnd) sendCreditReset(hopID uint16) {
 func (e *inprocEnd) flush() { e.peer.host.flushIRQ() }
 func (e *inprocEnd) close() { e.peer.unplug() }
 
-// ListenTCP listens for TCP cables. An empty address, or one without a
-// host, binds to loopback; any other interface must be named explicitly.
-func ListenTCP(addr string) (net.Listener, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if addr == "" {
-		host, port, err = "", "0", nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("emu listen %q: %w", addr, err)
-	}
-	if host == "" {
-		host = "127.0.0.1"
-	}
-	return net.Listen("tcp", net.JoinHostPort(host, port))
-}
-
-// Accept waits for one cable on ln and plugs it in at port.
-func (h *Host) Accept(ctx context.Context, ln net.Listener, port Port) (*Cable, error) {
-	type result struct {
-		conn net.Conn
-		err  error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		conn, err := ln.Accept()
-		ch <- result{conn, err}
-	}()
-	select {
-	case r := <-ch:
-		if r.err != nil {
-			return nil, fmt.Errorf("emu accept: %w", r.err)
-		}
-		return h.PlugConn(r.conn, port)
-	case <-ctx.Done():
-		go func() {
-			if r := <-ch; r.conn != nil {
-				r.conn.Close()
-			}
-		}()
-		return nil, ctx.Err()
-	}
-}
-
-// Dial connects a cable to a listening host ("unix" or "tcp") and plugs it
-// in at port.
+// Dial connects a cable to a listening host ("unix" or "tcp"), runs the
+// handshake as the dialing end and plugs the cable in at port. A listener
+// that refuses this host (another key, or none) or is busy hangs up: the
+// error says so, and the caller may dial again.
 func (h *Host) Dial(ctx context.Context, network, addr string, port Port) (*Cable, error) {
+	port, err := port.normalize()
+	if err != nil {
+		return nil, err
+	}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("emu dial %s %s: %w", network, addr, err)
 	}
-	return h.PlugConn(conn, port)
-}
-
-// PlugConn plugs a cable carried by conn (a unix or TCP socket) in at
-// port, after exchanging hellos. The cable owns conn.
-func (h *Host) PlugConn(conn net.Conn, port Port) (*Cable, error) {
-	port, err := port.normalize()
+	br, err := h.handshake(ctx, conn, roleDialer, handshakeHooks{})
 	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("emu dial %s %s: handshake: %w", network, addr, err)
+	}
+	c := h.newSocketCable(conn, port)
+	if err := h.attach(c); err != nil {
 		conn.Close()
 		return nil, err
 	}
-	conn.SetDeadline(time.Now().Add(helloTimeout))
-	if _, err := conn.Write(appendCableFrame(nil, cableFrame{Kind: CableHello, Payload: helloPayload(h.uid)})); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("emu cable hello: %w", err)
-	}
-	br := bufio.NewReaderSize(conn, socketBuffer)
-	f, err := readCableFrame(br)
-	if err == nil && f.Kind != CableHello {
-		err = fmt.Errorf("first frame of kind %d: %w", f.Kind, ErrMalformed)
-	}
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("emu cable hello: %w", err)
-	}
-	conn.SetDeadline(time.Time{})
-	if sc, ok := conn.(interface {
+	h.startSocketCable(c, br)
+	return c, nil
+}
+
+// newSocketCable makes the cable of a socket that passed the handshake;
+// it owns conn from now on.
+func (h *Host) newSocketCable(conn net.Conn, port Port) *Cable {
+	end := &streamEnd{conn: conn, w: bufio.NewWriterSize(conn, socketBuffer), host: h}
+	c := h.newCable(port, end)
+	end.cable = c
+	return c
+}
+
+// startSocketCable starts an attached socket cable: the plug event, then
+// the read loop on what the handshake left in hs and the rest of the
+// socket.
+func (h *Host) startSocketCable(c *Cable, hs *bufio.Reader) {
+	end := c.end.(*streamEnd)
+	if sc, ok := end.conn.(interface {
 		SetReadBuffer(int) error
 		SetWriteBuffer(int) error
 	}); ok {
 		sc.SetReadBuffer(socketKernelBuffer)
 		sc.SetWriteBuffer(socketKernelBuffer)
 	}
-	end := &streamEnd{conn: conn, w: bufio.NewWriterSize(conn, socketBuffer), host: h}
-	c := h.newCable(port, end)
-	end.cable = c
-	if err := h.attach(c); err != nil {
-		conn.Close()
-		return nil, err
-	}
+	br := socketReader(end.conn, hs)
 	h.announce(c) // before reading, so an early unplug follows the plug event
 	go end.readLoop(br)
-	return c, nil
 }
 
 // streamEnd carries a cable over a byte stream with the framing of the
@@ -436,8 +391,8 @@ func (e *streamEnd) readLoop(br *bufio.Reader) {
 			h.flushIRQ() // the batch the peer flushed has been delivered
 		}
 		f, err := readCableFrame(br)
-		if err == nil && f.Kind == CableHello {
-			err = fmt.Errorf("second hello: %w", ErrMalformed)
+		if err == nil && (f.Kind == CableHello || f.Kind == CableAuth) {
+			err = fmt.Errorf("kind %d after the handshake: %w", f.Kind, ErrMalformed)
 		}
 		if err == nil && f.Kind == CableCredit {
 			if n := binary.BigEndian.Uint32(f.Payload); n == 0 || n > nhi.MaxRingSize {

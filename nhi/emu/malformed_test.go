@@ -23,7 +23,8 @@ func TestMalformedCableFrameUnplugs(t *testing.T) {
 	}{
 		{"unknown kind", []byte{0x42, 0, 0, 0, 0, 0, 0, 0}},
 		{"oversized data", []byte{2, 0x12, 0, 8, 0x20, 0, 0, 0}},
-		{"second hello", append([]byte{1, 0, 0, 0, 0, 16, 0, 0}, helloBytes()...)},
+		{"second hello", append([]byte{1, 0, 0, 0, 0, 80, 0, 0}, helloBytes()...)},
+		{"auth after the handshake", append([]byte{7, 0, 0, 0, 0, 32, 0, 0}, make([]byte, 32)...)},
 		{"credit of zero", []byte{4, 0, 0, 8, 0, 4, 0, 0, 0, 0, 0, 0}},
 		{"credit beyond any ring", []byte{4, 0, 0, 8, 0, 4, 0, 0, 0, 0, 0x10, 1}},
 	} {
@@ -41,8 +42,9 @@ func TestMalformedCableFrameUnplugs(t *testing.T) {
 					return
 				}
 				defer conn.Close()
-				// The documented hello: kind 1, length 16, "TBSC", version 1, UID.
-				hello := append([]byte{1, 0, 0, 0, 0, 16, 0, 0}, helloBytes()...)
+				// The documented hello: kind 1, length 80, "TBSC",
+				// version 2, no flags (no key), UID, nonce, zero tag.
+				hello := append([]byte{1, 0, 0, 0, 0, 80, 0, 0}, helloBytes()...)
 				if _, err := conn.Write(hello); err != nil {
 					peerDone <- err
 					return
@@ -68,10 +70,12 @@ func TestMalformedCableFrameUnplugs(t *testing.T) {
 	}
 }
 
+// helloBytes is a keyless HELLO payload as the package doc gives it.
 func helloBytes() []byte {
-	p := make([]byte, 16)
+	p := make([]byte, 80)
 	copy(p, "TBSC")
 	binary.BigEndian.PutUint16(p[4:], emu.CableVersion)
 	binary.BigEndian.PutUint64(p[8:], 0xfeedface)
+	copy(p[16:], "a nonce, random in real life....")
 	return p
 }

@@ -63,6 +63,9 @@ type Options struct {
 	// one. Either, both or neither may be set; a cable that ends is
 	// accepted or dialled again (re-plug).
 	Listen, Connect string
+	// CableKey is the shared key both cable ends prove (emu.LoadCableKey
+	// reads -cable-key); nil: none. A TCP listener beyond loopback needs one.
+	CableKey []byte
 	// Adapter is the lane adapter the cable plugs into (1..4) and
 	// PeerRoute the route at which the peer appears (default: Adapter).
 	Adapter   uint8
@@ -125,6 +128,9 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 	}
 	if opts.Devices == "" {
 		opts.Devices = "auto"
+	}
+	if err := checkCableListen(opts); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	d := &Daemon{opts: opts, log: opts.Logger.With("host", opts.Name), cancel: cancel}
@@ -231,7 +237,7 @@ func (d *Daemon) openDevice() error {
 		d.dev = dev
 		return nil
 	}
-	e, err := emu.NewHost(emu.Config{Name: d.opts.Name, Logger: d.opts.Logger})
+	e, err := emu.NewHost(emu.Config{Name: d.opts.Name, Logger: d.opts.Logger, CableKey: d.opts.CableKey})
 	if err != nil {
 		return err
 	}
@@ -292,14 +298,16 @@ func (d *Daemon) acceptCables(ctx context.Context, addr string) {
 	}
 	var ln net.Listener
 	if network == "unix" {
-		os.Remove(a)
-		ln, err = net.Listen("unix", a)
+		ln, err = emu.ListenUnix(a) // mode 0600: root only
 	} else {
-		ln, err = emu.ListenTCP(a)
+		ln, err = d.emu.ListenTCP(a)
 	}
 	if err != nil {
 		d.log.Error("cannot listen for a cable", "addr", addr, "err", err)
 		return
+	}
+	if network == "tcp" && d.opts.CableKey == nil {
+		d.log.Warn("cable listener without -cable-key: any local user can plug in", "addr", ln.Addr().String())
 	}
 	context.AfterFunc(ctx, func() { ln.Close() })
 	for ctx.Err() == nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 
+	"tbstream/nhi/emu"
 	"tbstream/xdomain/ctl"
 )
 
@@ -21,6 +22,7 @@ func ParseFlags(name string, args []string) (Options, error) {
 	fs.StringVar(&o.VFIO, "vfio", "", "PCI address of a real NHI bound to vfio-pci; empty: emulated NHI")
 	fs.StringVar(&o.Listen, "listen", "", "accept the emulated cable on unix:PATH or tcp:ADDR")
 	fs.StringVar(&o.Connect, "connect", "", "dial the emulated cable at unix:PATH or tcp:HOST:PORT")
+	keyFile := fs.String("cable-key", "", "file (mode 0600) of the shared key both cable ends prove; needed to listen beyond loopback")
 	adapter := fs.Uint("adapter", 1, "lane adapter (1..4) the cable plugs into")
 	peer := fs.String("peer-route", "", "route (hex) at which the peer appears, e.g. 503 (default: the adapter)")
 	fs.StringVar(&o.Devices, "devices", "auto", "device nodes: auto, cuse or fuse")
@@ -51,12 +53,31 @@ func ParseFlags(name string, args []string) (Options, error) {
 		return o, fmt.Errorf("-node-mode %q: want octal permissions", *mode)
 	}
 	o.NodeMode = os.FileMode(m)
+	if *keyFile != "" {
+		if o.CableKey, err = emu.LoadCableKey(*keyFile); err != nil {
+			return o, fmt.Errorf("-cable-key: %w", err)
+		}
+	}
+	if err := checkCableListen(o); err != nil {
+		return o, err
+	}
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
 	}
 	o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	return o, nil
+}
+
+// checkCableListen refuses a TCP cable listener beyond loopback without a
+// cable key.
+func checkCableListen(o Options) error {
+	if network, a, err := parseAddr(o.Listen); o.Listen != "" && err == nil && network == "tcp" {
+		if err := emu.CheckTCPListen(a, o.CableKey != nil); err != nil {
+			return fmt.Errorf("-listen %s: %w (give -cable-key FILE)", o.Listen, err)
+		}
+	}
+	return nil
 }
 
 func usage(fs *flag.FlagSet) string {
