@@ -16,6 +16,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -734,4 +735,87 @@ func TestConcurrencyStress(t *testing.T) {
 	require.NotContains(t, logs, "panic:", logs)
 	row(t, fmt.Sprintf("%v of open/close/read/write/mkdir/rmdir/attribute reads from %d goroutines, %d unplugs, race detector on: %d operations (%d failed, as a pulled cable makes them), none stuck for %v; then 8 MiB sha256-equal",
 		dur, 2*streams+5, unplugs, ops.Load(), errs.Load(), wd.limit))
+}
+
+// startDaemon runs `tbstream daemon` for host in the run root, as `up`
+// would, with the given cable flags; the fabric's cleanup stops it.
+func (f *fabric) startDaemon(host string, args ...string) {
+	f.t.Helper()
+	dir := filepath.Join(f.run, host)
+	require.NoError(f.t, os.MkdirAll(dir, 0o755))
+	logf, err := os.Create(filepath.Join(dir, "log"))
+	require.NoError(f.t, err)
+	defer logf.Close()
+	c := exec.Command(f.bin, append([]string{"daemon", "-name", host, "-run-dir", dir, "-device-prefix", host + "/"}, args...)...)
+	c.Stdout, c.Stderr = logf, logf
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	require.NoError(f.t, c.Start())
+	go c.Wait()
+}
+
+// The two hosts over a TCP cable with a shared key, while a stranger
+// holds a silent connection to host2's listener and another floods it
+// with connections and made-up HELLOs: host1 still plugs in, no stranger
+// is ever plugged, and a transfer arrives intact.
+func TestTCPCableStrangerAndFlood(t *testing.T) {
+	f := newFabric(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ln.Close()
+	key := filepath.Join(t.TempDir(), "cable.key")
+	require.NoError(t, os.WriteFile(key, []byte("a shared secret of this test run, 32+ bytes long\n"), 0o600))
+	f.startDaemon("host2", "-adapter", "1", "-peer-route", "1", "-listen", "tcp:"+addr, "-cable-key", key)
+	var silent net.Conn
+	require.Eventually(t, func() bool {
+		silent, err = net.Dial("tcp", addr)
+		return err == nil
+	}, time.Minute, 20*time.Millisecond, "host2 listens")
+	defer silent.Close()
+
+	stopFlood := make(chan struct{})
+	var flooded atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			// A made-up version 1 HELLO (what the cable accepted before
+			// it had keys), then junk.
+			hello := append([]byte{1, 0, 0, 0, 0, 12, 0, 0}, []byte("TBSC\x00\x00\x00\x01\x00\x00\x00\x2a")...)
+			for {
+				select {
+				case <-stopFlood:
+					return
+				default:
+				}
+				c, err := net.DialTimeout("tcp", addr, time.Second)
+				if err != nil {
+					time.Sleep(5 * time.Millisecond)
+					continue
+				}
+				flooded.Add(1)
+				c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+				c.Write(hello)
+				io.Copy(io.Discard, c)
+				c.Close()
+			}
+		})
+	}
+	for flooded.Load() < 200 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	f.startDaemon("host1", "-adapter", "3", "-peer-route", "503", "-connect", "tcp:"+addr, "-cable-key", key)
+	t0 := time.Now()
+	require.Eventually(t, func() bool {
+		out, err := f.tbstream("list")
+		return err == nil && strings.Count(out, "stream (prtcid 1)") == 2
+	}, 2*time.Minute, 50*time.Millisecond, "host1 plugs in while the flood goes on")
+	plugged := time.Since(t0)
+	close(stopFlood)
+	wg.Wait()
+	out, err := f.tbstream("list")
+	require.NoError(t, err, out)
+	require.Equal(t, 1, strings.Count(out, "XDomain 0-1:"), "host2 sees host1 only:\n%s", out)
+	require.Equal(t, 1, strings.Count(out, "XDomain"+" 0-503:"), out)
+	f.transfer("keyed", 8<<20)
+	row(t, fmt.Sprintf("TCP cable with a key; a silent stranger and %d flood connections with made-up HELLOs: host1 plugged in %v into the flood, no stranger plugged; then 8 MiB sha256-equal", flooded.Load(), plugged.Round(time.Millisecond)))
 }
