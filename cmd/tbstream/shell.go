@@ -48,7 +48,7 @@ fi
 if [ "$devdir" != /dev ] && [ -L "$links/null" ]; then
 	# The daemon's /dev: tbstreamN exist exactly while their streams do.
 	mkdir -p "$realdev"
-	mount --rbind /dev "$realdev"
+	mount -o rbind /dev "$realdev"
 	for e in "$realdev"/* "$realdev"/.[!.]*; do
 		n=${e##*/}
 		case $n in tbstream*) continue;; esac

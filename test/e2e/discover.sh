@@ -21,6 +21,7 @@
 # the stream (rmdir -p).
 #
 # Usage: discover.sh send|recv NAME FILE [RING_SIZE THROTTLING]
+# (bash, or busybox sh as in the VM suite)
 set -euo pipefail
 
 role=$1 name=$2 file=$3 ring=${4:-128} throttling=${5:-4096}
@@ -78,7 +79,7 @@ if [ "$role" = send ]; then
 	cat "$file" > "$dev"
 	echo "sent $(sha256sum < "$file" | cut -d' ' -f1)"
 else
-	dd if="$dev" of="$file" bs=256k status=none
+	cat "$dev" > "$file"
 	echo "received $(sha256sum < "$file" | cut -d' ' -f1)"
 fi
 cd "$cfg" && rmdir -p "$svc/$name"

@@ -304,7 +304,7 @@ cd %[1]s && rmdir -p 0-1.0/node
 func TestModprobeInShell(t *testing.T) {
 	needHosts(t)
 	must(t, "host1", "set -e; modprobe thunderbolt_stream; modprobe -q thunderbolt-stream; [ -d /sys/module/thunderbolt_stream ]")
-	out, err := sh("host1", fmt.Sprintf("mkdir -p %[1]s/0-503.0/mod; modprobe -r thunderbolt_stream; rc=$?; cd %[1]s && rmdir -p 0-503.0/mod; exit $rc", root))
+	out, err := sh("host1", fmt.Sprintf("mkdir -p %[1]s/0-503.0/mod; rc=0; modprobe -r thunderbolt_stream || rc=$?; cd %[1]s && rmdir -p 0-503.0/mod; exit $rc", root))
 	require.Error(t, err)
 	require.Equal(t, "modprobe: FATAL: Module thunderbolt_stream is in use.\n", out)
 }

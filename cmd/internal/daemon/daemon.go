@@ -270,7 +270,7 @@ func (d *Daemon) openDevices() (devices, error) {
 	node := cuse.NodeOptions{Mode: d.opts.NodeMode, UID: d.opts.NodeUID, GID: d.opts.NodeGID}
 	switch kind {
 	case "cuse":
-		return &cuseDevices{prefix: d.opts.DevicePrefix, node: node, log: d.log}, nil
+		return newCuseDevices(d.opts.RunDir, d.opts.DevicePrefix, node, d.log)
 	case "fuse":
 		return newFuseDevices(d.opts.RunDir, node, d.log)
 	}

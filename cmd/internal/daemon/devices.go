@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"tbstream/cmd/internal/stream"
@@ -14,11 +15,13 @@ import (
 )
 
 // cuseDevices registers each stream as a CUSE device: a real character
-// device /dev/<prefix>tbstreamN.
+// device /dev/<prefix>tbstreamN. With a prefix naming a directory
+// ("host1/"), each node also gets a link in DevLinksDir, the shells' /dev.
 type cuseDevices struct {
 	prefix string
 	node   cuse.NodeOptions
 	log    *slog.Logger
+	links  *devLinks // nil when the nodes are /dev/tbstreamN themselves
 
 	mu      sync.Mutex
 	servers map[*cuse.Server]struct{}
@@ -45,7 +48,27 @@ func (c *cuseDevices) Register(name string, dev cuse.Device) (stream.Node, error
 	}
 	c.servers[srv] = struct{}{}
 	c.mu.Unlock()
+	if c.links != nil {
+		if err := c.links.add(name); err != nil {
+			c.log.Warn("no device link in the shells' /dev", "node", name, "err", err)
+		}
+	}
 	return &cuseNode{c: c, srv: srv, name: name}, nil
+}
+
+// newCuseDevices returns the CUSE registry; with a prefix that names a
+// directory below /dev, it mounts DevLinksDir with links to that
+// directory's nodes as the shells see it (RealDevDir/<dir>).
+func newCuseDevices(run, prefix string, node cuse.NodeOptions, log *slog.Logger) (*cuseDevices, error) {
+	c := &cuseDevices{prefix: prefix, node: node, log: log}
+	if dir := filepath.Dir(prefix + "tbstream0"); dir != "." {
+		links, err := mountDevLinks(run, filepath.Join(RealDevDir(run), dir), log)
+		if err != nil {
+			return nil, err
+		}
+		c.links = links
+	}
+	return c, nil
 }
 
 type cuseNode struct {
@@ -55,6 +78,9 @@ type cuseNode struct {
 }
 
 func (n *cuseNode) Unlink() {
+	if n.c.links != nil {
+		n.c.links.remove(n.name)
+	}
 	if err := n.srv.RemoveNode(); err != nil {
 		n.c.log.Warn("cannot remove device node", "node", n.name, "err", err)
 	}
@@ -74,6 +100,9 @@ func (c *cuseDevices) Close() error {
 	c.mu.Unlock()
 	for srv := range servers {
 		srv.Close()
+	}
+	if c.links != nil {
+		return c.links.close()
 	}
 	return nil
 }
