@@ -19,7 +19,7 @@ type Group struct {
 	s    *Service
 	name string
 
-	mu    sync.Mutex
+	mu    sync.Mutex       // protects svc and items; after Service.mu, before Stream.mu
 	svc   *xdomain.Service // nil while detached
 	items map[string]*Stream
 }
@@ -40,6 +40,7 @@ func (g *Group) MakeItem(ctx context.Context, name string) (configfs.Item, error
 		return nil, fmt.Errorf("register %s: %w", st.DeviceName(), err)
 	}
 	st.node = node
+	go st.notifier() // until the stream is finished
 	g.items[name] = st
 	if g.svc != nil {
 		st.attach(g.svc)

@@ -37,10 +37,14 @@ func (st *Stream) wait(ctx context.Context, ch <-chan struct{}, d *rings, busy b
 
 // Open is open(2) of /dev/tbstreamX: it waits for the peer (ENXIO at once
 // with O_NONBLOCK), fails with EINVAL without HopIDs, and the first opener
-// starts the rings. Further opens share them.
+// starts a ring pair, which further opens share. No lock is held while it
+// waits or while the opener sets the rings and paths up: attribute I/O,
+// Info, close(2) of other handles, detach and rmdir go on meanwhile, and
+// the opener checks afterwards that the stream is still what it started
+// the rings for. Opens that find a start or the last close's stop in
+// progress wait for it, O_NONBLOCK ones too (Linux's open waits on the
+// stream's mutex); ctx ends any wait.
 func (st *Stream) Open(ctx context.Context, req *cuse.OpenRequest) (cuse.Handle, error) {
-	st.life.Lock()
-	defer st.life.Unlock()
 	for {
 		ch := st.waitChan()
 		st.mu.Lock()
@@ -48,34 +52,87 @@ func (st *Stream) Open(ctx context.Context, req *cuse.OpenRequest) (cuse.Handle,
 			st.mu.Unlock()
 			return nil, syscall.ENXIO
 		}
-		err := st.validLocked()
-		if err == nil {
-			break
+		if err := st.validLocked(); err != nil {
+			st.mu.Unlock()
+			if errors.Is(err, syscall.EINVAL) || req.Nonblock() {
+				return nil, err
+			}
+			if err := st.waitOpen(ctx, ch); err != nil {
+				return nil, err
+			}
+			continue
 		}
+		if d := st.data; d != nil {
+			return st.admitLocked(d, req), nil
+		}
+		if len(st.live) > 0 {
+			// A start or a stop of another ring pair is in progress.
+			st.mu.Unlock()
+			if err := st.waitOpen(ctx, ch); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		d := newRings(startParams{
+			svc: st.svc, in: st.in, out: st.out,
+			ringSize: st.ringSize, throttling: st.throttling, busyPoll: st.busyPoll,
+		})
+		st.live = append(st.live, d)
+		st.users++ // attribute writes are EBUSY from here on
 		st.mu.Unlock()
-		if errors.Is(err, syscall.EINVAL) || req.Nonblock() {
-			return nil, err
-		}
-		if err := st.wait(ctx, ch, nil, false); err != nil {
-			return nil, err
-		}
-	}
-	defer st.mu.Unlock()
-	if st.users == 0 {
-		d, err := st.startLocked()
+
+		err := st.start(ctx, d)
+
+		st.mu.Lock()
 		if err != nil {
-			st.g.s.log.Error("cannot start stream", "stream", st.g.name+"/"+st.name, "err", err)
-			return nil, fmt.Errorf("start %s: %w", st.name, syscall.EIO)
+			st.users--
+			st.dropLiveLocked(d)
+			st.mu.Unlock()
+			st.signal()
+			st.idle()
+			st.g.s.log.Error("cannot start stream", "stream", st.path(), "err", err)
+			return nil, fmt.Errorf("start %s: %w", st.path(), syscall.EIO)
 		}
+		if d.stale || st.removed {
+			// Detached or removed meanwhile: these rings are for an
+			// attachment that is gone. Undo them and look again.
+			st.mu.Unlock()
+			st.stop(d, false)
+			st.mu.Lock()
+			st.users--
+			st.mu.Unlock()
+			st.signal()
+			st.idle()
+			continue
+		}
+		d.state = ringOpen
 		st.data = d
 		st.closed = false
+		st.users-- // admitLocked counts the handle
+		h := st.admitLocked(d, req)
+		st.signal()
+		return h, nil
 	}
+}
+
+// waitOpen is an open's wait for the next change, counted in
+// Info.Waiting.
+func (st *Stream) waitOpen(ctx context.Context, ch <-chan struct{}) error {
+	st.waiting.Add(1)
+	defer st.waiting.Add(-1)
+	return st.wait(ctx, ch, nil, false)
+}
+
+// admitLocked makes a handle on the open pair d and unlocks mu.
+func (st *Stream) admitLocked(d *rings, req *cuse.OpenRequest) *handle {
 	st.users++
-	h := &handle{st: st, d: st.data, wake: req.Wake}
+	d.users++
+	h := &handle{st: st, d: d, wake: req.Wake}
+	st.mu.Unlock()
 	st.sigMu.Lock()
 	st.wakers[h] = struct{}{}
 	st.sigMu.Unlock()
-	return h, nil
+	return h
 }
 
 // handle is one open file description.
@@ -85,7 +142,8 @@ type handle struct {
 	wake cuse.Waker
 }
 
-// check is the validity test every read and write starts with.
+// check is the validity test every read and write starts with: ENXIO
+// without a peer or on a ring pair set up for a peer that went away.
 func (h *handle) check(write bool) (busy bool, err error) {
 	st := h.st
 	st.mu.Lock()
@@ -93,10 +151,13 @@ func (h *handle) check(write bool) (busy bool, err error) {
 	if err := st.validLocked(); err != nil {
 		return false, err
 	}
+	if h.d.stale {
+		return false, syscall.ENXIO
+	}
 	if write && (st.closed || st.removed) {
 		return false, syscall.ENXIO
 	}
-	return st.busyPoll, nil
+	return h.d.p.busyPoll, nil
 }
 
 func acquire(ctx context.Context, sem chan struct{}, nonblock bool) error {
@@ -116,42 +177,45 @@ func acquire(ctx context.Context, sem chan struct{}, nonblock bool) error {
 	}
 }
 
-// Release is close(2) of one handle; the last one stops the stream.
+// Release is close(2) of one handle; the last one of its ring pair stops
+// it (see stop for what that waits for, and the package doc for the
+// bound). It holds no lock while it waits: other handles, opens (which
+// wait for the stop to finish before starting new rings), attribute reads
+// and rmdir go on.
 func (h *handle) Release(ctx context.Context) {
-	st := h.st
-	st.life.Lock()
-	defer st.life.Unlock()
+	st, d := h.st, h.d
 	st.sigMu.Lock()
 	delete(st.wakers, h)
 	st.sigMu.Unlock()
 	st.mu.Lock()
 	st.users--
-	if st.users > 0 {
+	d.users--
+	if d.users > 0 {
 		st.mu.Unlock()
 		return
 	}
-	d := st.data
-	st.data = nil
-	st.stopping = true
-	attached := st.svc != nil && !st.svc.XDomain().Unplugged()
-	busy := st.busyPoll
-	st.mu.Unlock()
-	st.stop(d, attached, busy)
-	// An rmdir before or during the stop left the HopIDs and the index to
-	// us (see Remove).
-	st.mu.Lock()
-	st.stopping = false
-	removed := st.removed
-	if removed {
-		st.releaseHopIDsLocked()
+	if st.data == d {
+		st.data = nil
 	}
+	d.state = ringStopping
+	peer := !d.stale && st.validLocked() == nil
 	st.mu.Unlock()
 	st.signal()
-	if removed {
-		// Close from a goroutine: this Release runs inside the device's
-		// own server, which Close waits for.
-		go st.node.Close()
-		st.g.s.freeIndex(st.index)
-		st.g.retakeHopIDs()
+
+	res := st.stop(d, peer)
+
+	st.mu.Lock()
+	st.stats.Undelivered += res.undelivered
+	peerClosed := st.closed
+	st.mu.Unlock()
+	switch {
+	case res.undelivered > 0:
+		st.g.s.log.Warn("stream closed with undelivered data", "stream", st.path(),
+			"undelivered_bytes", res.undelivered, "reason", res.reason, "eof_sent", res.eofSent)
+	case peer && !res.eofSent && !peerClosed:
+		// After the peer's own CLOSE nobody waits for ours.
+		st.g.s.log.Info("stream closed without the peer seeing EOF", "stream", st.path(), "reason", res.reason)
 	}
+	st.signal()
+	st.idle()
 }

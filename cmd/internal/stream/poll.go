@@ -2,17 +2,22 @@ package stream
 
 import (
 	"context"
+	"syscall"
 
 	"tbstream/cuse"
 )
 
 // Poll reports readiness with Linux's masks: ERR alone in busy-poll mode
-// (nothing could wake a poller), HUP|ERR without a valid stream, OUT with a
-// free TX slot, IN with a completed RX frame (the CLOSE frame included).
+// (nothing could wake a poller), HUP|ERR without a valid stream or on rings
+// set up for a peer that went away, OUT with a free TX slot, IN with a
+// completed RX frame (the CLOSE frame included).
 func (h *handle) Poll(ctx context.Context, req *cuse.PollRequest) (uint32, error) {
 	st, d := h.st, h.d
 	st.mu.Lock()
-	busy, err := st.busyPoll, st.validLocked()
+	busy, err := d.p.busyPoll, st.validLocked()
+	if err == nil && d.stale {
+		err = syscall.ENXIO
+	}
 	st.mu.Unlock()
 	if busy {
 		return cuse.EventErr, nil

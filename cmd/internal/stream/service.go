@@ -1,21 +1,3 @@
-// Package stream is the USB4STREAM service of one host, with Linux 7.3's
-// semantics: the objects behind the configfs directories (groups named
-// after remote services, stream items with their attributes), the binding
-// of groups to the peer's `stream` service, HopID allocation and the
-// per-stream announcements in the property block, and the character
-// devices: open, read, write, poll and close over an NHI TX/RX ring pair
-// with the CLOSE frame and EOF.
-//
-// It fixes the upstream defects named in the design: RX is primed and the
-// rings started before the DMA paths are enabled; attaching allocates both
-// HopIDs or neither; HopIDs are released and no longer shown after a
-// detach, so a re-attach asks again for what the user wrote or what the
-// peer announces; an announcement that arrives after our mkdir is picked up;
-// read and write loop over the whole request (no 7.2 short-loop bug).
-//
-// It knows nothing of FUSE or CUSE transports: configfs calls it through
-// configfs.Backend, the device nodes through cuse.Device, and it registers
-// nodes through the Devices interface the daemon provides.
 package stream
 
 import (
@@ -88,8 +70,8 @@ type Service struct {
 	cfg Config
 	log *slog.Logger
 
-	// mu protects groups, remotes and shutdown. Lock order: Service.mu,
-	// Group.mu, Stream.mu.
+	// mu protects groups, remotes and shutdown. Lock order: see the
+	// package doc.
 	mu       sync.Mutex
 	groups   map[string]*Group
 	remotes  map[string]*xdomain.Service // bound remote services by name

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"tbstream/configfs"
+	"tbstream/cuse"
 	"tbstream/hopid"
 	"tbstream/xdomain"
 	"tbstream/xdomain/property"
@@ -17,25 +19,31 @@ import (
 )
 
 // Stream is one <group>/<name> item and its /dev/tbstream<index> node
-// (Linux's tbstream_dev).
+// (Linux's tbstream_dev). The package doc gives the lock order.
 type Stream struct {
 	g     *Group
 	name  string
 	index int
 	node  Node
 
-	// life serializes open and the last close, so that a new first open
-	// never starts rings while the previous ones are being stopped. Take
-	// it before mu.
-	life sync.Mutex
-
-	// sigMu is a leaf lock for changed and wakers: the NHI's interrupt
-	// goroutine takes it, so it must never wait for anything.
+	// sigMu is a leaf lock for changed and wakers: nothing is called and
+	// nothing waits while it is held, so signal may run under any lock,
+	// on the NHI's interrupt goroutine included.
 	sigMu   sync.Mutex
 	changed chan struct{} // closed and replaced on every change of state
 	wakers  map[*handle]struct{}
+	// kick (capacity 1) tells the notifier goroutine that the wakers are
+	// due; done ends it once the stream is finished.
+	kick chan struct{}
+	done chan struct{}
 
-	// mu protects everything below.
+	// waiting counts opens blocked for the peer or for another open's
+	// start or a close's stop (Info.Waiting).
+	waiting atomic.Int32
+
+	// mu protects everything below. It is held only for bookkeeping: never
+	// across a wait, control-channel I/O, a ring operation (other than
+	// reading a ring's index) or a call into the node or a waker.
 	mu sync.Mutex
 	// What the user wrote to in_hopid/out_hopid (-1, 0 or a HopID), kept
 	// across detach so that a re-attach asks for the same again.
@@ -49,12 +57,21 @@ type Stream struct {
 	announceID xdp.UUID // of the announced directory; new each time it appears
 	announced  bool
 
-	users    int
-	stopping bool // the last Release is stopping the rings and paths
+	users int // open handles, and the opener starting a ring pair
+	// data is the open ring pair new opens share; nil while none is open
+	// for the current attachment.
+	data *rings
+	// live are the ring pairs whose DMA paths may be programmed: starting,
+	// open, stopping, or detached with their paths still going down. A new
+	// pair starts only when there is none (same HopIDs, same router).
+	live     []*rings
 	closed   bool // a CLOSE frame was read; reads give EOF, writes ENXIO
 	removed  bool // rmdir'd
-	data     *rings
-	stats    Counters
+	finished bool // removed and done: HopIDs and index released
+	// retakeDue: the peer's announcement changed while the stream could
+	// not take it (open or closing); it is read again once idle.
+	retakeDue bool
+	stats     Counters
 }
 
 // Counters are a stream's traffic since mkdir.
@@ -63,6 +80,11 @@ type Counters struct {
 	// RxFrameErrors counts frames the NHI flagged (CRC error, buffer
 	// overrun); like Linux, their data is still delivered.
 	RxFrameErrors uint64
+	// Undelivered counts bytes that write(2) queued and the last close
+	// could not send: no reader on the peer (no progress for 500 ms), a
+	// peer that went away, or a drain cut off after drainMax. Each such
+	// close also logs one line with the count.
+	Undelivered uint64
 }
 
 func newStream(g *Group, name string, index int) *Stream {
@@ -74,23 +96,54 @@ func newStream(g *Group, name string, index int) *Stream {
 		throttling: DefaultThrottling,
 		changed:    make(chan struct{}),
 		wakers:     make(map[*handle]struct{}),
+		kick:       make(chan struct{}, 1),
+		done:       make(chan struct{}),
 	}
 }
 
 // DeviceName is the node name, tbstream<index>.
 func (st *Stream) DeviceName() string { return "tbstream" + strconv.Itoa(st.index) }
 
+// path is the stream's configfs path below stream/, for log lines.
+func (st *Stream) path() string { return st.g.name + "/" + st.name }
+
 // signal wakes everything that waits on the stream's state: blocked
-// opens, reads and writes, and pollers through their wakers.
+// opens, reads and writes at once, pollers through their wakers on the
+// notifier goroutine. It never blocks and may be called under any lock.
 func (st *Stream) signal() {
 	st.sigMu.Lock()
-	defer st.sigMu.Unlock()
 	close(st.changed)
 	st.changed = make(chan struct{})
-	for h := range st.wakers {
-		if h.wake != nil {
-			h.wake()
+	st.sigMu.Unlock()
+	select {
+	case st.kick <- struct{}{}:
+	default: // a round of wakers is due already
+	}
+}
+
+// notifier calls the wakers after each signal, with no lock held: a
+// waker takes the CUSE server's lock and writes NOTIFY_POLL, which must
+// stall neither the interrupt goroutine nor the stream.
+func (st *Stream) notifier() {
+	var ws []cuse.Waker
+	for {
+		select {
+		case <-st.kick:
+		case <-st.done:
+			return
 		}
+		st.sigMu.Lock()
+		for h := range st.wakers {
+			if h.wake != nil {
+				ws = append(ws, h.wake)
+			}
+		}
+		st.sigMu.Unlock()
+		for i, w := range ws {
+			w()
+			ws[i] = nil
+		}
+		ws = ws[:0]
 	}
 }
 
@@ -104,6 +157,62 @@ func (st *Stream) validLocked() error {
 		return syscall.EINVAL
 	}
 	return nil
+}
+
+// dropLiveLocked forgets d's place in live.
+func (st *Stream) dropLiveLocked(d *rings) {
+	for i, x := range st.live {
+		if x == d {
+			st.live = append(st.live[:i], st.live[i+1:]...)
+			return
+		}
+	}
+}
+
+// idle runs after a handle, a start or a ring pair's paths went away: a
+// removed stream with nothing left releases its HopIDs and index, and a
+// stream that missed a new announcement reads it now.
+func (st *Stream) idle() {
+	st.mu.Lock()
+	fin := st.finishLocked()
+	retake := !fin && st.retakeDue && !st.removed && len(st.live) == 0 && st.svc != nil
+	if retake {
+		st.retakeDue = false
+	}
+	st.mu.Unlock()
+	if fin {
+		st.finish(false)
+	}
+	if retake {
+		st.g.retakeHopIDs()
+	}
+}
+
+// finishLocked reports whether a removed stream has just become done (no
+// handle, no start, no paths left): its HopIDs are released here, and the
+// caller calls finish once it holds no lock.
+func (st *Stream) finishLocked() bool {
+	if !st.removed || st.finished || st.users > 0 || len(st.live) > 0 {
+		return false
+	}
+	st.finished = true
+	st.releaseHopIDsLocked()
+	return true
+}
+
+// finish ends a removed stream: the device, the index, the notifier, and
+// another try for the streams that wanted its HopIDs. sync is false when
+// the caller may run inside the device's own server (a Release), which
+// Node.Close waits for.
+func (st *Stream) finish(sync bool) {
+	if sync {
+		st.node.Close()
+	} else {
+		go st.node.Close()
+	}
+	st.g.s.freeIndex(st.index)
+	close(st.done)
+	st.g.retakeHopIDs()
 }
 
 // ---- configfs attributes ----
@@ -139,12 +248,25 @@ func (st *Stream) Show(ctx context.Context, attr configfs.Attr) (int64, error) {
 }
 
 // Store sets an attribute; configfs has parsed and range-checked value.
-// Any write while the device is open is EBUSY.
+// Any write while the device is open is EBUSY. A write during the last
+// close's stop waits for it (with no lock held), as Linux's store waits on
+// the stream's mutex: a HopID released while its path is still programmed
+// could be given to another stream.
 func (st *Stream) Store(ctx context.Context, attr configfs.Attr, value int64) error {
-	st.mu.Lock()
-	if st.users > 0 {
+	for {
+		ch := st.waitChan()
+		st.mu.Lock()
+		if st.users > 0 {
+			st.mu.Unlock()
+			return syscall.EBUSY
+		}
+		if len(st.live) == 0 {
+			break
+		}
 		st.mu.Unlock()
-		return syscall.EBUSY
+		if err := st.wait(ctx, ch, nil, false); err != nil {
+			return fmt.Errorf("%s: %v: wait for the last close: %w", st.path(), attr, syscall.EINTR)
+		}
 	}
 	var err error
 	announce := false
@@ -160,8 +282,8 @@ func (st *Stream) Store(ctx context.Context, attr configfs.Attr, value int64) er
 	default:
 		err = syscall.EINVAL
 	}
-	st.signal()
 	st.mu.Unlock()
+	st.signal()
 	if announce {
 		st.g.announce()
 	}
@@ -249,17 +371,25 @@ func (st *Stream) allocateLocked(in, out int) {
 }
 
 // takeRemoteHopIDs re-reads the peer's announcement for a stream that gets
-// its HopIDs from it (the user wrote none) and is not open, and reports
+// its HopIDs from it (the user wrote none) and has no ring pair using
+// them (else it notes to read it again once it has none), and reports
 // whether its HopIDs changed. Linux reads announcements only at attach, so
 // a stream created before the peer announced stays unusable there.
 func (st *Stream) takeRemoteHopIDs(remote *property.Dir) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.svc == nil || st.removed || st.users > 0 || st.inReq != 0 || st.outReq != 0 {
+	if st.svc == nil || st.removed || st.inReq != 0 || st.outReq != 0 {
 		return false
 	}
 	rin, rout := remoteHopIDs(remote, st.name)
 	if rin < hopid.Min || rout < hopid.Min || (st.out == rin && st.in == rout) {
+		return false
+	}
+	if len(st.live) > 0 {
+		// Not while a ring pair is starting, open or closing: its paths
+		// use the HopIDs we hold. (Handles left from before a detach hold
+		// none.)
+		st.retakeDue = true
 		return false
 	}
 	spaces := st.svc.XDomain().HopIDs
@@ -291,12 +421,28 @@ func remoteHopIDs(remote *property.Dir, name string) (in, out int) {
 
 // detach unbinds the stream from a service that went away: HopIDs are
 // released and no longer shown, waiters see HUP|ERR, open handles get
-// ENXIO. Rings of open handles run until the last close.
+// ENXIO, now and after a re-attach. The ring pairs become stale: a drain
+// toward the gone peer stops, a start in progress is undone by its
+// opener, and the paths of an open pair are taken down at once (on a
+// goroutine: detach runs under the service and group locks), so that a
+// re-attach can route the HopIDs to fresh rings; the rings of open
+// handles stay until the last of them closes.
 func (st *Stream) detach() {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.releaseHopIDsLocked()
 	st.svc = nil
+	st.data = nil
+	for _, d := range st.live {
+		if d.stale {
+			continue
+		}
+		d.stale = true
+		d.cancelGone()
+		if d.state == ringOpen {
+			go st.retire(d)
+		}
+	}
 	st.signal()
 }
 
@@ -336,7 +482,9 @@ func (st *Stream) announcement() *property.Dir {
 
 // Remove is rmdir of the item: the node goes away at once, open handles see
 // EOF on read and ENXIO on write, and the HopIDs and the index are released
-// when the last handle closes.
+// when the last handle has closed and the last paths are down (see
+// finishLocked): a new stream given the same HopIDs would find them still
+// routed.
 func (st *Stream) Remove(ctx context.Context) error {
 	st.mu.Lock()
 	if st.removed {
@@ -344,21 +492,13 @@ func (st *Stream) Remove(ctx context.Context) error {
 		return nil
 	}
 	st.removed = true
-	// A stream whose last close is still taking its rings and paths down
-	// keeps its HopIDs and index until that is done (Release frees them):
-	// a new stream given the same HopIDs would find them still routed.
-	last := st.users == 0 && !st.stopping
-	if last {
-		st.releaseHopIDsLocked()
-	}
-	st.signal()
+	last := st.finishLocked()
 	st.mu.Unlock()
+	st.signal()
 	st.node.Unlink()
 	st.g.forget(st)
 	if last {
-		st.node.Close()
-		st.g.s.freeIndex(st.index)
-		st.g.retakeHopIDs()
+		st.finish(true)
 	}
 	return nil
 }
@@ -376,6 +516,9 @@ type Info struct {
 	Users      int
 	State      string
 	Rings      [2]int // TX and RX ring index while open, else -1
+	// Waiting counts opens blocked for the peer, or for another open's
+	// start or the last close's stop to finish.
+	Waiting int
 	Counters
 }
 
@@ -391,6 +534,7 @@ func (st *Stream) Info() Info {
 		Name: st.name, Index: st.index, Device: st.DeviceName(),
 		InHopID: in, OutHopID: out, RingSize: st.ringSize, Throttling: st.throttling,
 		BusyPoll: st.busyPoll, Users: st.users, Counters: st.stats, Rings: [2]int{-1, -1},
+		Waiting: int(st.waiting.Load()),
 	}
 	if st.data != nil {
 		info.Rings = [2]int{st.data.tx.Hop(), st.data.rx.Hop()}
@@ -406,6 +550,8 @@ func (st *Stream) Info() Info {
 		info.State = "closed by peer"
 	case st.users > 0:
 		info.State = "open"
+	case len(st.live) > 0:
+		info.State = "closing"
 	default:
 		info.State = "ready"
 	}

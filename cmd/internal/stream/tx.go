@@ -58,9 +58,11 @@ func (h *handle) Write(ctx context.Context, req *cuse.WriteRequest) (int, error)
 	if err := d.tx.TxCommit(n, PDFFrameStart, PDFData); err != nil {
 		return 0, syscall.ENXIO
 	}
+	frames := (n + nhi.SlotSize - 1) / nhi.SlotSize
+	d.logTx(frames, n)
 	st.mu.Lock()
 	st.stats.TxBytes += uint64(n)
-	st.stats.TxFrames += uint64((n + nhi.SlotSize - 1) / nhi.SlotSize)
+	st.stats.TxFrames += uint64(frames)
 	st.mu.Unlock()
 	return n, nil
 }
