@@ -47,6 +47,8 @@
 //     root. A file still open after its item was removed answers ENOENT.
 //
 // A backend error that is not a syscall.Errno reaches the user as EIO and is logged once.
+// So does a backend call that panics: the syscall fails with EIO, one error line gives
+// the panic value and the stack, Server.Panics counts it, and the mount serves on.
 //
 // # Reads and writes
 //

@@ -27,6 +27,7 @@ type Options struct {
 type Server struct {
 	dir    string
 	server *fuse.Server
+	tree   *tree
 	stop   func() bool // ends the watch of Mount's context
 
 	once sync.Once
@@ -78,11 +79,12 @@ func Mount(ctx context.Context, mountpoint string, backend Backend, opts Options
 		Logger:          traceLog,
 	}
 	root := &dir{t: newTree(backend, logger), kind: kindRoot}
+	fsOpts.MountOptions.PanicHandler = root.t.fusePanic
 	server, err := fs.Mount(mountpoint, root, fsOpts)
 	if err != nil {
 		return nil, fmt.Errorf("mount configfs on %s: %w", mountpoint, err)
 	}
-	s := &Server{dir: mountpoint, server: server}
+	s := &Server{dir: mountpoint, server: server, tree: root.t}
 	s.stop = context.AfterFunc(ctx, func() {
 		if err := s.unmount(); err != nil {
 			logger.Error("unmount configfs", "dir", mountpoint, "err", err)
@@ -90,6 +92,10 @@ func Mount(ctx context.Context, mountpoint string, backend Backend, opts Options
 	})
 	return s, nil
 }
+
+// Panics returns how many panics of the backend (and of this package's code) the mount
+// has recovered, each answered EIO and logged.
+func (s *Server) Panics() uint64 { return s.tree.panics.Load() }
 
 // Dir returns the mount point.
 func (s *Server) Dir() string { return s.dir }

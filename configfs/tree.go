@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 type tree struct {
 	backend Backend
 	log     *slog.Logger
+	panics  atomic.Uint64 // backend panics recovered (see guarded)
 
 	// mu guards everything below and the meta of every group, item and attribute; it is
 	// held across the backend's structural calls so that mkdir and rmdir are atomic.
@@ -106,8 +108,9 @@ func (t *tree) makeGroup(ctx context.Context, name string) (*group, syscall.Errn
 	if t.groups[name] != nil {
 		return nil, syscall.EEXIST
 	}
-	bg, err := t.backend.MakeGroup(ctx, gn)
-	if errno := t.errno("mkdir "+name, err); errno != 0 {
+	op := "mkdir " + name
+	bg, err := guarded(t, op, func() (Group, error) { return t.backend.MakeGroup(ctx, gn) })
+	if errno := t.errno(op, err); errno != 0 {
 		return nil, errno
 	}
 	if bg == nil {
@@ -130,7 +133,9 @@ func (t *tree) removeGroup(ctx context.Context, name string) syscall.Errno {
 	case len(g.items) > 0:
 		return syscall.ENOTEMPTY
 	}
-	if errno := t.errno("rmdir "+name, g.backend.Remove(ctx)); errno != 0 {
+	op := "rmdir " + name
+	_, err := guarded(t, op, func() (struct{}, error) { return struct{}{}, g.backend.Remove(ctx) })
+	if errno := t.errno(op, err); errno != 0 {
 		return errno
 	}
 	g.dead = true
@@ -151,8 +156,9 @@ func (t *tree) makeItem(ctx context.Context, g *group, name string) (*item, sysc
 	case g.items[name] != nil:
 		return nil, syscall.EEXIST
 	}
-	bi, err := g.backend.MakeItem(ctx, name)
-	if errno := t.errno("mkdir "+g.name.Name+"/"+name, err); errno != 0 {
+	op := "mkdir " + g.name.Name + "/" + name
+	bi, err := guarded(t, op, func() (Item, error) { return g.backend.MakeItem(ctx, name) })
+	if errno := t.errno(op, err); errno != 0 {
 		return nil, errno
 	}
 	if bi == nil {
@@ -178,7 +184,9 @@ func (t *tree) removeItem(ctx context.Context, g *group, name string) syscall.Er
 	}
 	it.frag.Lock()
 	defer it.frag.Unlock()
-	if errno := t.errno("rmdir "+g.name.Name+"/"+name, it.backend.Remove(ctx)); errno != 0 {
+	op := "rmdir " + g.name.Name + "/" + name
+	_, err := guarded(t, op, func() (struct{}, error) { return struct{}{}, it.backend.Remove(ctx) })
+	if errno := t.errno(op, err); errno != 0 {
 		return errno
 	}
 	it.dead = true
@@ -195,8 +203,9 @@ func (t *tree) show(ctx context.Context, it *item, a Attr) ([]byte, syscall.Errn
 	if it.dead {
 		return nil, syscall.ENOENT
 	}
-	v, err := it.backend.Show(ctx, a)
-	if errno := t.errno("show "+it.name+"/"+a.String(), err); errno != 0 {
+	op := "show " + it.name + "/" + a.String()
+	v, err := guarded(t, op, func() (int64, error) { return it.backend.Show(ctx, a) })
+	if errno := t.errno(op, err); errno != 0 {
 		return nil, errno
 	}
 	return a.show(v), 0
@@ -217,7 +226,9 @@ func (t *tree) store(ctx context.Context, it *item, a Attr, data []byte) (uint32
 	if errno != 0 {
 		return 0, errno
 	}
-	if errno := t.errno("store "+it.name+"/"+a.String(), it.backend.Store(ctx, a, v)); errno != 0 {
+	op := "store " + it.name + "/" + a.String()
+	_, err := guarded(t, op, func() (struct{}, error) { return struct{}{}, it.backend.Store(ctx, a, v) })
+	if errno := t.errno(op, err); errno != 0 {
 		return 0, errno
 	}
 	return uint32(len(data)), 0

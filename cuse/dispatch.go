@@ -11,6 +11,9 @@ import (
 
 // handle decodes and answers one request that a reader read into bufs.
 func (s *Server) handle(bufs *buffers, n int) {
+	var op uint32
+	var unique uint64 // set once the request may be answered
+	defer s.recoverRequest(&op, &unique)
 	req, err := ParseRequest(bufs.head[:min(n, len(bufs.head))], n)
 	s.stats.Requests.Add(1)
 	if err != nil {
@@ -24,6 +27,7 @@ func (s *Server) handle(bufs *buffers, n int) {
 		return
 	}
 	h := &req.Header
+	op = h.Opcode
 	if h.Unique == 0 {
 		// The kernel numbers requests from 2; a reply to 0 would read as a
 		// notification.
@@ -31,6 +35,7 @@ func (s *Server) handle(bufs *buffers, n int) {
 		s.log.Warn("malformed request", "op", OpName(h.Opcode), "err", "unique 0")
 		return
 	}
+	unique = h.Unique
 	if h.Opcode != OpWrite {
 		// Only a WRITE needs the payload buffer while it is handled; a READ
 		// may block for long, and must not pin 128 KiB meanwhile.
@@ -91,7 +96,7 @@ func (s *Server) open(ctx context.Context, req *Request, caller Caller) {
 	s.mu.nextFh++
 	fh := s.mu.nextFh
 	s.mu.Unlock()
-	h, err := s.dev.Open(ctx, &OpenRequest{Caller: caller, Flags: req.Open.Flags, Wake: func() { s.wake(fh) }})
+	h, err := s.devOpen(ctx, &OpenRequest{Caller: caller, Flags: req.Open.Flags, Wake: func() { s.wake(fh) }})
 	if err != nil {
 		s.reply(req.Header.Unique, s.errno(err, "open"))
 		return
@@ -109,7 +114,7 @@ func (s *Server) open(ctx context.Context, req *Request, caller Caller) {
 		s.mu.Lock()
 		delete(s.mu.handles, fh)
 		s.mu.Unlock()
-		h.Release(context.Background())
+		s.devRelease(context.Background(), h)
 	}
 }
 
@@ -132,11 +137,9 @@ func (s *Server) read(ctx context.Context, req *Request, caller Caller) {
 	if continued {
 		flags |= syscall.O_NONBLOCK
 	}
-	res, err := oh.h.Read(ctx, &ReadRequest{Caller: caller, Size: size, Flags: flags})
+	res, err := s.devRead(ctx, oh.h, &ReadRequest{Caller: caller, Size: size, Flags: flags})
 	if err != nil {
-		if res.Done != nil {
-			res.Done(false)
-		}
+		s.devDone(res.Done, false)
 		if continued && Errno(err) == syscall.EAGAIN {
 			res, err = ReadResult{}, nil
 		} else {
@@ -148,9 +151,7 @@ func (s *Server) read(ctx context.Context, req *Request, caller Caller) {
 	hdr := make([]byte, OutHeaderSize)
 	putOutHeader(hdr, OutHeaderSize+total(data), 0, req.Header.Unique)
 	err = s.sendv(append([][]byte{hdr}, data...))
-	if res.Done != nil {
-		res.Done(err == nil)
-	}
+	s.devDone(res.Done, err == nil)
 	if err == nil {
 		s.stats.ReadBytes.Add(uint64(total(data)))
 	}
@@ -181,14 +182,14 @@ func (s *Server) write(ctx context.Context, req *Request, caller Caller, bufs *b
 		return
 	}
 	wr := &WriteRequest{Caller: caller, Data: bufs.payload(req.PayloadLen), Flags: req.Write.Flags}
-	n, err := oh.h.Write(ctx, wr)
+	n, err := s.devWrite(ctx, oh.h, wr)
 	if n < 0 || n > req.PayloadLen {
 		err = fmt.Errorf("device took %d of %d bytes", n, req.PayloadLen)
 		n = 0
 	}
 	if bufs.lent != nil {
 		// The payload was in lent buffers; the handle now owns n bytes.
-		bufs.giveBack(n)
+		s.giveBack(bufs, n)
 	}
 	if err != nil && n == 0 {
 		s.reply(req.Header.Unique, s.errno(err, "write"))
@@ -208,7 +209,7 @@ func (s *Server) release(ctx context.Context, req *Request) {
 	delete(s.mu.handles, req.Release.Fh)
 	s.mu.Unlock()
 	if oh != nil {
-		oh.h.Release(ctx)
+		s.devRelease(ctx, oh.h)
 	}
 	s.reply(req.Header.Unique, 0)
 }
@@ -227,7 +228,7 @@ func (s *Server) poll(ctx context.Context, req *Request, caller Caller) {
 		s.reply(req.Header.Unique, syscall.EBADF)
 		return
 	}
-	revents, err := oh.h.Poll(ctx, &PollRequest{Caller: caller, Events: req.Poll.Events})
+	revents, err := s.devPoll(ctx, oh.h, &PollRequest{Caller: caller, Events: req.Poll.Events})
 	if err != nil {
 		s.reply(req.Header.Unique, s.errno(err, "poll"))
 		return

@@ -88,6 +88,14 @@
 // a log line (see Errno). Returning no data and no error from Read is end
 // of file.
 //
+// Panics. A panic in any call into the device (Open, Read, Write, Poll,
+// Release, a ReadResult's Done, a WriteBufferer and its done) fails that
+// request with EIO (Release and Done have nothing to fail: close(2) still
+// succeeds), is logged in one error line with the panic value and the
+// stack, and is counted in Stats.Panics; the server and every other
+// handle go on. A panic on a goroutine the device started itself is
+// beyond the server's reach.
+//
 // Zero copy. A READ reply is written with one writev straight from the
 // ReadResult's slices; ReadResult.Done(delivered) says when they are free
 // again and whether the kernel took them (false when the request was
@@ -107,6 +115,16 @@
 // not answered, or is answered EAGAIN when the target is not known yet
 // (the INTERRUPT overtook its request between two readers), which makes
 // the kernel queue it again.
+//
+// The kernel sends INTERRUPT when the thread waiting in open(2), read(2)
+// or write(2) gets a signal it catches (or a fatal one). The reply EINTR
+// reaches the caller as EINTR even under SA_RESTART: a FUSE reply cannot
+// carry -ERESTARTSYS, which is what a kernel driver returns to have such
+// calls restarted. As with any driver, a signal sent to a process
+// interrupts only the thread it is delivered to (the main thread if it
+// does not block it): another thread's blocked write(2) goes on waiting.
+// poll(2) waits in the kernel, not in the device, and signals end it as
+// usual.
 //
 // # Shutdown
 //

@@ -89,6 +89,7 @@ type Stats struct {
 	Malformed      atomic.Uint64 // requests that failed to parse
 	Stale          atomic.Uint64 // replies the kernel refused with ENOENT
 	Refused        atomic.Uint64 // replies the kernel refused with EINVAL
+	Panics         atomic.Uint64 // panics recovered (device calls answered EIO)
 }
 
 // NewServer prepares a server for dev on ch. Nothing is sent until Init or
@@ -250,7 +251,7 @@ func (s *Server) doShutdown() {
 	s.mu.handles = map[uint64]*openHandle{}
 	s.mu.Unlock()
 	for _, oh := range handles {
-		oh.h.Release(context.Background())
+		s.devRelease(context.Background(), oh.h)
 	}
 	s.mu.Lock()
 	s.node.remove()
@@ -301,14 +302,6 @@ func (b *buffers) payload(n int) [][]byte {
 	return out
 }
 
-// giveBack returns lent buffers to the device.
-func (b *buffers) giveBack(used int) {
-	if b.done != nil {
-		b.done(used)
-	}
-	b.lent, b.done = nil, nil
-}
-
 // reader is one request-reading goroutine (go-fuse's reader pool idea):
 // when the last idle reader takes a request it starts another before
 // handling it, so a handler that blocks never stops INTERRUPT from being
@@ -319,16 +312,16 @@ func (s *Server) reader() {
 	size := s.readBufferSize()
 	bufs := &buffers{head: make([]byte, RequestHeadSize)}
 	defer func() {
-		bufs.giveBack(0)
+		s.giveBack(bufs, 0)
 		s.putBuffer(bufs)
 	}()
 	for {
 		if wb != nil && bufs.lent == nil {
-			lent, done := wb.WriteBuffer(size)
+			lent, done := s.devWriteBuffer(wb, size)
 			if total(lent) >= size {
 				bufs.lent, bufs.done = lent, done
 			} else if done != nil {
-				done(0)
+				s.devBuffersDone(done, 0)
 			}
 		}
 		if bufs.lent == nil && bufs.own == nil {

@@ -45,5 +45,9 @@ func (d *Dir) Remove(name string) {
 	d.root.RmChild(name)
 }
 
+// Panics returns how many panics of its devices (and of this package's
+// code) the mount has recovered, each answered EIO and logged.
+func (d *Dir) Panics() uint64 { return d.root.g.panics.Load() }
+
 // Unmount unmounts the directory.
 func (d *Dir) Unmount() error { return d.srv.Unmount() }

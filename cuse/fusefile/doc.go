@@ -25,6 +25,18 @@
 //   - Opens also see FLUSH (answered 0) and size-0 SETATTR from O_TRUNC
 //     (accepted and ignored, as a character device would).
 //
+// As with CUSE:
+//
+//   - A signal caught by the thread blocked in open(2), read(2) or write(2)
+//     makes the kernel send FUSE_INTERRUPT; go-fuse closes the request's
+//     fuse.Context (the ctx the device gets), and the device's ctx.Err()
+//     reaches the caller as EINTR. No mount option is needed.
+//   - A panic in a call into the device (Open, Read, Write, Release, a
+//     ReadResult's Done) fails that syscall with EIO (close(2) still
+//     succeeds), is logged in one error line with the stack and counted
+//     (Dir.Panics); go-fuse's own panic handler, for anything else, does
+//     the same.
+//
 // It does not emulate /dev (use a bind mount for that), and does not know
 // what the device carries.
 package fusefile

@@ -43,11 +43,13 @@ type Options struct {
 
 // Mount serves files in dir (which must exist) until Unmount. It mounts
 // with mount(2) directly (DirectMountStrict), so it needs root or
-// CAP_SYS_ADMIN and no fusermount.
+// CAP_SYS_ADMIN and no fusermount. Panics of its devices are logged and
+// answered EIO, but counted only by a Dir (MountDir).
 func Mount(dir string, files map[string]File, opts Options) (*fuse.Server, error) {
 	return mount(dir, &rootNode{files: files}, opts)
 }
 
+// mount sets root's guard up and mounts it.
 func mount(dir string, root *rootNode, opts Options) (*fuse.Server, error) {
 	if opts.MaxWrite <= 0 || opts.MaxWrite > MaxIO {
 		opts.MaxWrite = MaxIO
@@ -58,6 +60,7 @@ func mount(dir string, root *rootNode, opts Options) (*fuse.Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	root.g = &guard{log: opts.Logger}
 	zero := time.Duration(0)
 	srv, err := fs.Mount(dir, root, &fs.Options{
 		EntryTimeout:    &zero,
@@ -72,6 +75,7 @@ func mount(dir string, root *rootNode, opts Options) (*fuse.Server, error) {
 			Debug:             opts.Debug,
 			Logger:            log.New(slogWriter{opts.Logger}, "", 0),
 			Options:           []string{"default_permissions"},
+			PanicHandler:      root.g.fusePanic,
 		},
 	})
 	if err != nil {
@@ -90,6 +94,7 @@ func (w slogWriter) Write(p []byte) (int, error) {
 type rootNode struct {
 	fs.Inode
 	files map[string]File
+	g     *guard // shared by every node of the mount
 }
 
 var _ = (fs.NodeOnAdder)((*rootNode)(nil))
@@ -105,7 +110,7 @@ func (r *rootNode) add(ctx context.Context, name string, f File) bool {
 	if mode == 0 {
 		mode = cuse.DefaultNodeMode
 	}
-	n := &fileNode{file: f, mode: uint32(mode)}
+	n := &fileNode{file: f, mode: uint32(mode), g: r.g}
 	return r.AddChild(name, r.NewPersistentInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG}), false)
 }
 
@@ -113,6 +118,7 @@ type fileNode struct {
 	fs.Inode
 	file File
 	mode uint32
+	g    *guard
 }
 
 var (
@@ -143,14 +149,17 @@ func callerOf(ctx context.Context) cuse.Caller {
 func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	// O_NONBLOCK stays for the open itself (ENXIO instead of waiting for
 	// a peer); reads and writes never see it (see the package doc).
-	h, err := n.file.Device.Open(ctx, &cuse.OpenRequest{Caller: callerOf(ctx), Flags: flags, Wake: func() {}})
+	h, err := n.g.open(ctx, n.file.Device, &cuse.OpenRequest{Caller: callerOf(ctx), Flags: flags, Wake: func() {}})
 	if err != nil {
 		return nil, 0, errnoOf(err)
 	}
-	return &fileHandle{h: h}, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_NONSEEKABLE | fuse.FOPEN_STREAM, 0
+	return &fileHandle{h: h, g: n.g}, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_NONSEEKABLE | fuse.FOPEN_STREAM, 0
 }
 
-type fileHandle struct{ h cuse.Handle }
+type fileHandle struct {
+	h cuse.Handle
+	g *guard
+}
 
 var (
 	_ = (fs.FileReader)((*fileHandle)(nil))
@@ -167,21 +176,19 @@ func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	if off > 0 {
 		flags = syscall.O_NONBLOCK
 	}
-	res, err := f.h.Read(ctx, &cuse.ReadRequest{Caller: callerOf(ctx), Size: len(dest), Flags: flags, MaxSlices: MaxReplySlices})
+	res, err := f.g.read(ctx, f.h, &cuse.ReadRequest{Caller: callerOf(ctx), Size: len(dest), Flags: flags, MaxSlices: MaxReplySlices})
 	if err != nil {
-		if res.Done != nil {
-			res.Done(false)
-		}
+		f.g.done(res.Done, false)
 		if off > 0 && errnoOf(err) == syscall.EAGAIN {
 			return fuse.ReadResultData(nil), 0
 		}
 		return nil, errnoOf(err)
 	}
-	return &readResult{res: res}, 0
+	return &readResult{res: res, g: f.g}, 0
 }
 
 func (f *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	n, err := f.h.Write(ctx, &cuse.WriteRequest{Caller: callerOf(ctx), Data: [][]byte{data}})
+	n, err := f.g.write(ctx, f.h, &cuse.WriteRequest{Caller: callerOf(ctx), Data: [][]byte{data}})
 	if err != nil && n == 0 {
 		return 0, errnoOf(err)
 	}
@@ -189,7 +196,7 @@ func (f *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32,
 }
 
 func (f *fileHandle) Release(ctx context.Context) syscall.Errno {
-	f.h.Release(ctx)
+	f.g.release(ctx, f.h)
 	return 0
 }
 
@@ -205,6 +212,7 @@ const MaxReplySlices = 256
 // not a file descriptor, costs a pipe write and a discard per reply).
 type readResult struct {
 	res cuse.ReadResult
+	g   *guard
 }
 
 var _ interface {
@@ -239,11 +247,7 @@ func (r *readResult) gather(buf []byte) []byte {
 
 func (r *readResult) Size() int { return r.res.Len() }
 
-func (r *readResult) Done() {
-	if r.res.Done != nil {
-		r.res.Done(true)
-	}
-}
+func (r *readResult) Done() { r.g.done(r.res.Done, true) }
 
 // errnoOf maps a device error as the CUSE server does.
 func errnoOf(err error) syscall.Errno {
