@@ -78,6 +78,11 @@ type Info struct {
 	LocalMaxHopID int
 	Generation    uint32 // of the peer's block last accepted
 	Stats         Stats
+
+	// Added says a property block of the peer was accepted: Linux has
+	// added the XDomain device then, and keeps it through later re-reads
+	// until the unplug.
+	Added bool
 }
 
 // Stats counts a peer's control traffic.
@@ -355,6 +360,7 @@ func (xd *XDomain) readProperties() error {
 	xd.mu.Lock()
 	first := !xd.haveGen
 	xd.haveGen = true
+	xd.info.Added = true
 	xd.remote = dir
 	xd.info.Generation = gen
 	xd.info.VendorID, xd.info.DeviceID = vendor.Value, device.Value

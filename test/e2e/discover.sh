@@ -14,14 +14,14 @@
 #      in /sys/bus/thunderbolt/devices, and take its name as the configfs group;
 #   3. read who is on the other end from the XDomain's directory;
 #   4. mkdir -p the stream, ring_size and throttling before the HopIDs, -1 to both,
-#      read index, and check /dev/tbstream$index (a character device on Linux; the
+#      read index, and check /dev/tbstream$index, 600 root:root (a character device on Linux; the
 #      FUSE fallback serves a regular file: TBSTREAM_REQUIRE_CHR=1 insists);
 #   5. read every attribute of every stream and report it;
 # then send FILE (send) or receive into OUT (recv), print its sha256, and remove
 # the stream (rmdir -p).
 #
 # Usage: discover.sh send|recv NAME FILE [RING_SIZE THROTTLING]
-# (bash, or busybox sh as in the VM suite)
+# (bash; busybox sh would run its own modprobe applet, not the shell's)
 set -euo pipefail
 
 role=$1 name=$2 file=$3 ring=${4:-128} throttling=${5:-4096}
@@ -44,9 +44,22 @@ if [ -z "$svc" ]; then
 	exit 1
 fi
 xd=/sys/bus/thunderbolt/devices/${svc%.*}
-echo "service $svc: $(cat /sys/bus/thunderbolt/devices/$svc/modalias)"
-echo "peer: $(cat "$xd/vendor_name") $(cat "$xd/device_name") ($(cat "$xd/vendor")/$(cat "$xd/device")), uuid $(cat "$xd/unique_id"), maxhopid $(cat "$xd/maxhopid")"
-echo "link: rx $(cat "$xd/rx_lanes") x $(cat "$xd/rx_speed"), tx $(cat "$xd/tx_lanes") x $(cat "$xd/tx_speed")"
+# One read per file, each checked by set -e (which does not see a failed
+# $(...) inside another command's arguments).
+modalias=$(cat "/sys/bus/thunderbolt/devices/$svc/modalias")
+vendor_name=$(cat "$xd/vendor_name")
+device_name=$(cat "$xd/device_name")
+vendor=$(cat "$xd/vendor")
+device=$(cat "$xd/device")
+unique_id=$(cat "$xd/unique_id")
+maxhopid=$(cat "$xd/maxhopid")
+rx_lanes=$(cat "$xd/rx_lanes")
+rx_speed=$(cat "$xd/rx_speed")
+tx_lanes=$(cat "$xd/tx_lanes")
+tx_speed=$(cat "$xd/tx_speed")
+echo "service $svc: $modalias"
+echo "peer: $vendor_name $device_name ($vendor/$device), uuid $unique_id, maxhopid $maxhopid"
+echo "link: rx $rx_lanes x $rx_speed, tx $tx_lanes x $tx_speed"
 
 cfg=/sys/kernel/config/thunderbolt/stream
 st=$cfg/$svc/$name
@@ -62,7 +75,8 @@ if [ "${TBSTREAM_REQUIRE_CHR:-0}" = 1 ]; then
 else
 	[ -c "$dev" ] || [ -f "$dev" ] || { echo "discover.sh: no $dev" >&2; exit 1; }
 fi
-[ "$(stat -L -c %a:%U:%G "$dev")" = 600:root:root ]
+own=$(stat -L -c %a:%u:%g "$dev")
+[ "$own" = 600:0:0 ] || { echo "discover.sh: $dev has mode:uid:gid $own, want 600:0:0" >&2; exit 1; }
 echo "device $dev"
 
 for attr in "$cfg"/*/*/*; do

@@ -270,12 +270,30 @@ func TestPropertyChangeReachesThePeer(t *testing.T) {
 		return l.XDomains[0].Generation
 	}
 	before := gen()
+	// A watcher in host2's shell: the XDomain's files must stay while
+	// host2 re-reads host1's properties (Linux keeps the device).
+	flags := t.TempDir()
+	watch := start("host2", fmt.Sprintf(`: > %[1]s/ready
+n=0
+until [ -e %[1]s/stop ]; do
+	[ -e /sys/bus/thunderbolt/devices/0-1/rx_speed ] || { echo "0-1 vanished"; exit 1; }
+	n=$((n+1)); [ $n -lt 1000000 ] || exit 2
+done`, flags))
+	for i := 0; i < 400; i++ {
+		if _, err := os.Stat(flags + "/ready"); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	must(t, "host1", fmt.Sprintf("mkdir -p %[1]s/0-503.0/prop && echo -1 > %[1]s/0-503.0/prop/in_hopid && echo -1 > %[1]s/0-503.0/prop/out_hopid", root))
 	// Re-reading takes a moment (PROPERTIES_CHANGED, then the paged
 	// read): look again until it changed, a bounded number of times.
 	for i := 0; i < 400 && gen() == before; i++ {
 		time.Sleep(50 * time.Millisecond)
 	}
+	require.NoError(t, os.WriteFile(flags+"/stop", nil, 0o644))
+	out, err := watch()
+	require.NoError(t, err, "host2's view of host1 while it re-read: %s", out)
 	require.NotEqual(t, before, gen(), "host2 re-read host1's properties")
 	require.Equal(t, "stream\n", must(t, "host2", "cat /sys/bus/thunderbolt/devices/0-1.0/key"))
 	must(t, "host1", "cd "+root+" && rmdir -p 0-503.0/prop")

@@ -87,8 +87,8 @@ func (s *sysfsSource) State() sysfs.State {
 	for _, xd := range d.host.XDomain.XDomains() {
 		info := xd.Info()
 		// Linux adds the XDomain device after its first properties
-		// read, and keeps it until the unplug.
-		if info.State != xdomain.StateEnumerated && (info.State != xdomain.StateFailed || info.VendorName == "") {
+		// read, and keeps it through re-reads until the unplug.
+		if !info.Added || info.State == xdomain.StateRemoved {
 			continue
 		}
 		x := sysfs.XDomain{
