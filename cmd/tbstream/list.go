@@ -110,7 +110,7 @@ func printStatus(w io.Writer, st daemon.Status, verbose bool) {
 	fmt.Fprintf(w, "Host %s (devices: %s)\n", st.Name, st.Devices)
 	if verbose {
 		p := st.Process
-		fmt.Fprintf(w, "  tbstreamd pid %d: %d goroutines, %d threads, %d open files\n", p.PID, p.Goroutines, p.Threads, p.FDs)
+		fmt.Fprintf(w, "  tbstreamd pid %d: %d goroutines, %d threads, %d open files, %d panics recovered\n", p.PID, p.Goroutines, p.Threads, p.FDs, p.Panics)
 	}
 	for _, p := range st.Peers {
 		fmt.Fprintf(w, "  XDomain %s: %s %s, uuid %s, state %s, maxhopid %d, generation %d, requests %d, dropped %d\n",
@@ -124,18 +124,18 @@ func printStatus(w io.Writer, st daemon.Status, verbose bool) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  GROUP\tSTREAM\tDEVICE\tIN\tOUT\tRING\tSTATE\tOPEN\tTX BYTES\tTX FRAMES\tRX BYTES\tRX FRAMES")
+	fmt.Fprintln(tw, "  GROUP\tSTREAM\tDEVICE\tIN\tOUT\tRING\tSTATE\tOPEN\tTX BYTES\tTX FRAMES\tRX BYTES\tRX FRAMES\tUNDELIVERED")
 	for _, g := range st.Groups {
 		if len(g.Streams) == 0 {
 			att := "detached"
 			if g.Attached {
 				att = "attached"
 			}
-			fmt.Fprintf(tw, "  %s\t-\t-\t-\t-\t-\t%s\t-\t-\t-\t-\t-\n", g.Name, att)
+			fmt.Fprintf(tw, "  %s\t-\t-\t-\t-\t-\t%s\t-\t-\t-\t-\t-\t-\n", g.Name, att)
 		}
 		for _, s := range g.Streams {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\n", g.Name, s.Name, s.Device,
-				s.InHopID, s.OutHopID, s.RingSize, s.State, s.Users, s.TxBytes, s.TxFrames, s.RxBytes, s.RxFrames)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", g.Name, s.Name, s.Device,
+				s.InHopID, s.OutHopID, s.RingSize, s.State, s.Users, s.TxBytes, s.TxFrames, s.RxBytes, s.RxFrames, s.Undelivered)
 		}
 	}
 	tw.Flush()

@@ -74,8 +74,12 @@ func mount(dir string, root *rootNode, opts Options) (*fuse.Server, error) {
 			DisableXAttrs:     true,
 			Debug:             opts.Debug,
 			Logger:            log.New(slogWriter{opts.Logger}, "", 0),
-			Options:           []string{"default_permissions"},
-			PanicHandler:      root.g.fusePanic,
+			// Other users may open a node as its mode and owner allow
+			// (the kernel checks them: default_permissions), as with a
+			// character device.
+			AllowOther:   true,
+			Options:      []string{"default_permissions"},
+			PanicHandler: root.g.fusePanic,
 		},
 	})
 	if err != nil {

@@ -144,3 +144,35 @@ func TestFallbackLargeReadReturnsWhatIsThere(t *testing.T) {
 		t.Fatal("read(2) of 1 MiB waited for more than the 128 KiB available")
 	}
 }
+
+// Nodes are opened by other users as their mode and owner allow: the
+// mount lets others in (allow_other) and the kernel checks the
+// permissions (default_permissions), as for a character device.
+func TestFallbackPermissionsForOtherUsers(t *testing.T) {
+	const nobody = 65534
+	dir := mount(t, map[string]fusefile.File{
+		"private": {Device: loopback.New(0)},
+		"shared":  {Device: loopback.New(0), Mode: 0o666},
+		"owned":   {Device: loopback.New(0), UID: nobody, GID: nobody},
+		"group":   {Device: loopback.New(0), Mode: 0o660, GID: nobody},
+	})
+	for p := dir; p != "/"; p = filepath.Dir(p) {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().Perm()&0o005 == 0 && p != dir {
+			require.NoError(t, os.Chmod(p, fi.Mode().Perm()|0o005))
+		}
+	}
+	for _, tt := range []struct {
+		name string
+		ok   bool
+	}{{"private", false}, {"shared", true}, {"owned", true}, {"group", true}} {
+		c := exec.Command("/bin/sh", "-c", `exec 3<>"$0"`, filepath.Join(dir, tt.name))
+		c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+		out, err := c.CombinedOutput()
+		if tt.ok {
+			require.NoError(t, err, "%s: user nobody may open it: %s", tt.name, out)
+		} else {
+			require.Error(t, err, "%s: 0600 root: user nobody may not open it", tt.name)
+			require.Contains(t, string(out), "Permission denied")
+		}
+	}
+}

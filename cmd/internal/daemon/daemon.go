@@ -102,6 +102,7 @@ type Daemon struct {
 type devices interface {
 	stream.Devices
 	Close() error
+	Panics() uint64
 }
 
 // Paths of a run directory.
@@ -428,9 +429,12 @@ type Status struct {
 	Sysfs map[string]map[string]string `json:",omitempty"`
 }
 
-// Process is the daemon's own resource use, to see leaks from outside.
+// Process is the daemon's own resource use, to see leaks from outside,
+// and the handler panics its mounts and devices recovered (each answered
+// EIO and logged with its stack).
 type Process struct {
 	PID, Goroutines, Threads, FDs int
+	Panics                        uint64
 }
 
 func processStatus() Process {
@@ -463,6 +467,7 @@ type Service struct {
 // Status returns the current status.
 func (d *Daemon) Status() Status {
 	st := Status{Name: d.opts.Name, Devices: d.deviceKind(), DeviceDir: d.deviceDir(), Groups: d.host.Streams.Snapshot(), Process: processStatus()}
+	st.Process.Panics = d.config.Panics() + d.devices.Panics()
 	if d.sysfs != nil {
 		st.Sysfs = d.sysfs.Attributes()
 	}

@@ -25,6 +25,19 @@ type cuseDevices struct {
 
 	mu      sync.Mutex
 	servers map[*cuse.Server]struct{}
+	panics  uint64 // recovered by servers closed since
+}
+
+// Panics counts the handler panics the CUSE servers recovered, closed
+// ones included.
+func (c *cuseDevices) Panics() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.panics
+	for srv := range c.servers {
+		n += srv.Stats().Panics.Load()
+	}
+	return n
 }
 
 func (c *cuseDevices) Register(name string, dev cuse.Device) (stream.Node, error) {
@@ -87,10 +100,11 @@ func (n *cuseNode) Unlink() {
 }
 
 func (n *cuseNode) Close() {
+	n.srv.Close()
 	n.c.mu.Lock()
 	delete(n.c.servers, n.srv)
+	n.c.panics += n.srv.Stats().Panics.Load()
 	n.c.mu.Unlock()
-	n.srv.Close()
 }
 
 func (c *cuseDevices) Close() error {
@@ -115,6 +129,9 @@ type fuseDevices struct {
 	links *devLinks
 	node  cuse.NodeOptions
 }
+
+// Panics counts the handler panics the mount recovered.
+func (f *fuseDevices) Panics() uint64 { return f.dir.Panics() }
 
 func newFuseDevices(run string, node cuse.NodeOptions, log *slog.Logger) (*fuseDevices, error) {
 	path := DevDir(run)
