@@ -159,6 +159,7 @@ mknod "$stage/dev/console" c 5 1 || fail_all "mknod /dev/console"
 cmds="./test/vm/cmd/loopdev ./test/vm/cmd/vmcheck"
 if [ "$e2e" != none ]; then
   cp "$e2e" "$stage/e2e.sh"
+  cp test/e2e/discover.sh "$stage/bin/discover.sh"
   cmds="$cmds $(go list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./cmd/... 2>/dev/null | sed 's|^tbstream/|./|')"
 fi
 for pkg in $cmds; do
