@@ -71,6 +71,9 @@ type (
 		RxBytes       uint64 `json:"rx_bytes"`
 		RxFrames      uint64 `json:"rx_frames"`
 		RxFrameErrors uint64 `json:"rx_frame_errors"`
+		// Undelivered: bytes write(2) queued that the last close could
+		// not send.
+		Undelivered uint64 `json:"undelivered"`
 	}
 )
 
@@ -98,7 +101,7 @@ func listJSONOf(st daemon.Status) hostJSON {
 				Name: s.Name, Index: s.Index, Device: s.Device, InHopID: s.InHopID, OutHopID: s.OutHopID,
 				RingSize: s.RingSize, Throttling: s.Throttling, BusyPoll: s.BusyPoll, State: s.State, Open: s.Users,
 				TxBytes: s.TxBytes, TxFrames: s.TxFrames, RxBytes: s.RxBytes, RxFrames: s.RxFrames,
-				RxFrameErrors: s.RxFrameErrors,
+				RxFrameErrors: s.RxFrameErrors, Undelivered: s.Undelivered,
 			})
 		}
 		h.Groups = append(h.Groups, gj)
