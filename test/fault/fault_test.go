@@ -511,10 +511,12 @@ func TestUnplugWhileWriterBlocked(t *testing.T) {
 	f.up()
 	dev1, dev2 := f.stream("blocked")
 	writer := f.start("host1", fmt.Sprintf("dd if=/dev/zero of=%s bs=256k count=400 status=none", dev1))
+	row1 := regexp.MustCompile(`0-503\.0\s+blocked\s+\S+\s+\d+\s+\d+\s+\d+\s+(\S+)\s+\d+\s+(\d+)\s`)
 	require.Eventually(t, func() bool {
 		out, _ := f.tbstream("list")
-		return strings.Contains(out, "blocked") && !regexp.MustCompile(`0-503\.0\s+blocked\s+\S+\s+\d+\s+\d+\s+\d+\s+open\s+1\s+0\s`).MatchString(out)
-	}, time.Minute, 20*time.Millisecond, "host1 has sent something")
+		m := row1.FindStringSubmatch(out)
+		return m != nil && m[1] == "open" && m[2] != "0"
+	}, time.Minute, 20*time.Millisecond, "host1's stream is open and has sent something")
 	time.Sleep(200 * time.Millisecond) // the writer is blocked on credits by now
 	out, err := f.tbstream("unplug", "host1")
 	require.NoError(t, err, out)
