@@ -188,9 +188,9 @@ mkstream() {
   echo "$(devpath host1 "$(cat "$s1/index")") $(devpath host2 "$(cat "$s2/index")")"
 }
 # open_on HOST STREAM: how many handles HOST's daemon counts on STREAM (in
-# tbstream list, OPEN is the column before the four counters: STATE may
+# tbstream list, OPEN is the column before the five counters: STATE may
 # be several words)
-open_on() { "$tb" -run "$run" list 2>/dev/null | awk -v h="$1" -v s="$2" '/^Host / { host = $2 } host == h && $2 == s { print $(NF - 4) }'; }
+open_on() { "$tb" -run "$run" list 2>/dev/null | awk -v h="$1" -v s="$2" '/^Host / { host = $2 } host == h && $2 == s { print $(NF - 5) }'; }
 
 if ! devs=$(mkstream dd); then
   fail "bench: could not make the dd stream"
@@ -396,7 +396,7 @@ rss_with() {
     sleep 0.05
   done
   local opened
-  opened=$("$tb" -run "$run" list | awk '$2 ~ /^rss/ && $(NF - 4) == 1' | wc -l)
+  opened=$("$tb" -run "$run" list | awk '$2 ~ /^rss/ && $(NF - 5) == 1' | wc -l)
   for h in host1 host2; do printf -v "rss_open_$h" %s "$(rss_of $h)"; done
   for i in $(seq 0 $((rss_streams - 1))); do rmdir "$(cfg host1)/0-503.0/rss$i" "$(cfg host2)/0-1.0/rss$i"; done
   kill "${holders[@]}" 2>/dev/null

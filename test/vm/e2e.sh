@@ -74,7 +74,7 @@ transfer() {
 # moved: bytes the hosts' streams have received so far (tbstream list).
 moved() {
   timeout 10 $TB list 2>/dev/null |
-    awk '$1 ~ /^[0-9]+-[0-9a-fA-F]+\.[0-9]+$/ && NF >= 12 { rx += $11 } END { printf "%d", rx }'
+    awk '$1 ~ /^[0-9]+-[0-9a-fA-F]+\.[0-9]+$/ && NF >= 13 { rx += $(NF - 2) } END { printf "%d", rx }'
 }
 
 # verdict ok|bad DETAIL: a step's result, read by step.
