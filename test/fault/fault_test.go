@@ -821,3 +821,93 @@ func TestTCPCableStrangerAndFlood(t *testing.T) {
 	f.transfer("keyed", 8<<20)
 	row(t, fmt.Sprintf("TCP cable with a key; a silent stranger and %d flood connections with made-up HELLOs: host1 plugged in %v into the flood, no stranger plugged; then 8 MiB sha256-equal", flooded.Load(), plugged.Round(time.Millisecond)))
 }
+
+// writeAttr writes b to an attribute with one write(2) and returns its
+// errno (0: accepted) and what the attribute reads afterwards.
+func writeAttr(t *testing.T, path string, b []byte) (syscall.Errno, string) {
+	t.Helper()
+	fd, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_TRUNC, 0)
+	require.NoError(t, err, path)
+	_, werr := syscall.Write(fd, b)
+	syscall.Close(fd)
+	var errno syscall.Errno
+	if werr != nil {
+		require.ErrorAs(t, werr, &errno)
+	}
+	after, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return errno, strings.TrimSpace(string(after))
+}
+
+// The bad-input table, against a running daemon's configfs: each input,
+// written with one write(2) after the HopID was released, with the errno
+// Linux's configfs store and kstrtoint(base 0) give it (0: taken) and the
+// value the attribute shows after it. A negative value asks for any HopID
+// (tb_xdomain_alloc_in_hopid takes it as "from 8"); a write of nothing
+// never reaches the store.
+func TestBadAttributeInputs(t *testing.T) {
+	f := newFabric(t)
+	f.up()
+	group := filepath.Join(f.run, "host2", "config/thunderbolt/stream/0-1.0")
+	require.NoError(t, os.MkdirAll(filepath.Join(group, "bad"), 0o755))
+	attr := filepath.Join(group, "bad", "in_hopid")
+	cases := []struct {
+		name  string
+		input []byte
+		errno syscall.Errno
+		shows string
+	}{
+		{"empty", []byte(""), 0, "0"},
+		{"newline", []byte("\n"), syscall.EINVAL, "0"},
+		{"hex", []byte("0x10"), 0, "16"},
+		{"minus two", []byte("-2"), 0, "8"},
+		{"int overflow", []byte("2147483648"), syscall.ERANGE, "0"},
+		{"20 digits", []byte(strings.Repeat("9", 20)), syscall.ERANGE, "0"},
+		{"5 KiB of digits", []byte(strings.Repeat("1", 5<<10)), syscall.ERANGE, "0"},
+		{"binary junk", []byte{0xff, 0xfe, 0x01, 0x80}, syscall.EINVAL, "0"},
+		{"two lines", []byte("1\n2"), syscall.EINVAL, "0"},
+		{"spaces", []byte(" 8 "), syscall.EINVAL, "0"},
+		{"plus", []byte("+8"), 0, "8"},
+		{"octal", []byte("010"), 0, "8"},
+		{"NUL then junk", []byte("9\x00junk"), 0, "9"},
+		{"above maxhopid", []byte("20"), syscall.EINVAL, "0"},
+		{"below 8", []byte("7"), syscall.EINVAL, "0"},
+	}
+	for _, tt := range cases {
+		if errno, _ := writeAttr(t, attr, []byte("0\n")); errno != 0 {
+			t.Fatalf("release the HopID: %v", errno)
+		}
+		errno, shows := writeAttr(t, attr, tt.input)
+		require.Equal(t, tt.errno, errno, "%s: errno", tt.name)
+		require.Equal(t, tt.shows, shows, "%s: the attribute after it", tt.name)
+	}
+	// Writing the HopID it holds again: the IDA gives another, so EBUSY.
+	errno, _ := writeAttr(t, attr, []byte("9"))
+	require.Zero(t, errno)
+	errno, shows := writeAttr(t, attr, []byte("9"))
+	require.Equal(t, syscall.EBUSY, errno)
+	require.Equal(t, "9", shows)
+	names := []struct {
+		dir, name string
+		err       error
+	}{
+		{group, strings.Repeat("n", 255), syscall.ENAMETOOLONG}, // over the stream name's 8 bytes
+		{group, strings.Repeat("n", 256), syscall.ENAMETOOLONG}, // over NAME_MAX
+		{group, "ü", nil},
+		{group, "0-1.ü", nil},
+		{filepath.Dir(group), "ü", syscall.EINVAL},
+		{filepath.Dir(group), "0-1.ü", syscall.EINVAL},
+	}
+	for _, n := range names {
+		err := os.Mkdir(filepath.Join(n.dir, n.name), 0o755)
+		if n.err == nil {
+			require.NoError(t, err)
+			require.NoError(t, os.Remove(filepath.Join(n.dir, n.name)))
+		} else {
+			require.ErrorIs(t, err, n.err, "mkdir of %d bytes", len(n.name))
+		}
+	}
+	require.NoError(t, os.Remove(filepath.Join(group, "bad")))
+	f.transfer("afterbad", 4<<20)
+	row(t, fmt.Sprintf("%d attribute inputs and %d names against a running daemon: the errno and value Linux gives each; then 4 MiB sha256-equal", len(cases)+1, len(names)))
+}
