@@ -65,6 +65,17 @@ type Handle interface {
 	Release(ctx context.Context)
 }
 
+// A Flusher is a Handle that can report, at close(2) of a file
+// descriptor, that written bytes will not be delivered: the error reaches
+// close(2) as its errno. Only the FUSE fallback asks (FUSE's FLUSH, sent
+// at every close of a descriptor, before the last one's RELEASE); CUSE
+// has no FLUSH (the kernel's cuse_frontend_fops has no flush), so there
+// close(2) returns 0 whatever happened. Flush may block, like close(2)
+// on a device that drains; ctx ends it.
+type Flusher interface {
+	Flush(ctx context.Context) error
+}
+
 // A WriteBufferer is a Device that lends the memory WRITE payloads are read
 // into, so a payload lands where it will be consumed (for example in DMA
 // buffers) without a copy in user space.

@@ -169,7 +169,18 @@ var (
 	_ = (fs.FileReader)((*fileHandle)(nil))
 	_ = (fs.FileWriter)((*fileHandle)(nil))
 	_ = (fs.FileReleaser)((*fileHandle)(nil))
+	_ = (fs.FileFlusher)((*fileHandle)(nil))
 )
+
+// Flush is FUSE's FLUSH, at each close(2) of a descriptor: a handle that
+// is a cuse.Flusher may fail it (EIO for bytes that will not arrive).
+func (f *fileHandle) Flush(ctx context.Context) syscall.Errno {
+	fl, ok := f.h.(cuse.Flusher)
+	if !ok {
+		return 0
+	}
+	return errnoOf(f.g.flush(ctx, fl))
+}
 
 // Read blocks for the first request of a read(2) only: with FOPEN_STREAM
 // the offset counts from 0 within each syscall, and a request at a

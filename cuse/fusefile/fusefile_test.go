@@ -2,7 +2,9 @@ package fusefile_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"tbstream/cuse"
 	"tbstream/cuse/fusefile"
 	"tbstream/cuse/loopback"
 )
@@ -173,6 +176,39 @@ func TestFallbackPermissionsForOtherUsers(t *testing.T) {
 		} else {
 			require.Error(t, err, "%s: 0600 root: user nobody may not open it", tt.name)
 			require.Contains(t, string(out), "Permission denied")
+		}
+	}
+}
+
+// flushDevice is a loopback whose handles fail FLUSH.
+type flushDevice struct{ cuse.Device }
+
+func (d flushDevice) Open(ctx context.Context, req *cuse.OpenRequest) (cuse.Handle, error) {
+	h, err := d.Device.Open(ctx, req)
+	return flushHandle{h}, err
+}
+
+type flushHandle struct{ cuse.Handle }
+
+func (flushHandle) Flush(context.Context) error {
+	return fmt.Errorf("bytes will not arrive: %w", syscall.EIO)
+}
+
+// A handle's Flush error is what close(2) returns; a handle without one
+// closes with 0.
+func TestFallbackFlushErrorReachesClose(t *testing.T) {
+	dir := mount(t, map[string]fusefile.File{
+		"flushing": {Device: flushDevice{loopback.New(0)}},
+		"plain":    {Device: loopback.New(0)},
+	})
+	for name, want := range map[string]error{"flushing": syscall.EIO, "plain": nil} {
+		fd, err := syscall.Open(filepath.Join(dir, name), syscall.O_RDWR, 0)
+		require.NoError(t, err)
+		err = syscall.Close(fd)
+		if want == nil {
+			require.NoError(t, err, name)
+		} else {
+			require.ErrorIs(t, err, want, name)
 		}
 	}
 }

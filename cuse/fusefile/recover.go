@@ -79,6 +79,11 @@ func (g *guard) release(ctx context.Context, h cuse.Handle) {
 	h.Release(ctx)
 }
 
+func (g *guard) flush(ctx context.Context, f cuse.Flusher) (err error) {
+	defer g.recoverDevice("flush", &err)
+	return f.Flush(ctx)
+}
+
 // done calls a ReadResult's Done, if it has one.
 func (g *guard) done(done func(bool), delivered bool) {
 	if done == nil {

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -130,4 +131,19 @@ func TestErrnoWriteAfterPeerRmdir(t *testing.T) {
 	// host1 holds its device open across its own rmdir: writes fail.
 	fails(t, "host1", "exec 3>"+d1+"; cd "+root+" && rmdir -p 0-503.0/s; echo x >&3", "No such device or address")
 	must(t, "host2", "cd "+root+" && rmdir -p 0-1.0/s")
+}
+
+// Bytes written with no reader on the peer cannot be delivered: through
+// the FUSE fallback, close(2) says so with EIO (Linux returns 0 and drops
+// them), and the stream counts them.
+func TestErrnoCloseWithUndeliveredData(t *testing.T) {
+	needHosts(t)
+	must(t, "host2", receiver("u"))
+	defer cleanup(t, "u")
+	must(t, "host1", sender("u"))
+	d1 := dev(t, "host1", "0-503.0", "u")
+	fails(t, "host1", "head -c 100000 /dev/zero | dd of="+d1+" bs=64k status=none", "closing output file")
+	out, err := exec.Command(binary, "-run", runRoot, "list").CombinedOutput()
+	require.NoError(t, err, string(out))
+	require.Regexp(t, `0-503\.0\s+u\s.*\s100000\n`, string(out), "UNDELIVERED counts the bytes")
 }

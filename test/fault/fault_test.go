@@ -374,12 +374,19 @@ func TestNoLeaksOverCycles(t *testing.T) {
 	// each CLOSE ends one cat.
 	stop := filepath.Join(t.TempDir(), "stop")
 	reader := f.start("host2", fmt.Sprintf("while [ ! -e %s ]; do cat %s > /dev/null; done", stop, dev2))
-	f.must("host1", fmt.Sprintf("for i in $(seq %d); do exec 3<>%s; exec 3>&-; done", opens, dev1))
+	// In rounds, so that each shell stays well inside start's hang guard
+	// (a close that finds host2's cat between two opens waits up to
+	// 500 ms for its CLOSE frame).
+	for done := 0; done < opens; done += 500 {
+		f.must("host1", fmt.Sprintf("for i in $(seq %d); do exec 3<>%s; exec 3>&-; done", min(500, opens-done), dev1))
+	}
 	require.NoError(t, os.WriteFile(stop, nil, 0o644))
 	f.must("host1", fmt.Sprintf("exec 3<>%s; exec 3>&-", dev1))
 	out, err := reader()
 	require.NoError(t, err, out)
-	f.must("host2", fmt.Sprintf("for i in $(seq %d); do mkdir %s/0-1.0/c; rmdir %[2]s/0-1.0/c; done", mkdirs, root))
+	for done := 0; done < mkdirs; done += 500 {
+		f.must("host2", fmt.Sprintf("for i in $(seq %d); do mkdir %s/0-1.0/c; rmdir %[2]s/0-1.0/c; done", min(500, mkdirs-done), root))
+	}
 	// Goroutines that end on their own (idle FUSE request readers) get
 	// a while to do so.
 	var after map[string]counts

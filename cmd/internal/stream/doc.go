@@ -79,6 +79,9 @@
 // Bytes that write(2) queued and the close could not send are counted in
 // Counters.Undelivered, and the close logs one line with the count and the
 // reason (no progress, peer gone, drain limit). Linux drops them silently.
+// Where FUSE sends FLUSH before the release (the fallback; CUSE has none),
+// Flush does the drain's wait first and fails close(2) with EIO when the
+// bytes cannot all arrive; the release then does not wait again.
 //
 // # Detach and re-plug
 //

@@ -177,6 +177,43 @@ func acquire(ctx context.Context, sem chan struct{}, nonblock bool) error {
 	}
 }
 
+// Flush is the FUSE fallback's FLUSH, at close(2) of a descriptor. On the
+// ring pair's last handle it gives the bytes still queued the chance the
+// release's drain would give them (see waitSent), before the release: when
+// they cannot all arrive (no reader on the peer, the peer gone), close(2)
+// fails with EIO, and the release that follows does not wait again.
+// Linux's close(2) returns 0 then; through CUSE, which has no FLUSH, so
+// does ours. A descriptor of a handle other descriptors share (dup, fork)
+// waits the same way, as no close can tell it is not the last.
+func (h *handle) Flush(ctx context.Context) error {
+	st, d := h.st, h.d
+	st.mu.Lock()
+	last := d.users == 1 && d.state == ringOpen
+	st.mu.Unlock()
+	if !last {
+		return nil
+	}
+	if err := acquire(ctx, d.writeSem, false); err != nil {
+		return err
+	}
+	defer func() { <-d.writeSem }()
+	if d.unsent(d.tx.Stats().Completed) == 0 {
+		return nil
+	}
+	wait, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(d.gone, cancel)()
+	reason := waitSent(wait, d)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if n := d.unsent(d.tx.Stats().Completed); n > 0 {
+		d.flushGaveUp.Store(true)
+		return fmt.Errorf("close %s: %d bytes will not be delivered (%s): %w", st.path(), n, reason, syscall.EIO)
+	}
+	return nil
+}
+
 // Release is close(2) of one handle; the last one of its ring pair stops
 // it (see stop for what that waits for, and the package doc for the
 // bound). It holds no lock while it waits: other handles, opens (which

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"tbstream/nhi"
@@ -96,6 +97,9 @@ type rings struct {
 	// pathsOff disables the paths once, by whoever gets there first (the
 	// detach's retirement or the last close); the others wait for it.
 	pathsOff sync.Once
+	// flushGaveUp: a FLUSH found bytes that would not go and failed
+	// close(2) with EIO; the release after it does not wait again.
+	flushGaveUp atomic.Bool
 
 	readSem  chan struct{} // one READ at a time owns the RX frames
 	writeSem chan struct{} // one WRITE at a time fills TX slots
@@ -263,33 +267,41 @@ func (st *Stream) drain(d *rings) closeResult {
 			closePosted = true
 		}
 	}
-	// Linux gives the flush 500 ms in all; losing queued data because a
-	// slow reader took longer is not what a user wants, so wait while the
-	// ring keeps moving, up to drainMax.
-	deadline := time.Now().Add(drainMax)
-	for {
-		before := d.tx.Stats().Completed
-		ctx, cancel := context.WithTimeout(d.gone, min(flushIdle, time.Until(deadline)))
-		err := d.tx.Flush(ctx)
-		cancel()
-		if err == nil {
-			break
-		}
-		if d.gone.Err() != nil {
-			res.reason = "peer gone"
-			break
-		}
-		if d.tx.Stats().Completed == before {
-			res.reason = "no progress for " + flushIdle.String()
-			break
-		}
-		if !time.Now().Before(deadline) {
-			res.reason = "still draining after " + drainMax.String()
-			break
-		}
+	if d.flushGaveUp.Load() {
+		// The FLUSH before this release waited already and told close(2).
+		res.reason = "the flush at close(2) gave up"
+	} else {
+		res.reason = waitSent(d.gone, d)
 	}
 	res.eofSent = closePosted && d.tx.Stats().Completed >= d.txFrames
 	return res
+}
+
+// waitSent waits until the TX ring has sent all that was posted: Linux
+// gives the flush 500 ms in all; losing queued data because a slow reader
+// took longer is not what a user wants, so it waits while the ring keeps
+// moving, up to drainMax. It returns why it stopped early, "" if it did
+// not; ctx (or the peer's going) ends it at once.
+func waitSent(ctx context.Context, d *rings) string {
+	deadline := time.Now().Add(drainMax)
+	for {
+		before := d.tx.Stats().Completed
+		c, cancel := context.WithTimeout(ctx, min(flushIdle, time.Until(deadline)))
+		err := d.tx.Flush(c)
+		cancel()
+		switch {
+		case err == nil:
+			return ""
+		case d.gone.Err() != nil:
+			return "peer gone"
+		case ctx.Err() != nil:
+			return "interrupted"
+		case d.tx.Stats().Completed == before:
+			return "no progress for " + flushIdle.String()
+		case !time.Now().Before(deadline):
+			return "still draining after " + drainMax.String()
+		}
+	}
 }
 
 // disablePaths takes d's DMA paths down once (whoever calls first does
