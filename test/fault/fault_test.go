@@ -55,6 +55,7 @@ func TestMain(m *testing.M) {
 // row records one line of the fault table.
 func row(t *testing.T, figure string) {
 	t.Helper()
+	figure = strings.ReplaceAll(strings.TrimSpace(figure), "\n", "; ")
 	verdict := "ok"
 	if t.Failed() {
 		verdict = "FAILED"
