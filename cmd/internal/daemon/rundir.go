@@ -106,7 +106,8 @@ func lockHolder(sc *bufio.Scanner, major, minor uint32, ino uint64) (int, error)
 	return 0, sc.Err()
 }
 
-// mountsUnder returns the mount points at or below dir, deepest first, as
+// mountsUnder returns the mount points below dir (not dir itself, which may
+// be a mount of the operator's), deepest first, as
 // /proc/self/mountinfo lists them (field 5, with octal escapes).
 func mountsUnder(dir string) ([]string, error) {
 	f, err := os.Open("/proc/self/mountinfo")
@@ -126,7 +127,7 @@ func parseMountsUnder(sc *bufio.Scanner, dir string) ([]string, error) {
 			continue
 		}
 		mp := unescapeMountPath(f[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+		if strings.HasPrefix(mp, dir+"/") {
 			out = append(out, mp)
 		}
 	}

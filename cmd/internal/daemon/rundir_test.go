@@ -37,6 +37,7 @@ func TestLockHolderParsesProcLocks(t *testing.T) {
 
 func TestParseMountsUnder(t *testing.T) {
 	const mountinfo = `22 1 0:21 / / rw - ext4 /dev/root rw
+39 22 0:39 / /run/tb/host1 rw - tmpfs tmpfs rw
 40 22 0:40 / /run/tb/host1/config rw,nosuid - fuse.configfs tbstream rw
 41 22 0:41 / /run/tb/host1/dev rw - fuse tbstream rw
 42 22 0:42 / /run/tb/host10/dev rw - fuse tbstream rw
@@ -46,7 +47,7 @@ func TestParseMountsUnder(t *testing.T) {
 	got, err := parseMountsUnder(bufio.NewScanner(strings.NewReader(mountinfo)), "/run/tb/host1/")
 	require.NoError(t, err)
 	require.Equal(t, []string{"/run/tb/host1/dev/deeper", "/run/tb/host1/config", "/run/tb/host1/dev", "/run/tb/host1/with space"}, got,
-		"below the directory only (not host10), unescaped, deepest first")
+		"below the directory only (not itself, not host10), unescaped, deepest first")
 }
 
 // Owner asks the lock, not the pid file: a pid file naming some process
