@@ -724,20 +724,26 @@ func TestConcurrencyStress(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 	close(stop)
-	// Readers may wait for a writer that has stopped: the last writes end
-	// them. Their files are closed by the rmdir below at the latest.
-	for s := range streams {
-		if fd, err := os.OpenFile(node("host1", dev1[s]), os.O_WRONLY, 0); err == nil {
-			fd.Close()
-		}
-	}
+	// Readers may wait for a writer that has stopped: an open and close
+	// on host1 (a CLOSE frame) ends them. A reader may open just after
+	// one, so nudge until all have stopped.
 	finished := make(chan struct{})
 	go func() { wg.Wait(); close(finished) }()
-	select {
-	case <-finished:
-	case <-time.After(wd.limit):
-		stacks, _ := f.tbstream("stacks")
-		t.Fatalf("the workers did not stop within %v\n%s", wd.limit, stacks)
+	giveUp := time.After(wd.limit)
+	for stopped := false; !stopped; {
+		for s := range streams {
+			if fd, err := os.OpenFile(node("host1", dev1[s]), os.O_WRONLY, 0); err == nil {
+				fd.Close()
+			}
+		}
+		select {
+		case <-finished:
+			stopped = true
+		case <-time.After(200 * time.Millisecond):
+		case <-giveUp:
+			stacks, _ := f.tbstream("stacks")
+			t.Fatalf("the workers did not stop within %v\n%s", wd.limit, stacks)
+		}
 	}
 	f.transfer("final", 8<<20)
 	logs := f.logs()
