@@ -185,7 +185,7 @@ func bench(ctx context.Context, stdout, stderr io.Writer, run string, args []str
 	if f.connect != "" {
 		rep, err = connectDevices(ctx, strings.Split(f.connect, ","), opts)
 	} else {
-		if err := up(ctx, run); err != nil {
+		if err := up(ctx, run, cableShm); err != nil {
 			return err
 		}
 		rep, err = benchHosts(ctx, run, f.streams, f.attrs, opts)

@@ -1,7 +1,8 @@
 // Command tbstream is the tbstream command line:
 //
 //	tbstream demo              two emulated hosts, a backup, a tarball and a video through them
-//	tbstream up | down         start or stop the two emulated hosts (host1, host2)
+//	tbstream up [-cable shm|socket] | down
+//	                           start or stop the two emulated hosts (host1, host2)
 //	tbstream shell HOST [CMD]  a shell in which HOST's configfs is /sys/kernel/config and
 //	                           its devices are /dev/tbstreamX
 //	tbstream list [-v|-json]   hosts, services and streams with their counters
@@ -35,7 +36,10 @@ const usage = `usage: tbstream [-run DIR] COMMAND
 commands:
   demo              start two emulated hosts (if needed) and move a disk image,
                     a tarball and a video stream between them
-  up                start the two emulated hosts host1 and host2
+  up [-cable shm|socket]
+                    start the two emulated hosts host1 and host2; their cable
+                    is a unix socket, with the frames in shared memory (shm,
+                    the default) or on the socket itself
   down              stop them
   shell HOST [CMD]  run CMD (default: your shell) with HOST's configfs at
                     /sys/kernel/config and its devices at /dev/tbstreamX
@@ -71,7 +75,11 @@ func main() {
 	case "demo":
 		err = demo(ctx, *run)
 	case "up":
-		err = up(ctx, *run)
+		ufs := flag.NewFlagSet("up", flag.ContinueOnError)
+		cable := ufs.String("cable", cableShm, "how the hosts' unix-socket cable carries frames: shm (shared memory) or socket")
+		if err = ufs.Parse(args[1:]); err == nil {
+			err = up(ctx, *run, *cable)
+		}
 	case "down":
 		err = down(os.Stdout, *run)
 	case "shell":

@@ -34,11 +34,26 @@ var demoHosts = []demoHost{
 	}},
 }
 
+// The cable transports up offers: frames in shared memory, or on the
+// unix socket the hosts meet on.
+const (
+	cableShm    = "shm"
+	cableSocket = "socket"
+)
+
 // up starts the two hosts as background daemons (re-running this binary)
 // unless they run already, and waits until each sees the other's stream
 // service. A host that exits meanwhile is reported with its own last error
 // line from its log.
-func up(ctx context.Context, run string) error {
+func up(ctx context.Context, run, cable string) error {
+	var cableArgs []string
+	switch cable {
+	case cableShm:
+	case cableSocket:
+		cableArgs = []string{"-cable-shm=false"}
+	default:
+		return fmt.Errorf("up: -cable %q: want %s or %s", cable, cableShm, cableSocket)
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("tbstream up needs root (it mounts FUSE file systems)")
 	}
@@ -52,7 +67,7 @@ func up(ctx context.Context, run string) error {
 		if pid, err := daemon.Owner(dir); err == nil && pid != 0 {
 			continue // running
 		}
-		s, err := startHost(self, run, h)
+		s, err := startHost(self, run, h, cableArgs)
 		if err != nil {
 			return err
 		}
@@ -97,7 +112,7 @@ type startedHost struct {
 	exited chan struct{}
 }
 
-func startHost(self, run string, h demoHost) (*startedHost, error) {
+func startHost(self, run string, h demoHost, extra []string) (*startedHost, error) {
 	dir := hostDir(run, h.name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -117,7 +132,7 @@ func startHost(self, run string, h demoHost) (*startedHost, error) {
 		return nil, err
 	}
 	// With CUSE both hosts share one /dev: each gets a directory.
-	args := append([]string{"daemon", "-name", h.name, "-run-dir", dir, "-device-prefix", h.name + "/"}, h.args(run)...)
+	args := append(append([]string{"daemon", "-name", h.name, "-run-dir", dir, "-device-prefix", h.name + "/"}, h.args(run)...), extra...)
 	cmd := exec.Command(self, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -145,13 +145,16 @@ type handshakeHooks struct {
 // socket cable on conn as role, within handshakeTimeout or ctx, calling
 // the hooks on the way. It returns a reader holding whatever the peer
 // sent after the handshake. It does not close conn.
-func (h *Host) handshake(ctx context.Context, conn net.Conn, role cableRole, hooks handshakeHooks) (*bufio.Reader, error) {
+func (h *Host) handshake(ctx context.Context, conn net.Conn, role cableRole, hooks handshakeHooks) (*handshaken, error) {
 	conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
 	mine := cableHello{UID: h.uid}
 	rand.Read(mine.Nonce[:])
+	if h.offersShm(conn) {
+		mine.Flags |= helloFlagShm
+	}
 	if h.cableKey != nil {
 		mine.Flags |= helloFlagKey
 		mine.Tag = helloTag(h.cableKey, role, mine.payload())
@@ -231,7 +234,14 @@ func (h *Host) handshake(ctx context.Context, conn net.Conn, role cableRole, hoo
 		return nil, fmt.Errorf("handshake: %w", context.Cause(ctx))
 	}
 	conn.SetDeadline(time.Time{})
-	return br, nil
+	return &handshaken{br: br, shm: mine.Flags&peer.Flags&helloFlagShm != 0}, nil
+}
+
+// handshaken is what a handshake leaves: the reader holding what the peer
+// sent after it, and whether both ends offered shared memory.
+type handshaken struct {
+	br  *bufio.Reader
+	shm bool
 }
 
 func sendProof(conn net.Conn, proof []byte) error {
@@ -242,7 +252,7 @@ func sendProof(conn net.Conn, proof []byte) error {
 }
 
 // readHandshakeFrame reads one frame, which must be of kind want.
-func readHandshakeFrame(br *bufio.Reader, want CableKind) (cableFrame, error) {
+func readHandshakeFrame(br cableReader, want CableKind) (cableFrame, error) {
 	f, err := readCableFrame(br)
 	if err == nil && f.Kind != want {
 		err = fmt.Errorf("frame of kind %d during the handshake, want %d: %w", f.Kind, want, ErrMalformed)

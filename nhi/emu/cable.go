@@ -1,7 +1,6 @@
 package emu
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -29,6 +28,7 @@ const (
 	CableVersion = 2
 
 	cableCreditSize = 4 // u32 credits
+	cableShmSize    = 4 // u32 ring size
 )
 
 // HELLO payload layout (see the package doc), big-endian.
@@ -47,8 +47,12 @@ const (
 
 	// helloFlagKey: the sender holds a cable key and requires its peer to
 	// prove the same key with an AUTH frame.
-	helloFlagKey   = 1 << 0
-	helloFlagsMask = helloFlagKey
+	helloFlagKey = 1 << 0
+	// helloFlagShm: the sender, on a unix socket, offers to carry the
+	// cable through shared memory (see shm.go); the listener answers
+	// with a SHM frame when both hellos have it.
+	helloFlagShm   = 1 << 1
+	helloFlagsMask = helloFlagKey | helloFlagShm
 
 	// cableAuthSize is the AUTH payload: an HMAC-SHA256.
 	cableAuthSize = sha256.Size
@@ -66,6 +70,7 @@ const (
 	CableCreditReset CableKind = 5 // withdraw every credit granted for a HopID
 	CableUnplug      CableKind = 6 // orderly disconnect
 	CableAuth        CableKind = 7 // the handshake's proof of the key: HMAC-SHA256
+	CableShm         CableKind = 8 // the listener's answer to a shared-memory offer: u32 ring size, 0 declines
 )
 
 var cableMagic = [4]byte{'T', 'B', 'S', 'C'}
@@ -95,6 +100,8 @@ func payloadLimits(k CableKind) (lo, hi int, ok bool) {
 		return 4, nhi.FrameSize, true
 	case CableCredit:
 		return cableCreditSize, cableCreditSize, true
+	case CableShm:
+		return cableShmSize, cableShmSize, true
 	case CableCreditReset, CableUnplug:
 		return 0, 0, true
 	}
@@ -135,7 +142,7 @@ func parseCableHeader(hdr []byte) (cableFrame, int, error) {
 		return f, 0, fmt.Errorf("control frame of %d bytes, PDFs %d/%d: %w", n, f.SOF, f.EOF, ErrMalformed)
 	case f.Kind != CableData && f.Kind != CableControl && hdr[cablePDFOff] != 0:
 		return f, 0, fmt.Errorf("kind %d with PDFs: %w", f.Kind, ErrMalformed)
-	case (f.Kind == CableHello || f.Kind == CableAuth || f.Kind == CableControl || f.Kind == CableUnplug) && f.HopID != 0:
+	case (f.Kind == CableHello || f.Kind == CableAuth || f.Kind == CableControl || f.Kind == CableUnplug || f.Kind == CableShm) && f.HopID != 0:
 		return f, 0, fmt.Errorf("kind %d with HopID %d: %w", f.Kind, f.HopID, ErrMalformed)
 	}
 	return f, n, nil
@@ -145,10 +152,32 @@ func parseCableHeader(hdr []byte) (cableFrame, int, error) {
 // largest frame must fit its buffer.
 const minReaderSize = CableHeaderSize + nhi.MaxFrameSize
 
+// cableReader is what cable frames are read from: a bufio.Reader over a
+// socket, or a shared-memory ring (shmReader). Peeked bytes stay valid
+// until the next Peek.
+type cableReader interface {
+	Peek(n int) ([]byte, error)
+	Discard(n int) (int, error)
+	Buffered() int
+	Size() int
+}
+
+// cableWriter is what cable frames are written to: a bufio.Writer over a
+// socket, or a shared-memory ring (shmWriter). Written bytes reach the
+// peer at the latest at Flush.
+type cableWriter interface {
+	io.Writer
+	Flush() error
+	Buffered() int
+}
+
+// shmOfferPayload is the payload of the SHM frame that accepts an offer.
+func shmOfferPayload() []byte { return binary.BigEndian.AppendUint32(nil, shmRingSize) }
+
 // readCableFrame reads one frame. Its payload aliases r's buffer and stays
 // valid until the next read from r, which saves copying it. io.EOF means
 // the cable closed cleanly between frames.
-func readCableFrame(r *bufio.Reader) (cableFrame, error) {
+func readCableFrame(r cableReader) (cableFrame, error) {
 	hdr, err := r.Peek(CableHeaderSize)
 	if err != nil {
 		if err == io.EOF && len(hdr) > 0 {

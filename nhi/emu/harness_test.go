@@ -67,7 +67,9 @@ func newTestHostWith(tb testing.TB, cfg emu.Config, wrap func(nhi.Device) nhi.De
 }
 
 // cableKinds are the cable transports every fabric test runs over.
-var cableKinds = []string{"inproc", "unix", "tcp"}
+// "shm" is a unix socket whose hosts carry the frames through shared
+// memory (emu.Config.SharedMemory); "unix" keeps them on the socket.
+var cableKinds = []string{"inproc", "unix", "shm", "tcp"}
 
 // connect joins a and b; a sees b at routeB (lane adapter routeB&0xff), b
 // sees a at routeA.
@@ -82,7 +84,7 @@ func connect(tb testing.TB, kind string, a *testHost, routeB ctl.Route, b *testH
 	}
 	var ln net.Listener
 	var err error
-	if kind == "unix" {
+	if kind == "unix" || kind == "shm" {
 		ln, err = emu.ListenUnix(filepath.Join(tb.TempDir(), "cable.sock"))
 	} else {
 		ln, err = b.emu.ListenTCP("")
@@ -104,6 +106,8 @@ func connect(tb testing.TB, kind string, a *testHost, routeB ctl.Route, b *testH
 	require.NoError(tb, err)
 	require.NoError(tb, errB)
 	tb.Cleanup(func() { ca.Close(); cb.Close() })
+	require.Equal(tb, kind == "shm", ca.SharedMemory(), "dialer's transport")
+	require.Equal(tb, kind == "shm", cb.SharedMemory(), "listener's transport")
 	return ca, cb
 }
 
@@ -124,7 +128,13 @@ const (
 )
 
 func newFabric(tb testing.TB, kind string) *fabric {
-	return newFabricOf(tb, kind, newTestHost(tb, "host1"), newTestHost(tb, "host2"))
+	return newFabricOf(tb, kind, newTestHostFor(tb, kind, "host1"), newTestHostFor(tb, kind, "host2"))
+}
+
+// newTestHostFor is newTestHost for a cable of kind: an "shm" cable needs
+// hosts that offer shared memory.
+func newTestHostFor(tb testing.TB, kind, name string) *testHost {
+	return newTestHostWith(tb, emu.Config{Name: name, Logger: quietLogger(), SharedMemory: kind == "shm"}, func(d nhi.Device) nhi.Device { return d })
 }
 
 func newFabricOf(tb testing.TB, kind string, host1, host2 *testHost) *fabric {

@@ -29,6 +29,10 @@ type Config struct {
 	// CableKey is the shared key socket cables prove in their handshake
 	// (see LoadCableKey); nil: none, and a peer that has one is refused.
 	CableKey []byte
+	// SharedMemory offers peers on unix sockets to carry the cable's
+	// frames through shared memory (see Dial); it is used when both ends
+	// offer it.
+	SharedMemory bool
 }
 
 // Host is an emulated NHI plus its host router. It implements nhi.Device.
@@ -46,9 +50,13 @@ type Host struct {
 	router     *router
 	lanes      [laneAdapters]*lane
 	counters   counters
-	cableKey   []byte     // nil: socket cables without a key
-	refusals   refusalLog // refused cable connections, for the log
-	seenNonces nonceSet   // of tagged hellos accepted, against replays
+	cableKey   []byte // nil: socket cables without a key
+	// sharedMemory: Config.SharedMemory; shmFailed: a shared-memory
+	// cable could not be set up here, so no more are offered.
+	sharedMemory bool
+	shmFailed    atomic.Bool
+	refusals     refusalLog // refused cable connections, for the log
+	seenNonces   nonceSet   // of tagged hellos accepted, against replays
 
 	wake chan struct{} // DMA engine doorbell, coalescing
 	idle atomic.Bool   // the engine is about to sleep or sleeping
@@ -96,11 +104,12 @@ func NewHost(cfg Config) (*Host, error) {
 	}
 	h := &Host{
 		name: cfg.Name, log: log, hopCount: cfg.Rings, uid: cfg.UID,
-		cableKey:   bytes.Clone(cfg.CableKey),
-		mem:        newMemoryMap(),
-		irq:        newInterrupts(cfg.Rings, cfg.Vectors),
-		irqPending: make([]atomic.Uint32, nhi.InterruptRegCount(cfg.Rings)),
-		wake:       make(chan struct{}, 1), done: make(chan struct{}),
+		cableKey:     bytes.Clone(cfg.CableKey),
+		sharedMemory: cfg.SharedMemory,
+		mem:          newMemoryMap(),
+		irq:          newInterrupts(cfg.Rings, cfg.Vectors),
+		irqPending:   make([]atomic.Uint32, nhi.InterruptRegCount(cfg.Rings)),
+		wake:         make(chan struct{}, 1), done: make(chan struct{}),
 		misc: map[nhi.Reg]uint32{},
 	}
 	for i := range cfg.Rings {

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"tbstream/nhi"
 	"tbstream/xdomain/ctl"
 )
@@ -223,7 +225,9 @@ func (e *inprocEnd) close() { e.peer.unplug() }
 // Dial connects a cable to a listening host ("unix" or "tcp"), runs the
 // handshake as the dialing end and plugs the cable in at port. A listener
 // that refuses this host (another key, or none) or is busy hangs up: the
-// error says so, and the caller may dial again.
+// error says so, and the caller may dial again. On a unix socket, with
+// Config.SharedMemory on both ends, the cable then runs through shared
+// memory (see shm.go).
 func (h *Host) Dial(ctx context.Context, network, addr string, port Port) (*Cable, error) {
 	port, err := port.normalize()
 	if err != nil {
@@ -234,24 +238,115 @@ func (h *Host) Dial(ctx context.Context, network, addr string, port Port) (*Cabl
 	if err != nil {
 		return nil, fmt.Errorf("emu dial %s %s: %w", network, addr, err)
 	}
-	br, err := h.handshake(ctx, conn, roleDialer, handshakeHooks{})
+	if uc, ok := conn.(*net.UnixConn); ok && h.sharedMemory && !h.shmFailed.Load() {
+		conn = &fdConn{UnixConn: uc} // to receive the memfd
+	}
+	hs, err := h.handshake(ctx, conn, roleDialer, handshakeHooks{})
+	var m *shmMap
+	if err == nil && hs.shm {
+		m, err = h.takeShm(conn.(*fdConn), hs.br)
+	}
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("emu dial %s %s: handshake: %w", network, addr, err)
 	}
-	c := h.newSocketCable(conn, port)
+	c := h.newSocketCable(conn, port, m, roleDialer)
 	if err := h.attach(c); err != nil {
 		conn.Close()
+		if m != nil {
+			m.unmap()
+		}
 		return nil, err
 	}
-	h.startSocketCable(c, br)
+	h.startSocketCable(c, hs.br)
 	return c, nil
 }
 
+// takeShm reads the listener's answer to this end's shared-memory offer
+// and maps the memfd passed with it; nil when the listener declined.
+func (h *Host) takeShm(conn *fdConn, br *bufio.Reader) (*shmMap, error) {
+	defer conn.closeFDs()
+	conn.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	defer conn.SetReadDeadline(time.Time{})
+	f, err := readHandshakeFrame(br, CableShm)
+	if err != nil {
+		return nil, fmt.Errorf("read the shared-memory answer: %w", err)
+	}
+	switch size := binary.BigEndian.Uint32(f.Payload); {
+	case size == 0:
+		h.log.Info("emu: the listener declined shared memory; the cable uses the socket")
+		return nil, nil
+	case size != shmRingSize:
+		return nil, fmt.Errorf("shared-memory rings of %d bytes, want %d: %w", size, shmRingSize, ErrMalformed)
+	case br.Buffered() > 0:
+		return nil, fmt.Errorf("data after the shared-memory answer: %w", ErrMalformed)
+	}
+	fd, err := conn.takeFD()
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	m, err := mapShm(fd)
+	if err != nil && !errors.Is(err, ErrMalformed) {
+		// This machine cannot map it: offer no more, so the next dial
+		// gets a socket cable instead of failing the same way.
+		h.shmFailed.Store(true)
+		h.log.Error("emu: shared-memory cable failed; this host uses socket cables from now on", "err", err)
+	}
+	return m, err
+}
+
+// offerShm answers a dialer's shared-memory offer: a new memfd, mapped,
+// passed to the dialer with the SHM frame. When this machine cannot make
+// one, it declines (and offers no more), and the cable uses the socket.
+func (h *Host) offerShm(conn net.Conn) (*shmMap, error) {
+	uc := conn.(*net.UnixConn) // offersShm checked
+	fd, err := newShmFile()
+	var m *shmMap
+	if err == nil {
+		defer unix.Close(fd)
+		m, err = mapShm(fd)
+	}
+	if err != nil {
+		h.shmFailed.Store(true)
+		h.log.Error("emu: cannot make a shared-memory cable; declined, this host uses socket cables from now on", "err", err)
+		decline := appendCableFrame(nil, cableFrame{Kind: CableShm, Payload: make([]byte, cableShmSize)})
+		if _, err := conn.Write(decline); err != nil {
+			return nil, fmt.Errorf("decline shared memory: %w", err)
+		}
+		return nil, nil
+	}
+	if err := sendShm(uc, fd); err != nil {
+		m.unmap()
+		return nil, err
+	}
+	return m, nil
+}
+
+// offersShm reports whether this end offers shared memory on conn.
+func (h *Host) offersShm(conn net.Conn) bool {
+	if !h.sharedMemory || h.shmFailed.Load() {
+		return false
+	}
+	switch conn.(type) {
+	case *net.UnixConn, *fdConn:
+		return true
+	}
+	return false
+}
+
 // newSocketCable makes the cable of a socket that passed the handshake;
-// it owns conn from now on.
-func (h *Host) newSocketCable(conn net.Conn, port Port) *Cable {
-	end := &streamEnd{conn: conn, w: bufio.NewWriterSize(conn, socketBuffer), host: h}
+// it owns conn (and m, the shared memory the frames then use instead of
+// the socket, if not nil) from now on.
+func (h *Host) newSocketCable(conn net.Conn, port Port, m *shmMap, role cableRole) *Cable {
+	end := &streamEnd{conn: conn, host: h}
+	if m != nil {
+		end.shm = m
+		end.shmW, end.shmR = m.ends(role, &end.closed)
+		end.w = end.shmW
+	} else {
+		end.w = bufio.NewWriterSize(conn, socketBuffer)
+	}
 	c := h.newCable(port, end)
 	end.cable = c
 	return c
@@ -259,9 +354,15 @@ func (h *Host) newSocketCable(conn net.Conn, port Port) *Cable {
 
 // startSocketCable starts an attached socket cable: the plug event, then
 // the read loop on what the handshake left in hs and the rest of the
-// socket.
+// socket (or on the shared memory, with a watch on the socket).
 func (h *Host) startSocketCable(c *Cable, hs *bufio.Reader) {
 	end := c.end.(*streamEnd)
+	if end.shm != nil {
+		h.announce(c)
+		go end.readLoop(end.shmR)
+		go end.watchSocket()
+		return
+	}
 	if sc, ok := end.conn.(interface {
 		SetReadBuffer(int) error
 		SetWriteBuffer(int) error
@@ -274,18 +375,36 @@ func (h *Host) startSocketCable(c *Cable, hs *bufio.Reader) {
 	go end.readLoop(br)
 }
 
+// SharedMemory reports whether the cable carries its frames through
+// shared memory rather than its socket.
+func (c *Cable) SharedMemory() bool {
+	e, ok := c.end.(*streamEnd)
+	return ok && e.shm != nil
+}
+
 // streamEnd carries a cable over a byte stream with the framing of the
-// package doc.
+// package doc: a socket, or the shared-memory rings of shm.go (the
+// socket then only tells when the peer goes).
 type streamEnd struct {
 	host  *Host
 	cable *Cable
 	conn  net.Conn
 
-	// wmu protects w, werr and hdr.
-	wmu  sync.Mutex
-	w    *bufio.Writer
-	werr error
-	hdr  [CableHeaderSize]byte
+	// The shared-memory transport, nil for a plain socket. closed ends
+	// its waits: set at close, or when the peer's socket ends (the reader
+	// then still delivers what the peer had published).
+	shm    *shmMap
+	shmW   *shmWriter
+	shmR   *shmReader
+	closed atomic.Bool
+
+	// wmu protects w, werr, hdr and shmWDone (the writer's hold on shm
+	// is released).
+	wmu      sync.Mutex
+	w        cableWriter
+	werr     error
+	hdr      [CableHeaderSize]byte
+	shmWDone bool
 
 	// Credits and resets wait here until the next flush (the engine's, or
 	// the RX doorbell's once it released the ring), so that nothing writes
@@ -369,6 +488,24 @@ func (e *streamEnd) flush() {
 }
 
 func (e *streamEnd) close() {
+	if e.shm != nil {
+		// A writer waiting for room holds wmu: end its wait first. The
+		// socket's end tells the peer, whose reader delivers what was
+		// published before it stops.
+		e.closed.Store(true)
+		e.shmW.wake()
+		e.shmR.wake()
+		e.wmu.Lock()
+		if !e.shmWDone {
+			e.shmWDone = true
+			e.shmW.publish()
+			e.werr = net.ErrClosed
+			e.shm.release() // the writer's reference
+		}
+		e.wmu.Unlock()
+		e.conn.Close()
+		return
+	}
 	e.wmu.Lock()
 	if e.werr == nil {
 		e.conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
@@ -382,16 +519,19 @@ func (e *streamEnd) close() {
 
 // readLoop delivers what the peer sends until the cable closes. A
 // malformed frame closes the cable with one log line.
-func (e *streamEnd) readLoop(br *bufio.Reader) {
+func (e *streamEnd) readLoop(br cableReader) {
 	h, c := e.host, e.cable
 	defer c.unplug()
 	defer h.flushIRQ()
+	if e.shm != nil {
+		defer e.shm.release() // the reader's reference, once done with the ring
+	}
 	for {
 		if br.Buffered() < CableHeaderSize {
 			h.flushIRQ() // the batch the peer flushed has been delivered
 		}
 		f, err := readCableFrame(br)
-		if err == nil && (f.Kind == CableHello || f.Kind == CableAuth) {
+		if err == nil && (f.Kind == CableHello || f.Kind == CableAuth || f.Kind == CableShm) {
 			err = fmt.Errorf("kind %d after the handshake: %w", f.Kind, ErrMalformed)
 		}
 		if err == nil && f.Kind == CableCredit {

@@ -402,9 +402,15 @@ func (a *acceptor) handshake(p *pendingConn) {
 		commit:  func() error { return a.commit(p) },
 	})
 	var c *Cable
+	var m *shmMap
+	if err == nil && hs.shm {
+		m, err = h.offerShm(p.conn)
+	}
 	if err == nil {
-		c = h.newSocketCable(p.conn, a.port)
-		err = h.attach(c)
+		c = h.newSocketCable(p.conn, a.port, m, roleListener)
+		if err = h.attach(c); err != nil && m != nil {
+			m.unmap()
+		}
 	}
 	a.mu.Lock()
 	a.waiting = remove(a.waiting, p)
@@ -416,7 +422,7 @@ func (a *acceptor) handshake(p *pendingConn) {
 	a.mu.Unlock()
 	a.signal()
 	if err == nil {
-		h.startSocketCable(c, hs)
+		h.startSocketCable(c, hs.br)
 		a.won <- c
 		return
 	}

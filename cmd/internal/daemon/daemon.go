@@ -66,6 +66,9 @@ type Options struct {
 	// CableKey is the shared key both cable ends prove (emu.LoadCableKey
 	// reads -cable-key); nil: none. A TCP listener beyond loopback needs one.
 	CableKey []byte
+	// CableSharedMemory offers the peer, on a unix-socket cable, to carry
+	// the frames through shared memory (used when both ends offer it).
+	CableSharedMemory bool
 	// Adapter is the lane adapter the cable plugs into (1..4) and
 	// PeerRoute the route at which the peer appears (default: Adapter).
 	Adapter   uint8
@@ -238,7 +241,7 @@ func (d *Daemon) openDevice() error {
 		d.dev = dev
 		return nil
 	}
-	e, err := emu.NewHost(emu.Config{Name: d.opts.Name, Logger: d.opts.Logger, CableKey: d.opts.CableKey})
+	e, err := emu.NewHost(emu.Config{Name: d.opts.Name, Logger: d.opts.Logger, CableKey: d.opts.CableKey, SharedMemory: d.opts.CableSharedMemory})
 	if err != nil {
 		return err
 	}
@@ -320,7 +323,7 @@ func (d *Daemon) acceptCables(ctx context.Context, addr string) {
 			}
 			continue
 		}
-		d.log.Info("cable plugged", "from", addr)
+		d.log.Info("cable plugged", "from", addr, "transport", transport(c))
 		d.holdCable(ctx, c)
 	}
 }
@@ -347,9 +350,17 @@ func (d *Daemon) dialCables(ctx context.Context, addr string) {
 			continue
 		}
 		logged = false
-		d.log.Info("cable plugged", "to", addr)
+		d.log.Info("cable plugged", "to", addr, "transport", transport(c))
 		d.holdCable(ctx, c)
 	}
+}
+
+// transport names how a cable carries its frames, for the log.
+func transport(c *emu.Cable) string {
+	if c.SharedMemory() {
+		return "shared memory"
+	}
+	return "socket"
 }
 
 // holdCable waits until the cable ends or the daemon stops.

@@ -23,6 +23,7 @@ func ParseFlags(name string, args []string) (Options, error) {
 	fs.StringVar(&o.Listen, "listen", "", "accept the emulated cable on unix:PATH or tcp:ADDR")
 	fs.StringVar(&o.Connect, "connect", "", "dial the emulated cable at unix:PATH or tcp:HOST:PORT")
 	keyFile := fs.String("cable-key", "", "file (mode 0600) of the shared key both cable ends prove; needed to listen beyond loopback")
+	fs.BoolVar(&o.CableSharedMemory, "cable-shm", true, "on a unix-socket cable, carry the frames through shared memory when the peer offers it too")
 	adapter := fs.Uint("adapter", 1, "lane adapter (1..4) the cable plugs into")
 	peer := fs.String("peer-route", "", "route (hex) at which the peer appears, e.g. 503 (default: the adapter)")
 	fs.StringVar(&o.Devices, "devices", "auto", "device nodes: auto, cuse or fuse")
