@@ -65,10 +65,11 @@
 // waking it, and RX interrupts are raised once per batch of delivered
 // frames. Socket cables (Dial, Accept; unix or TCP, TCP on loopback
 // unless an address is given explicitly) carry frames with this framing,
-// every field big-endian:
+// on the socket or, between two hosts on one machine that both offer it,
+// through shared memory (shm.go), every field big-endian:
 //
 //	offset size field
-//	0      1    kind: 1 HELLO, 2 DATA, 3 CONTROL, 4 CREDIT, 5 CREDIT_RESET, 6 UNPLUG, 7 AUTH
+//	0      1    kind: 1 HELLO, 2 DATA, 3 CONTROL, 4 CREDIT, 5 CREDIT_RESET, 6 UNPLUG, 7 AUTH, 8 SHM
 //	1      1    SOF PDF << 4 | EOF PDF      (DATA, CONTROL: SOF == EOF == type; else 0)
 //	2      2    HopID, 0..2047              (DATA, CREDIT, CREDIT_RESET; else 0)
 //	4      2    payload length
@@ -83,11 +84,14 @@
 //	CREDIT        4 bytes: u32 credits (1..4096) for the HopID
 //	CREDIT_RESET  none: every credit for the HopID is withdrawn
 //	UNPLUG        none: orderly disconnect
+//	SHM           4 bytes: u32 size of each shared-memory ring, 0 declines
 //
 //	HELLO offset size field
 //	0            4    magic "TBSC"
 //	4            2    version, 2 (CableVersion)
-//	6            2    flags: bit 0 KEY, the sender holds a cable key; others 0
+//	6            2    flags: bit 0 KEY, the sender holds a cable key; bit 1
+//	                  SHM, the sender (on a unix socket) offers shared memory;
+//	                  others 0
 //	8            8    router UID
 //	16           32   nonce, random for each connection
 //	48           32   key tag: HMAC-SHA256(key, "tbstream cable hello v2\0" ||
@@ -131,6 +135,25 @@
 // they tell a listener which connections deserve a handshake slot, and a
 // host remembers the last 1024 tagged nonces it saw, so a replayed hello
 // gets no slot.
+//
+// # Shared memory
+//
+// When both hellos carry SHM, the listener answers after the handshake
+// (its proof, with a key) with a SHM frame whose ring size is not 0 and
+// passes a memfd with it (SCM_RIGHTS): a control page and two rings of
+// that size, listener → dialer and dialer → listener, each mapped twice
+// back to back so a frame that wraps is contiguous. The memfd is sealed
+// against shrinking and growing; the dialer maps only one of the size
+// announced that carries the seal. From then on each end writes its
+// frames into its ring and publishes them at each flush, and waits (for
+// bytes, or room) by polling for shmSpin, then on a futex the other side
+// wakes only when the sleeping flag is set. Nothing else is written to
+// the socket; its end (the peer closed or died) ends the cable once the
+// frames the peer published are delivered. A listener that cannot make
+// the memfd sends ring size 0 and both stay on the socket; either end
+// that fails to set one up offers no more. Positions a peer stores that
+// cannot be (more consumed than written) close the cable as malformed;
+// garbage in the ring is refused by the framing as on a socket.
 //
 // # Listening
 //
