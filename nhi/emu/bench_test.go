@@ -27,6 +27,8 @@ func BenchmarkBulkInProcess(b *testing.B)      { benchBulk(b, "inproc", true) }
 func BenchmarkBulkUnix(b *testing.B)           { benchBulk(b, "unix", true) }
 func BenchmarkBulkInProcessSlots(b *testing.B) { benchBulk(b, "inproc", false) }
 func BenchmarkBulkUnixSlots(b *testing.B)      { benchBulk(b, "unix", false) }
+func BenchmarkBulkShm(b *testing.B)            { benchBulk(b, "shm", true) }
+func BenchmarkBulkShmSlots(b *testing.B)       { benchBulk(b, "shm", false) }
 
 const (
 	benchRing     = 256  // ring_size default

@@ -3,7 +3,7 @@
 #
 #   host1 (emu NHI)                          host2 (emu NHI)
 #   TX ring ─► DMA engine ─► lane 3 ══cable══ lane 1 ─► RX ring
-#                            (in-process, or a unix socket)
+#                            (in-process, a unix socket, or shared memory)
 #
 # Runs the nhi/emu Bulk benchmarks briefly and prints MB/s, frames/s and the
 # ratio to a copy() of the same bytes timed in the same run (alternating
