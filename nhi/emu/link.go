@@ -523,14 +523,22 @@ func (e *streamEnd) readLoop(br cableReader) {
 	h, c := e.host, e.cable
 	defer c.unplug()
 	defer h.flushIRQ()
+	var own []byte // a private copy of checked payloads, with shared memory
 	if e.shm != nil {
 		defer e.shm.release() // the reader's reference, once done with the ring
+		own = make([]byte, 0, nhi.FrameSize)
 	}
 	for {
 		if br.Buffered() < CableHeaderSize {
 			h.flushIRQ() // the batch the peer flushed has been delivered
 		}
 		f, err := readCableFrame(br)
+		if err == nil && e.shm != nil && f.Kind != CableData {
+			// The peer can still change bytes in shared memory: what is
+			// checked and then used must be a private copy. (DATA is only
+			// copied into an RX slot.)
+			f.Payload = append(own[:0], f.Payload...)
+		}
 		if err == nil && (f.Kind == CableHello || f.Kind == CableAuth || f.Kind == CableShm) {
 			err = fmt.Errorf("kind %d after the handshake: %w", f.Kind, ErrMalformed)
 		}
