@@ -484,7 +484,7 @@ row "kernel pipe: dd -> fifo -> dd" MB/s pipe
 row "loopback TCP: dd | nc -N -> nc -l | dd" MB/s nc
 row "one FUSE hop: dd -> loopdev -fuse pipe file -> dd" MB/s fuse
 row "tbstream: dd -> host1 tbstreamN => host2 tbstreamN -> dd" MB/s tbdd
-row "  the same, cable frames on the unix socket (up -cable socket)" MB/s tbddsock
+row "  the same, frames on the unix socket (up -cable socket)" MB/s tbddsock
 row "RTT 4 KiB p50, loopback TCP, TCP_NODELAY" µs tcp
 row "RTT 4 KiB p99, loopback TCP" µs tcp99
 row "RTT 4 KiB p50, FUSE hop: write + read back, loopdev file" µs fusehop
