@@ -370,7 +370,9 @@ func TestRequestsAnswered(t *testing.T) {
 	require.Nil(t, send(&xdp.PropertiesRequest{Header: hdr, Src: uuid2, Dst: uuid1, Offset: 500}), "no answer past the end")
 
 	r = send(&xdp.LinkStateStatusRequest{Header: hdr})
-	require.Equal(t, &xdp.ErrorResponse{Header: hdr, Error: xdp.ErrorNotSupported}, r)
+	require.Equal(t, &xdp.LinkStateStatusResponse{Header: hdr, Status: 0, SLW: 0x1, TLW: 0x1, SLS: 0xc, TLS: 0xc}, r)
+	r = send(&xdp.LinkStateChangeRequest{Header: hdr, TLW: 0x3, TLS: 0xc})
+	require.Equal(t, &xdp.ErrorResponse{Header: hdr, Error: xdp.ErrorNotReady}, r, "not in BONDING_UUID_HIGH")
 
 	r = send(&xdp.PropertiesChangedRequest{Header: hdr, Src: uuid2})
 	require.Equal(t, &xdp.PropertiesChangedResponse{Header: hdr}, r)
@@ -386,12 +388,22 @@ func TestRequestsAnswered(t *testing.T) {
 	h1.HandlePacket(&ctl.Raw{Header: ctl.Header{Route: 0x503}, Kind: ctl.TypeXDomainRequest, Body: []uint32{1, 2}})
 	require.Equal(t, before+1, x1.Info().Stats.Dropped)
 
-	// A request from a route with no XDomain is NOT_READY.
-	raw, err = xdp.Encode(&xdp.UUIDRequest{Header: xdp.Header{Route: 0x7}})
+	// Requests from a route with no XDomain, as tb_xdp_handle_request
+	// answers them when it finds no xd.
+	unknown := xdp.Header{Route: 0x7, Seq: 2}
+	require.Equal(t, &xdp.UUIDResponse{Header: unknown, UUID: uuid1, SrcRoute: 0x7}, send(&xdp.UUIDRequest{Header: unknown}))
+	require.Equal(t, &xdp.UUIDResponse{Header: unknown, UUID: uuid1, SrcRoute: 0x7}, send(&xdp.UUIDRequest{Header: unknown, Old: true}))
+	require.Equal(t, &xdp.PropertiesChangedResponse{Header: unknown}, send(&xdp.PropertiesChangedRequest{Header: unknown, Src: uuid2}))
+	require.Nil(t, send(&xdp.PropertiesRequest{Header: unknown, Src: uuid2, Dst: uuid1}), "PROPERTIES gets no answer")
+	require.Equal(t, &xdp.ErrorResponse{Header: unknown, Error: xdp.ErrorNotReady}, send(&xdp.LinkStateStatusRequest{Header: unknown}))
+	require.Equal(t, &xdp.ErrorResponse{Header: unknown, Error: xdp.ErrorNotReady}, send(&xdp.LinkStateChangeRequest{Header: unknown, TLW: 3}))
+	raw, err = xdp.Encode(&xdp.UUIDRequest{Header: unknown})
 	require.NoError(t, err)
+	raw.Body[5] = 99
 	probe.last = nil
 	h1.HandlePacket(raw)
-	require.Equal(t, &xdp.ErrorResponse{Header: xdp.Header{Route: 0x7}, Error: xdp.ErrorNotReady}, probe.last)
+	require.Equal(t, &xdp.ErrorResponse{Header: unknown, Error: xdp.ErrorNotSupported}, probe.last)
+	require.Nil(t, h1.XDomain(0x7), "answering creates no XDomain")
 }
 
 // probeHost records the last XDP message a host sent.
