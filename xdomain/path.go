@@ -251,7 +251,7 @@ func DisableDMAPaths(ctx context.Context, c ConfigAccess, route ctl.Route, p DMA
 			continue
 		}
 		if out, outHop, valid := nhi.PathEntryTarget(cur); valid && out == h.out && int(outHop) == h.outHop {
-			errs = append(errs, deactivate(ctx, c, h))
+			errs = append(errs, deactivateEntry(ctx, c, h, cur))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -276,6 +276,12 @@ func deactivate(ctx context.Context, c ConfigAccess, h hop) error {
 	if err != nil {
 		return err
 	}
+	return deactivateEntry(ctx, c, h, e)
+}
+
+// deactivateEntry is deactivate with the entry already read.
+func deactivateEntry(ctx context.Context, c ConfigAccess, h hop, e [nhi.PathEntryWords]uint32) error {
+	var err error
 	if e[0]&nhi.PathCS0Valid == 0 {
 		return nil
 	}
