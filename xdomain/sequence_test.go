@@ -46,7 +46,9 @@ import (
 //     and prime RX before the paths are enabled, so that no frame can
 //     arrive at an RX ring without buffers (cmd/internal/stream, the
 //     README's "Start order"). Stop order is Linux's: rings stopped, then
-//     paths disabled, then rings freed.
+//     paths disabled, then rings freed. cmd/internal/host's
+//     TestStreamStartAndStopOrder records that order for a stream's first
+//     open and last close.
 
 // access is one recorded register or config-space access.
 type access struct {
