@@ -490,3 +490,54 @@ func TestLinuxPeerStallsWhenBondingIsInvited(t *testing.T) {
 }
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// FuzzHandlePacket feeds a host arbitrary control frames from a known and
+// an unknown route: whatever arrives, it answers or drops, never panics,
+// and every answer is a well-formed XDP response.
+func FuzzHandlePacket(f *testing.F) {
+	f.Add(uint8(0), linuxFrame(0x1, 2, linuxLinkStateStatusRequest))
+	f.Add(uint8(1), linuxFrame(0x7, 1, linuxLinkStateChangeRequest, 0x3))
+	f.Add(uint8(0), linuxFrame(0x1, 0, linuxUUIDRequest))
+	f.Add(uint8(1), linuxFrame(0x7, 3, linuxPropertiesRequest, make([]uint32, 9)...))
+	f.Add(uint8(1), linuxFrame(0x7, 3, linuxPropertiesChangedReq, make([]uint32, 4)...))
+	c := newCapture()
+	h := NewHost(HostConfig{UUID: uuid1, Name: "fuzz", Timing: fastTiming, Logger: quietLog()}, c)
+	f.Cleanup(h.Close)
+	if _, err := h.Connect(0x1, 19); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, kind uint8, frame []byte) {
+		if len(frame) >= 8 && kind&2 != 0 {
+			// Put the frame at the unknown route, CRC recomputed.
+			body := append([]byte(nil), frame[:len(frame)&^3]...)
+			if len(body) >= 8 {
+				binary.BigEndian.PutUint32(body[4:], 0x7)
+				if len(body) > 8 {
+					body = binary.BigEndian.AppendUint32(body[:len(body)-4], ctl.CRC(body[:len(body)-4]))
+				}
+				frame = body
+			}
+		}
+		typ := ctl.TypeXDomainRequest
+		if kind&1 != 0 {
+			typ = ctl.TypeXDomainResponse
+		}
+		p, err := ctl.Decode(typ, frame)
+		if err != nil {
+			return
+		}
+		for len(c.responses) > 0 {
+			<-c.responses
+		}
+		h.HandlePacket(p.(*ctl.Raw))
+		for len(c.responses) > 0 {
+			resp, err := ctl.Decode(ctl.TypeXDomainResponse, <-c.responses)
+			if err != nil {
+				t.Fatalf("answer does not decode: %v", err)
+			}
+			if _, err := xdp.Decode(resp.(*ctl.Raw)); err != nil {
+				t.Fatalf("answer is not a valid XDP message: %v", err)
+			}
+		}
+	})
+}
