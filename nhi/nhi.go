@@ -261,13 +261,20 @@ func (n *NHI) unbindVector(r *Ring) {
 	r.vector = -1
 }
 
-// setInterrupt programs IVR and the enable bit of r (ring_interrupt_active).
-// Called with n.mu held.
+// setInterrupt programs IVR, throttling and the enable bit of r, in
+// ring_interrupt_active's order: the ring's IVR field (its vector when
+// activating, cleared when deactivating), the vector's throttling rate (both
+// ways, as Linux 7.2+; only for a vector the ring does not share), then the
+// enable bit by read-modify-write (the auto-clear mode's masking). Called
+// with n.mu held.
 func (n *NHI) setInterrupt(r *Ring, active bool) {
 	idx := InterruptIndex(n.hopCount, r.hop, r.rx)
-	if active && r.vector >= 0 {
+	if r.vector >= 0 {
 		reg, shift := IVRReg(idx)
-		ivr := n.dev.Read32(reg)&^(IntVecAllocMask<<shift) | uint32(r.vector)<<shift
+		ivr := n.dev.Read32(reg) &^ (IntVecAllocMask << shift)
+		if active {
+			ivr |= uint32(r.vector) << shift
+		}
 		n.dev.Write32(reg, ivr)
 		if r.ownVector {
 			n.dev.Write32(RegIntThrottlingRate+Reg(4*r.vector), throttlingUnits(r.throttleNs))
@@ -283,8 +290,10 @@ func (n *NHI) setInterrupt(r *Ring, active bool) {
 	}
 }
 
+// throttlingUnits converts ns to the throttling register's 256 ns units,
+// rounding up as Linux's DIV_ROUND_UP(interval_nsec, 256).
 func throttlingUnits(ns uint32) uint32 {
-	return min(ns/IntThrottlingUnitNs, IntThrottlingIntervalMax)
+	return uint32(min((uint64(ns)+IntThrottlingUnitNs-1)/IntThrottlingUnitNs, IntThrottlingIntervalMax))
 }
 
 func (n *NHI) releaseRing(r *Ring) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -370,7 +371,9 @@ func TestRequestsAnswered(t *testing.T) {
 	require.Nil(t, send(&xdp.PropertiesRequest{Header: hdr, Src: uuid2, Dst: uuid1, Offset: 500}), "no answer past the end")
 
 	r = send(&xdp.LinkStateStatusRequest{Header: hdr})
-	require.Equal(t, &xdp.ErrorResponse{Header: hdr, Error: xdp.ErrorNotSupported}, r)
+	require.Equal(t, &xdp.LinkStateStatusResponse{Header: hdr, Status: 0, SLW: 0x1, TLW: 0x1, SLS: 0xc, TLS: 0xc}, r)
+	r = send(&xdp.LinkStateChangeRequest{Header: hdr, TLW: 0x3, TLS: 0xc})
+	require.Equal(t, &xdp.ErrorResponse{Header: hdr, Error: xdp.ErrorNotReady}, r, "not in BONDING_UUID_HIGH")
 
 	r = send(&xdp.PropertiesChangedRequest{Header: hdr, Src: uuid2})
 	require.Equal(t, &xdp.PropertiesChangedResponse{Header: hdr}, r)
@@ -386,12 +389,22 @@ func TestRequestsAnswered(t *testing.T) {
 	h1.HandlePacket(&ctl.Raw{Header: ctl.Header{Route: 0x503}, Kind: ctl.TypeXDomainRequest, Body: []uint32{1, 2}})
 	require.Equal(t, before+1, x1.Info().Stats.Dropped)
 
-	// A request from a route with no XDomain is NOT_READY.
-	raw, err = xdp.Encode(&xdp.UUIDRequest{Header: xdp.Header{Route: 0x7}})
+	// Requests from a route with no XDomain, as tb_xdp_handle_request
+	// answers them when it finds no xd.
+	unknown := xdp.Header{Route: 0x7, Seq: 2}
+	require.Equal(t, &xdp.UUIDResponse{Header: unknown, UUID: uuid1, SrcRoute: 0x7}, send(&xdp.UUIDRequest{Header: unknown}))
+	require.Equal(t, &xdp.UUIDResponse{Header: unknown, UUID: uuid1, SrcRoute: 0x7}, send(&xdp.UUIDRequest{Header: unknown, Old: true}))
+	require.Equal(t, &xdp.PropertiesChangedResponse{Header: unknown}, send(&xdp.PropertiesChangedRequest{Header: unknown, Src: uuid2}))
+	require.Nil(t, send(&xdp.PropertiesRequest{Header: unknown, Src: uuid2, Dst: uuid1}), "PROPERTIES gets no answer")
+	require.Equal(t, &xdp.ErrorResponse{Header: unknown, Error: xdp.ErrorNotReady}, send(&xdp.LinkStateStatusRequest{Header: unknown}))
+	require.Equal(t, &xdp.ErrorResponse{Header: unknown, Error: xdp.ErrorNotReady}, send(&xdp.LinkStateChangeRequest{Header: unknown, TLW: 3}))
+	raw, err = xdp.Encode(&xdp.UUIDRequest{Header: unknown})
 	require.NoError(t, err)
+	raw.Body[5] = 99
 	probe.last = nil
 	h1.HandlePacket(raw)
-	require.Equal(t, &xdp.ErrorResponse{Header: xdp.Header{Route: 0x7}, Error: xdp.ErrorNotReady}, probe.last)
+	require.Equal(t, &xdp.ErrorResponse{Header: unknown, Error: xdp.ErrorNotSupported}, probe.last)
+	require.Nil(t, h1.XDomain(0x7), "answering creates no XDomain")
 }
 
 // probeHost records the last XDP message a host sent.
@@ -415,4 +428,108 @@ func (p *probeHost) Send(_ context.Context, pkt ctl.Packet) error {
 	}
 	p.last = m
 	return nil
+}
+
+// blockPeer is a remote host reduced to what discovery reads: it answers
+// UUID, PROPERTIES_CHANGED and PROPERTIES requests, the last with a
+// property block and generation the test sets.
+type blockPeer struct {
+	host *Host // the host under test, which sees the peer at route
+	uuid xdp.UUID
+
+	mu     sync.Mutex
+	block  []uint32
+	gen    uint32
+	served int // PROPERTIES requests answered with the current block
+}
+
+func (b *blockPeer) set(t *testing.T, gen uint32, maxHopID int) {
+	d := property.NewDir(nil)
+	require.NoError(t, d.AddValue("vendorid", LinuxVendorID))
+	require.NoError(t, d.AddValue("deviceid", LinuxDeviceID))
+	if maxHopID >= 0 {
+		require.NoError(t, d.AddValue("maxhopid", uint32(maxHopID)))
+	}
+	block, err := d.Format()
+	require.NoError(t, err)
+	b.mu.Lock()
+	b.block, b.gen, b.served = block, gen, 0
+	b.mu.Unlock()
+}
+
+func (b *blockPeer) Send(_ context.Context, p ctl.Packet) error {
+	m, err := xdp.Decode(p.(*ctl.Raw))
+	if err != nil {
+		return nil
+	}
+	var resp xdp.Message
+	switch m := m.(type) {
+	case *xdp.UUIDRequest:
+		resp = &xdp.UUIDResponse{Header: m.Header, UUID: b.uuid, SrcRoute: 0x1}
+	case *xdp.PropertiesRequest:
+		b.mu.Lock()
+		resp, err = xdp.PropertiesPage(m, b.uuid, b.block, b.gen)
+		b.served++
+		b.mu.Unlock()
+		if err != nil {
+			return nil
+		}
+	case *xdp.PropertiesChangedRequest:
+		resp = &xdp.PropertiesChangedResponse{Header: m.Header}
+	default:
+		return nil
+	}
+	raw, err := xdp.Encode(resp)
+	if err != nil {
+		return err
+	}
+	b.host.HandlePacket(raw)
+	return nil
+}
+
+// reread makes the host read the peer's block again and waits until it has
+// handled the answer.
+func (b *blockPeer) reread(t *testing.T, xd *XDomain) {
+	b.mu.Lock()
+	b.served = 0
+	b.mu.Unlock()
+	xd.peerChanged()
+	require.Eventually(t, func() bool {
+		b.mu.Lock()
+		served := b.served
+		b.mu.Unlock()
+		return served > 0 && xd.Info().State == StateEnumerated
+	}, 5*time.Second, time.Millisecond)
+}
+
+func TestMaxHopIDAndGenerationAsLinux(t *testing.T) {
+	peer := &blockPeer{uuid: uuid2}
+	h := NewHost(HostConfig{UUID: uuid1, Name: "host1", Timing: fastTiming, Logger: quietLog()}, peer)
+	peer.host = h
+	t.Cleanup(h.Close)
+
+	// No maxhopid: 15 (XDOMAIN_DEFAULT_MAX_HOPID).
+	peer.set(t, 0xfffffffe, -1)
+	xd, err := h.Connect(0x503, 19)
+	require.NoError(t, err)
+	waitState(t, xd, StateEnumerated)
+	require.Equal(t, 15, xd.Info().MaxHopID)
+	require.Equal(t, uint32(0xfffffffe), xd.Info().Generation)
+
+	// A newer generation announcing maxhopid 6, below 8: taken as it is,
+	// so no output HopID can be allocated.
+	peer.set(t, 0xffffffff, 6)
+	peer.reread(t, xd)
+	require.Equal(t, 6, xd.Info().MaxHopID)
+	require.Equal(t, 6, xd.HopIDs.Out.Max())
+	_, err = xd.HopIDs.Out.Alloc(-1)
+	require.ErrorIs(t, err, syscall.ENOSPC)
+	require.Equal(t, uint32(0xffffffff), xd.Info().Generation)
+
+	// The counter wraps to 0: Linux's plain "gen <= current" keeps the old
+	// block (a wrap-around compare would take this one).
+	peer.set(t, 0, 7)
+	peer.reread(t, xd)
+	require.Equal(t, 6, xd.Info().MaxHopID, "generation 0 after 0xffffffff is not newer")
+	require.Equal(t, uint32(0xffffffff), xd.Info().Generation)
 }

@@ -60,6 +60,27 @@ const (
 	LinuxDeviceRev  = 0x80000100
 )
 
+// Link is what a host reports of its lane adapter toward a peer in
+// LINK_STATE_STATUS responses: the fields Linux reads from LANE_ADP_CS_0
+// and LANE_ADP_CS_1 of the downstream port (xdp.SupportedWidth*,
+// xdp.TargetWidth*, xdp.TargetSpeed*).
+type Link struct {
+	SupportedWidth, TargetWidth, SupportedSpeed, TargetSpeed uint8
+}
+
+// SingleLaneGen3 returns the link tbstream reports: one USB4 Gen 3 lane, not
+// bondable (supported width 0x1). tbstream does not bond lanes, on the
+// emulated cable or on hardware, so a peer must not try: a Linux peer
+// reading width < 2 skips lane bonding and goes on to PROPERTIES at once,
+// whichever UUID is higher. The supported speed field is LANE_ADP_CS_0's
+// encoding of Gen 2 and Gen 3 (Linux only logs it).
+func SingleLaneGen3() Link {
+	return Link{
+		SupportedWidth: xdp.SupportedWidthSingle, TargetWidth: xdp.TargetWidthSingle,
+		SupportedSpeed: 0xc, TargetSpeed: xdp.TargetSpeedGen3,
+	}
+}
+
 // HostConfig describes the local host.
 type HostConfig struct {
 	// UUID is the host router's UUID.
@@ -68,6 +89,9 @@ type HostConfig struct {
 	Name string
 	// Domain is the domain number in host names ("0" of "0-503").
 	Domain uint32
+	// Link is reported in LINK_STATE_STATUS responses; the zero value
+	// means SingleLaneGen3().
+	Link   Link
 	Timing Timing
 	Logger *slog.Logger
 }
@@ -101,6 +125,9 @@ type driverEntry struct {
 func NewHost(cfg HostConfig, s Sender) *Host {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Link == (Link{}) {
+		cfg.Link = SingleLaneGen3()
 	}
 	root := property.NewDir(nil)
 	// Keys are constants; Add* cannot fail for them.
@@ -312,9 +339,7 @@ func (h *Host) HandlePacket(p *ctl.Raw) {
 	}
 	if xd == nil {
 		if p.Kind == ctl.TypeXDomainRequest && env.Protocol == xdp.ProtocolUUID {
-			// Linux answers requests only for known XDomains; a peer
-			// that talks before its plug event reached us retries.
-			h.respond(&xdp.ErrorResponse{Header: env.Header, Error: xdp.ErrorNotReady})
+			h.answerUnknown(p, env)
 		}
 		return
 	}
@@ -337,6 +362,37 @@ func (h *Host) HandlePacket(p *ctl.Raw) {
 		return
 	}
 	h.answer(xd, m)
+}
+
+// answerUnknown answers a request from a route with no XDomain (a peer
+// that talks before its plug event reached us, say) as
+// tb_xdp_handle_request does when it finds no xd: UUID and
+// PROPERTIES_CHANGED requests are answered all the same, PROPERTIES gets
+// no answer, LINK_STATE requests get NOT_READY and other types
+// NOT_SUPPORTED. Malformed packets are dropped.
+func (h *Host) answerUnknown(p *ctl.Raw, env xdp.Envelope) {
+	m, err := xdp.Decode(p)
+	if err != nil {
+		if errors.Is(err, xdp.ErrType) {
+			h.respond(&xdp.ErrorResponse{Header: env.Header, Error: xdp.ErrorNotSupported})
+		} else {
+			h.log.Debug("xdomain: dropped malformed request from an unknown route", "route", p.Route, "err", err)
+		}
+		return
+	}
+	hdr := m.XDPHeader()
+	switch m.(type) {
+	case *xdp.UUIDRequest:
+		h.respond(&xdp.UUIDResponse{Header: hdr, UUID: h.cfg.UUID, SrcRoute: hdr.Route})
+	case *xdp.PropertiesChangedRequest:
+		h.respond(&xdp.PropertiesChangedResponse{Header: hdr})
+	case *xdp.PropertiesRequest:
+		// no answer: the peer retries
+	case *xdp.LinkStateStatusRequest, *xdp.LinkStateChangeRequest:
+		h.respond(&xdp.ErrorResponse{Header: hdr, Error: xdp.ErrorNotReady})
+	default:
+		h.respond(&xdp.ErrorResponse{Header: hdr, Error: xdp.ErrorNotSupported})
+	}
 }
 
 func (h *Host) answer(xd *XDomain, m xdp.Message) {
@@ -362,9 +418,21 @@ func (h *Host) answer(xd *XDomain, m xdp.Message) {
 	case *xdp.PropertiesChangedRequest:
 		h.respond(&xdp.PropertiesChangedResponse{Header: hdr})
 		xd.peerChanged()
+	case *xdp.LinkStateStatusRequest:
+		// tb_xdp_link_state_status_response: status 0 and the lane
+		// adapter's fields. A single-lane answer makes a Linux peer skip
+		// lane bonding (tb_xdomain_get_link_status: width < 2 is
+		// -EOPNOTSUPP, which is not retried).
+		l := h.cfg.Link
+		h.respond(&xdp.LinkStateStatusResponse{Header: hdr, Status: 0,
+			SLW: l.SupportedWidth, TLW: l.TargetWidth, SLS: l.SupportedSpeed, TLS: l.TargetSpeed})
+	case *xdp.LinkStateChangeRequest:
+		// Linux accepts a CHANGE only in its BONDING_UUID_HIGH state,
+		// which it enters only when lane bonding is possible on its side
+		// (a dual-lane port). tbstream never bonds, so it never is in that
+		// state, and Linux's answer for every other state is NOT_READY.
+		h.respond(&xdp.ErrorResponse{Header: hdr, Error: xdp.ErrorNotReady})
 	default:
-		// Lane bonding is not modelled: a peer asking about link state
-		// learns that we do not support it and skips bonding.
 		h.respond(&xdp.ErrorResponse{Header: hdr, Error: xdp.ErrorNotSupported})
 	}
 }

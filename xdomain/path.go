@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"tbstream/nhi"
 	"tbstream/xdomain/ctl"
@@ -19,7 +20,23 @@ import (
 // The lane adapter is the host router's adapter toward the remote host: the
 // first hop of its route. Entries are written in the path config space
 // (TB_CFG_HOPS, two dwords per input HopID) over the control channel, RX
-// path first, as tb_tunnel_alloc_dma orders them.
+// path first, as tb_tunnel_alloc_dma orders them and tb_tunnel_activate
+// activates them.
+//
+// Each hop is written as tb_path_activate writes it (dword 0: next HopID,
+// output adapter, initial credits, enable; dword 1: weight 1, priority 5,
+// flow control), with tb_dma_init_rx_path/tx_path's parameters:
+//
+//	DMA RX: ingress flow control only (the hop is the path's destination,
+//	        and the RX egress mask is SOURCE|INTERNAL); credits
+//	        min(usable credits of the lane adapter, TB_DMA_CREDITS), where
+//	        usable = ADP_CS_4 total buffers − the control path's credits
+//	DMA TX: ingress and egress flow control; TB_DMA_CREDITS
+//
+// A hop is taken down as __tb_path_deactivate_hop does: the entry is
+// rewritten with enable cleared, read until its pending bit clears, then
+// written once more with egress flow control and egress shared buffers
+// cleared (clear_fc; ingress bits stay, as on a USB4 router).
 
 // ConfigAccess is what path set-up needs from the control channel;
 // *nhi.ControlChannel implements it.
@@ -47,11 +64,13 @@ var (
 // hostRoute is the route of the host router, whose paths we program.
 const hostRoute ctl.Route = 0
 
-// adapterInfo is what path set-up reads from ADP_CS_2 and ADP_CS_5.
+// adapterInfo is what path set-up reads from ADP_CS_2, ADP_CS_4 and
+// ADP_CS_5.
 type adapterInfo struct {
 	number          uint8
 	kind            uint32
 	maxIn, maxOutID int
+	totalBuffers    uint32 // ADP_CS_4 total buffers: the adapter's total credits
 }
 
 func readAdapter(ctx context.Context, c ConfigAccess, a uint8) (adapterInfo, error) {
@@ -60,11 +79,29 @@ func readAdapter(ctx context.Context, c ConfigAccess, a uint8) (adapterInfo, err
 		return adapterInfo{}, fmt.Errorf("read adapter %d: %w", a, err)
 	}
 	return adapterInfo{
-		number:   a,
-		kind:     w[nhi.AdpCS2] & nhi.AdpCS2TypeMask,
-		maxIn:    int(w[nhi.AdpCS5] & nhi.AdpCS5MaxInHopIDMask),
-		maxOutID: int(w[nhi.AdpCS5] & nhi.AdpCS5MaxOutHopIDMask >> nhi.AdpCS5MaxOutHopIDShift),
+		number:       a,
+		kind:         w[nhi.AdpCS2] & nhi.AdpCS2TypeMask,
+		maxIn:        int(w[nhi.AdpCS5] & nhi.AdpCS5MaxInHopIDMask),
+		maxOutID:     int(w[nhi.AdpCS5] & nhi.AdpCS5MaxOutHopIDMask >> nhi.AdpCS5MaxOutHopIDShift),
+		totalBuffers: w[nhi.AdpCS4] & nhi.AdpCS4TotalBuffersMask >> nhi.AdpCS4TotalBuffersShift,
 	}, nil
+}
+
+// usableCredits is tb_usable_credits of a lane adapter: its total buffers
+// less those of the control path (the initial credits of its HopID 0
+// entry, 2 when that reads 0, as tb_init_port takes them). The arithmetic
+// is unsigned, as Linux's: fewer buffers than control credits wraps and
+// the RX hop then gets TB_DMA_CREDITS.
+func usableCredits(ctx context.Context, c ConfigAccess, lane adapterInfo) (uint32, error) {
+	w, err := c.ReadConfig(ctx, hostRoute, ctl.SpacePath, lane.number, nhi.PathEntryWords*nhi.ControlPathHopID, nhi.PathEntryWords)
+	if err != nil {
+		return 0, fmt.Errorf("read control path entry of adapter %d: %w", lane.number, err)
+	}
+	ctlCredits := uint32(nhi.PathEntryCredits([nhi.PathEntryWords]uint32(w)))
+	if ctlCredits == 0 {
+		ctlCredits = nhi.DefaultControlCredits
+	}
+	return lane.totalBuffers - ctlCredits, nil
 }
 
 // dmaAdapters finds the NHI adapter of the host router and checks the lane
@@ -108,6 +145,9 @@ type hop struct {
 	inHop, outHop  int
 	minIn, inMax   int
 	minOut, outMax int
+	rx             bool   // the RX path's hop: its credits depend on the lane adapter
+	credits        uint8  // initial credits
+	fc             uint32 // flow control bits of dword 1
 }
 
 func (p DMAPaths) hops(nhiAdp, lane adapterInfo) []hop {
@@ -118,12 +158,14 @@ func (p DMAPaths) hops(nhiAdp, lane adapterInfo) []hop {
 	if p.ReceivePath > 0 && p.ReceiveRing > 0 {
 		hops = append(hops, hop{name: "DMA RX", in: lane.number, out: nhiAdp.number,
 			inHop: p.ReceivePath, outHop: p.ReceiveRing,
-			minIn: nhi.MinHopID, inMax: lane.maxIn, minOut: firstRing, outMax: nhiAdp.maxOutID})
+			minIn: nhi.MinHopID, inMax: lane.maxIn, minOut: firstRing, outMax: nhiAdp.maxOutID,
+			rx: true, fc: nhi.DMARxPathFC})
 	}
 	if p.TransmitPath > 0 && p.TransmitRing > 0 {
 		hops = append(hops, hop{name: "DMA TX", in: nhiAdp.number, out: lane.number,
 			inHop: p.TransmitRing, outHop: p.TransmitPath,
-			minIn: firstRing, inMax: nhiAdp.maxIn, minOut: nhi.MinHopID, outMax: lane.maxOutID})
+			minIn: firstRing, inMax: nhiAdp.maxIn, minOut: nhi.MinHopID, outMax: lane.maxOutID,
+			credits: nhi.DMACredits, fc: nhi.DMATxPathFC})
 	}
 	return hops
 }
@@ -154,9 +196,16 @@ func EnableDMAPaths(ctx context.Context, c ConfigAccess, route ctl.Route, p DMAP
 		return fmt.Errorf("enable paths to %v: %w", route, err)
 	}
 	hops := p.hops(nhiAdp, lane)
-	for _, h := range hops {
+	for i, h := range hops {
 		if err := h.check(); err != nil {
 			return fmt.Errorf("enable paths to %v: %w", route, err)
+		}
+		if h.rx {
+			usable, err := usableCredits(ctx, c, lane)
+			if err != nil {
+				return fmt.Errorf("enable paths to %v: %w", route, err)
+			}
+			hops[i].credits = uint8(min(usable, nhi.DMACredits))
 		}
 	}
 	var done []hop
@@ -170,13 +219,12 @@ func EnableDMAPaths(ctx context.Context, c ConfigAccess, route ctl.Route, p DMAP
 			case valid:
 				err = fmt.Errorf("%s: adapter %d HopID %d routed to adapter %d HopID %d: %w", h.name, h.in, h.inHop, out, outHop, ErrPathBusy)
 			default:
-				e := nhi.PathEntry(h.out, uint16(h.outHop), nhi.DMACredits)
-				err = c.WriteConfig(ctx, hostRoute, ctl.SpacePath, h.in, uint16(nhi.PathEntryWords*h.inHop), e[:])
+				err = writeEntry(ctx, c, h, nhi.PathEntry(h.out, uint16(h.outHop), h.credits, h.fc))
 			}
 		}
 		if err != nil {
 			for _, d := range done {
-				clearEntry(ctx, c, d)
+				deactivate(ctx, c, d)
 			}
 			return fmt.Errorf("enable paths to %v: %w", route, err)
 		}
@@ -203,7 +251,7 @@ func DisableDMAPaths(ctx context.Context, c ConfigAccess, route ctl.Route, p DMA
 			continue
 		}
 		if out, outHop, valid := nhi.PathEntryTarget(cur); valid && out == h.out && int(outHop) == h.outHop {
-			errs = append(errs, clearEntry(ctx, c, h))
+			errs = append(errs, deactivateEntry(ctx, c, h, cur))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -212,10 +260,57 @@ func DisableDMAPaths(ctx context.Context, c ConfigAccess, route ctl.Route, p DMA
 	return nil
 }
 
-func clearEntry(ctx context.Context, c ConfigAccess, h hop) error {
-	err := c.WriteConfig(ctx, hostRoute, ctl.SpacePath, h.in, uint16(nhi.PathEntryWords*h.inHop), make([]uint32, nhi.PathEntryWords))
+// drainTimeout bounds the wait for a disabled hop's pending bit, as
+// __tb_path_deactivate_hop's 500 ms; drainPoll is its 10–20 µs sleep.
+const (
+	drainTimeout = 500 * time.Millisecond
+	drainPoll    = 10 * time.Microsecond
+)
+
+// deactivate takes one hop down as __tb_path_deactivate_hop does: enable
+// cleared with the rest of the entry kept, a wait until the hop has no
+// packets pending, then egress flow control and egress shared buffers
+// cleared. An entry already disabled is left alone.
+func deactivate(ctx context.Context, c ConfigAccess, h hop) error {
+	e, err := readEntry(ctx, c, h)
 	if err != nil {
-		return fmt.Errorf("%s: clear path entry: %w", h.name, err)
+		return err
+	}
+	return deactivateEntry(ctx, c, h, e)
+}
+
+// deactivateEntry is deactivate with the entry already read.
+func deactivateEntry(ctx context.Context, c ConfigAccess, h hop, e [nhi.PathEntryWords]uint32) error {
+	var err error
+	if e[0]&nhi.PathCS0Valid == 0 {
+		return nil
+	}
+	e[0] &^= nhi.PathCS0Valid
+	if err := writeEntry(ctx, c, h, e); err != nil {
+		return fmt.Errorf("%s: disable path entry: %w", h.name, err)
+	}
+	deadline := time.Now().Add(drainTimeout)
+	for {
+		if e, err = readEntry(ctx, c, h); err != nil {
+			return err
+		}
+		if e[1]&nhi.PathCS1Pending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: adapter %d HopID %d still has packets pending after %v: %w", h.name, h.in, h.inHop, drainTimeout, context.DeadlineExceeded)
+		}
+		if err := sleep(ctx, drainPoll); err != nil {
+			return err
+		}
+	}
+	e[1] &^= nhi.PathCS1EgressFC | nhi.PathCS1EgressShared
+	if err := writeEntry(ctx, c, h, e); err != nil {
+		return fmt.Errorf("%s: clear flow control: %w", h.name, err)
 	}
 	return nil
+}
+
+func writeEntry(ctx context.Context, c ConfigAccess, h hop, e [nhi.PathEntryWords]uint32) error {
+	return c.WriteConfig(ctx, hostRoute, ctl.SpacePath, h.in, uint16(nhi.PathEntryWords*h.inHop), e[:])
 }

@@ -95,9 +95,13 @@ func TestDMAPaths(t *testing.T) {
 		out     uint8
 		outHop  int
 		name    string
+		fc      uint32
+		credits uint8
 	}{
-		{1, 9, 5, host2.rx.Hop(), "DMA RX"},
-		{5, host2.tx.Hop(), 1, 8, "DMA TX"},
+		// RX: the destination hop, no egress flow control; credits
+		// min(60 total − 2 control, 14).
+		{1, 9, 5, host2.rx.Hop(), "DMA RX", nhi.PathCS1IngressFC, 14},
+		{5, host2.tx.Hop(), 1, 8, "DMA TX", nhi.PathCS1IngressFC | nhi.PathCS1EgressFC, 14},
 	} {
 		e := entry(t, host2, tc.adapter, tc.in)
 		out, outHop, valid := nhi.PathEntryTarget(e)
@@ -106,6 +110,8 @@ func TestDMAPaths(t *testing.T) {
 		require.Equal(t, uint16(tc.outHop), outHop, tc.name)
 		require.Equal(t, uint32(nhi.DMAPathPriority), e[1]&nhi.PathCS1PriorityMask>>nhi.PathCS1PriorityShift, tc.name)
 		require.Equal(t, uint32(nhi.DMAPathWeight), e[1]&nhi.PathCS1WeightMask, tc.name)
+		require.Equal(t, tc.fc, e[1]&(nhi.PathCS1IngressFC|nhi.PathCS1EgressFC|nhi.PathCS1IngressShared|nhi.PathCS1EgressShared), tc.name)
+		require.Equal(t, tc.credits, nhi.PathEntryCredits(e), tc.name)
 	}
 	roundTrip(t, host1, host2, "host1 to host2")
 	roundTrip(t, host2, host1, "host2 to host1")
@@ -137,4 +143,40 @@ func TestDMAPaths(t *testing.T) {
 	_, _, valid = nhi.PathEntryTarget(entry(t, host2, 5, host2.tx.Hop()))
 	require.False(t, valid)
 	require.NoError(t, xdomain.DisableDMAPaths(ctx, host2.ctl, 0x1, p2), "disabling twice is not an error")
+}
+
+// fewBuffers reports a lane adapter with only total buffers in ADP_CS_4.
+type fewBuffers struct {
+	xdomain.ConfigAccess
+	lane  uint8
+	total uint32
+}
+
+func (f fewBuffers) ReadConfig(ctx context.Context, route ctl.Route, space ctl.ConfigSpace, adapter uint8, offset uint16, length int) ([]uint32, error) {
+	w, err := f.ConfigAccess.ReadConfig(ctx, route, space, adapter, offset, length)
+	if err == nil && space == ctl.SpaceAdapter && adapter == f.lane && int(offset) <= nhi.AdpCS4 && int(offset)+length > nhi.AdpCS4 {
+		w[nhi.AdpCS4-int(offset)] = f.total << nhi.AdpCS4TotalBuffersShift
+	}
+	return w, err
+}
+
+func TestRxPathCreditsAreUsableCreditsAtMost14(t *testing.T) {
+	ctx := context.Background()
+	host := newPathHost(t)
+	for _, tc := range []struct {
+		total uint32
+		want  uint8
+	}{
+		{10, 8},  // 10 − 2 control credits
+		{16, 14}, // 14 usable: TB_DMA_CREDITS
+		{60, 14},
+		{1, 14}, // fewer than the control credits: Linux's unsigned subtraction wraps
+	} {
+		c := fewBuffers{ConfigAccess: host.ctl, lane: 1, total: tc.total}
+		p := xdomain.DMAPaths{ReceivePath: 9, ReceiveRing: host.rx.Hop(), TransmitPath: 8, TransmitRing: host.tx.Hop()}
+		require.NoError(t, xdomain.EnableDMAPaths(ctx, c, 0x1, p))
+		require.Equal(t, tc.want, nhi.PathEntryCredits(entry(t, host, 1, 9)), "total buffers %d", tc.total)
+		require.Equal(t, uint8(nhi.DMACredits), nhi.PathEntryCredits(entry(t, host, 5, host.tx.Hop())), "TX keeps 14")
+		require.NoError(t, xdomain.DisableDMAPaths(ctx, c, 0x1, p))
+	}
 }

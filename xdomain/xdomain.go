@@ -335,7 +335,9 @@ func (xd *XDomain) readProperties() error {
 	}
 
 	xd.mu.Lock()
-	stale := xd.haveGen && int32(gen-xd.info.Generation) <= 0
+	// Only a newer generation is taken, compared as Linux does (plain
+	// unsigned: a peer whose counter wraps is not re-read until replug).
+	stale := xd.haveGen && gen <= xd.info.Generation
 	xd.mu.Unlock()
 	if stale {
 		xd.setState(StateEnumerated)
@@ -351,9 +353,12 @@ func (xd *XDomain) readProperties() error {
 		xd.stats.dropped.Add(1)
 		return fmt.Errorf("properties of %s lack vendorid or deviceid", xd.ID)
 	}
+	// maxhopid as announced, whatever its value (populate_properties; 15
+	// when absent). Linux keeps it in an int, so a value above 2^31-1
+	// reads negative there too; below 8 no output HopID can be taken.
 	maxHopID := hopid.DefaultRemoteMax
-	if p := dir.Find("maxhopid", property.Value); p != nil && p.Value >= hopid.Min {
-		maxHopID = int(p.Value)
+	if p := dir.Find("maxhopid", property.Value); p != nil {
+		maxHopID = int(int32(p.Value))
 	}
 	xd.HopIDs.Out.SetMax(maxHopID)
 

@@ -184,5 +184,9 @@
 // What is not modelled: splitting frames into 256-byte tunnelled packets,
 // link-level (path) credits, lane bonding, intermediate device routers
 // (a peer at 0x503 is reached through lane adapter 3 directly) and
-// counters space.
+// counters space. The credit registers read as a real host router's do
+// (lane adapters: ADP_CS_4 total buffers 60, 2 credits on the control
+// path at HopID 0), so path set-up computes its credits as on hardware;
+// the credits written into path entries are stored, not enforced. A path
+// entry's pending bit always reads 0.
 package emu

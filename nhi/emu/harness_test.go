@@ -166,7 +166,11 @@ func waitEvent(tb testing.TB, th *testHost, unplug bool) *ctl.Event {
 // channel, as xdomain's path set-up does.
 func writePath(tb testing.TB, th *testHost, in uint8, inHop int, out uint8, outHop int) {
 	tb.Helper()
-	e := nhi.PathEntry(out, uint16(outHop), nhi.DMACredits)
+	fc := uint32(nhi.DMATxPathFC)
+	if out == nhiAdapter {
+		fc = nhi.DMARxPathFC
+	}
+	e := nhi.PathEntry(out, uint16(outHop), nhi.DMACredits, fc)
 	require.NoError(tb, th.ctl.WriteConfig(context.Background(), 0, ctl.SpacePath, in, uint16(nhi.PathEntryWords*inHop), e[:]))
 }
 

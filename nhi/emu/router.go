@@ -29,6 +29,11 @@ const (
 	intelVendorID     = 0x8086
 	emuDeviceID       = 0x7eb5 // an arbitrary ID marking the emulator
 	tbDMACredits      = 14     // TB_DMA_CREDITS
+	// laneTotalBuffers and laneControlCredits are a lane adapter's
+	// ADP_CS_4 total buffers and the initial credits of its control path
+	// (HopID 0), the values of Linux's KUnit host router model.
+	laneTotalBuffers   = 60
+	laneControlCredits = 2
 )
 
 // txRoute is where a TX ring's frames go: the TX path entry at the NHI
@@ -91,9 +96,16 @@ func newRouter(h *Host) *router {
 		hdr[nhi.AdpCS2] = typ
 		hdr[nhi.AdpCS3] = uint32(a) << nhi.AdpCS3AdapterShift
 		if typ != nhi.AdapterInactive {
-			hdr[nhi.AdpCS4] = tbDMACredits
+			buffers := uint32(tbDMACredits)
+			if typ == nhi.AdapterLane {
+				buffers = laneTotalBuffers
+			}
+			hdr[nhi.AdpCS4] = buffers << nhi.AdpCS4TotalBuffersShift
 			hdr[nhi.AdpCS5] = uint32(maxHop) | uint32(maxHop)<<nhi.AdpCS5MaxOutHopIDShift
 			rt.adapters[a].paths = make([]uint32, nhi.PathEntryWords*(maxHop+1))
+			if typ == nhi.AdapterLane {
+				rt.adapters[a].paths[nhi.PathEntryWords*nhi.ControlPathHopID] = laneControlCredits << nhi.PathCS0CreditsShift
+			}
 		}
 	}
 	rt.rebuild()
@@ -161,7 +173,10 @@ func isLane(a uint8) bool { return a >= firstLaneAdapter && a < firstLaneAdapter
 func (rt *router) clearPaths() {
 	rt.mu.Lock()
 	for a := range rt.adapters {
-		clear(rt.adapters[a].paths)
+		// HopID 0 is the control path, the hardware's own: it stays.
+		if p := rt.adapters[a].paths; len(p) > nhi.PathEntryWords {
+			clear(p[nhi.PathEntryWords:])
+		}
 	}
 	rt.rebuild()
 	rt.mu.Unlock()

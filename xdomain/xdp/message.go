@@ -203,6 +203,18 @@ type LinkStateStatusResponse struct {
 	SLW, TLW, SLS, TLS uint8
 }
 
+// Field values of LINK_STATE messages. They are the lane adapter's
+// register fields (tb_regs.h): SLW is LANE_ADP_CS_0's supported link width
+// (a bitmask), SLS its supported link speeds, TLW and TLS LANE_ADP_CS_1's
+// target link width and speed.
+const (
+	SupportedWidthSingle uint8 = 0x1 // one lane only
+	SupportedWidthDual   uint8 = 0x2 // LANE_ADP_CS_0_SUPPORTED_WIDTH_DUAL; Linux bonds only when SLW ≥ this
+	TargetWidthSingle    uint8 = 0x1 // LANE_ADP_CS_1_TARGET_WIDTH_SINGLE
+	TargetWidthDual      uint8 = 0x3 // LANE_ADP_CS_1_TARGET_WIDTH_DUAL
+	TargetSpeedGen3      uint8 = 0xc // LANE_ADP_CS_1_TARGET_SPEED_GEN3
+)
+
 // LinkStateChangeRequest asks the peer to change lane width and speed.
 type LinkStateChangeRequest struct {
 	Header
