@@ -20,6 +20,21 @@ type Device interface {
 	Close() error
 }
 
+// An InlineDevice is a Device that can run a vector's interrupt handler
+// itself, on the goroutine that raises the interrupt, instead of
+// signalling the vector's channel for the driver's goroutine to read: an
+// emulated NHI raises its interrupts from code (a cable's reader, a
+// doorbell's writer), and a hand-off to another goroutine would cost a
+// wake-up per delivery. The driver's handler reaps the vector's rings and
+// wakes their waiters; it never blocks and takes only the driver's ring
+// locks, so the device must not hold any lock of its own that a register
+// access of the driver takes while it calls the handler. A nil handler
+// goes back to signalling the channel.
+type InlineDevice interface {
+	Device
+	SetVectorHandler(vector int, handler func())
+}
+
 // Memory is a DMA buffer of a Device.
 type Memory interface {
 	// Bytes is the CPU view of the buffer, page-aligned.

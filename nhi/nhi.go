@@ -63,7 +63,8 @@ type Options struct {
 
 // Probe takes ownership of dev: it reads the ring count from CAPS, resets
 // the host router on v2 hardware, selects auto-clear interrupts, masks every
-// ring interrupt and starts one goroutine per interrupt vector.
+// ring interrupt and starts one goroutine per interrupt vector (an
+// InlineDevice runs the handlers itself instead).
 func Probe(dev Device, opts Options) (*NHI, error) {
 	log := opts.Logger
 	if log == nil {
@@ -88,6 +89,7 @@ func Probe(dev Device, opts Options) (*NHI, error) {
 	for i := range NotifyRegCount(hops) {
 		dev.Read32(RegRingNotifyBase + Reg(4*i)) // clear on read
 	}
+	inline, _ := dev.(InlineDevice)
 	for i, c := range dev.Vectors() {
 		if i >= MaxVectors {
 			break
@@ -95,6 +97,10 @@ func Probe(dev Device, opts Options) (*NHI, error) {
 		v := &vector{index: i, c: c}
 		v.rings.Store(&[]*Ring{})
 		n.vectors = append(n.vectors, v)
+		if inline != nil {
+			inline.SetVectorHandler(i, func() { v.reap() })
+			continue
+		}
 		n.wg.Add(1)
 		go n.serveVector(v)
 	}
@@ -133,9 +139,15 @@ func (n *NHI) serveVector(v *vector) {
 				return
 			}
 		}
-		for _, r := range *v.rings.Load() {
-			r.reap()
-		}
+		v.reap()
+	}
+}
+
+// reap is the interrupt handler of v's rings (ring_work): on serveVector's
+// goroutine, or on the device's own for an InlineDevice.
+func (v *vector) reap() {
+	for _, r := range *v.rings.Load() {
+		r.reap()
 	}
 }
 
@@ -160,6 +172,11 @@ func (n *NHI) Close() error {
 	}
 	close(n.done)
 	n.wg.Wait()
+	if inline, ok := n.dev.(InlineDevice); ok {
+		for _, v := range n.vectors {
+			inline.SetVectorHandler(v.index, nil)
+		}
+	}
 	return n.dev.Close()
 }
 

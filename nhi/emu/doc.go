@@ -60,7 +60,10 @@
 //
 // ConnectInProcess joins two hosts in one process: a TX frame is copied
 // straight from the sender's TX slot into the receiver's RX slot by the
-// sender's DMA engine. The engine is a goroutine per host; when it is idle,
+// sender's DMA engine. Interrupts run the driver's handler on the
+// goroutine that raises them (nhi.InlineDevice): a frame reaching an
+// idle ring wakes its blocked reader with no goroutine in between. The
+// engine is a goroutine per host; when it is idle,
 // a TX doorbell starts the transfer on the writer's goroutine instead of
 // waking it, and RX interrupts are raised once per batch of delivered
 // frames. Socket cables (Dial, Accept; unix or TCP, TCP on loopback

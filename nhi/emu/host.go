@@ -157,6 +157,21 @@ func (h *Host) Vectors() []<-chan struct{} {
 	return out
 }
 
+// SetVectorHandler makes vector i run handler on the goroutine that
+// raises it (a cable's reader, the DMA engine, a doorbell's writer)
+// instead of signalling its channel; nil goes back to the channel. emu
+// raises interrupts holding none of its locks (nhi.InlineDevice).
+func (h *Host) SetVectorHandler(i int, handler func()) {
+	if i < 0 || i >= len(h.irq.vectors) {
+		return
+	}
+	if handler == nil {
+		h.irq.vectors[i].handler.Store(nil)
+		return
+	}
+	h.irq.vectors[i].handler.Store(&handler)
+}
+
 func (h *Host) kick() {
 	if !h.idle.Load() {
 		return
@@ -308,4 +323,4 @@ func (h *Host) Counters() Counters {
 	}
 }
 
-var _ nhi.Device = (*Host)(nil)
+var _ nhi.InlineDevice = (*Host)(nil)

@@ -9,9 +9,11 @@ import (
 )
 
 // msix is one emulated MSI-X vector: a coalescing channel (like an
-// eventfd's counter) with the vector's throttling interval applied.
+// eventfd's counter) with the vector's throttling interval applied, or the
+// driver's handler, run on the raising goroutine (nhi.InlineDevice).
 type msix struct {
 	c        chan struct{}
+	handler  atomic.Pointer[func()]
 	interval atomic.Int64 // ns, from REG_INT_THROTTLING_RATE
 
 	mu      sync.Mutex
@@ -21,6 +23,10 @@ type msix struct {
 }
 
 func (v *msix) signal() {
+	if h := v.handler.Load(); h != nil {
+		(*h)()
+		return
+	}
 	select {
 	case v.c <- struct{}{}:
 	default:
@@ -28,7 +34,8 @@ func (v *msix) signal() {
 }
 
 // fire delivers the interrupt, delayed so that two deliveries are at
-// least the throttling interval apart.
+// least the throttling interval apart. The delivery runs with no lock of
+// the vector held (the handler reaps the driver's rings).
 func (v *msix) fire() {
 	interval := time.Duration(v.interval.Load())
 	if interval == 0 {
@@ -36,8 +43,8 @@ func (v *msix) fire() {
 		return
 	}
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	if v.pending {
+		v.mu.Unlock()
 		return // the deferred delivery covers this one
 	}
 	now := time.Now()
@@ -48,9 +55,11 @@ func (v *msix) fire() {
 		} else {
 			v.timer.Reset(wait)
 		}
+		v.mu.Unlock()
 		return
 	}
 	v.last = now
+	v.mu.Unlock()
 	v.signal()
 }
 

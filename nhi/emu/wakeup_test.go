@@ -2,6 +2,8 @@ package emu_test
 
 import (
 	"context"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -139,4 +141,33 @@ func TestFlushBelowHalfFull(t *testing.T) {
 		_, data := readFrame(t, s2.rx, waitLong)
 		require.Equal(t, pattern(make([]byte, 100), i), data)
 	}
+}
+
+// TestInterruptsRunInline: on the emulated NHI the driver's interrupt
+// handler runs on the goroutine that raises the interrupt (the cable's
+// reader, the engine, a doorbell's writer), so a frame reaching an idle
+// ring wakes its blocked reader with one hand-off: no vector goroutine
+// exists, and a blocked reader is still woken. A device that is not an
+// nhi.InlineDevice (the gate above) keeps the vector goroutines.
+func TestInterruptsRunInline(t *testing.T) {
+	vectorGoroutines := func() int {
+		buf := make([]byte, 1<<20)
+		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "nhi.(*NHI).serveVector")
+	}
+	before := vectorGoroutines()
+	f := newFabric(t, "inproc")
+	require.Equal(t, before, vectorGoroutines(), "vector goroutines on an emulated NHI")
+	newTestHostOn(t, "gated", func(d nhi.Device) nhi.Device { return gate(d) })
+	require.Greater(t, vectorGoroutines(), before, "a device without inline handlers got no vector goroutine")
+
+	s1 := openStream(t, f.host1, lane1, 8, 8, streamOpts{size: 32})
+	s2 := openStream(t, f.host2, lane2, 8, 8, streamOpts{size: 32})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	woken := make(chan error, 1)
+	go func() { woken <- s2.waitRx(ctx) }() // blocks on the RX ring's Notify
+	time.Sleep(10 * time.Millisecond)
+	_, err := s1.tx.Write(ctx, []byte("one frame"), pdfFrameStart, pdfData)
+	require.NoError(t, err)
+	require.NoError(t, <-woken)
 }
