@@ -110,8 +110,12 @@ func run(w io.Writer, addr string) bool {
 	}
 	e.dev = dev
 	irq, err := kernelIRQ(addr)
-	report("vfio-edu-open", fmt.Sprintf("%s through a type-1 IOMMU container, BAR0 mmapped, %d MSI vector on an eventfd; /proc/interrupts: %s",
-		addr, len(dev.Vectors()), irq), err)
+	cmd, cerr := pciCommand(addr)
+	if err == nil && cerr == nil && cmd&pciCommandMaster == 0 {
+		cerr = fmt.Errorf("PCI_COMMAND %#04x: bus mastering off after Open", cmd)
+	}
+	report("vfio-edu-open", fmt.Sprintf("%s through a type-1 IOMMU container, BAR0 mmapped, PCI_COMMAND %#04x (bus master), %d MSI vector on an eventfd; /proc/interrupts: %s",
+		addr, cmd, len(dev.Vectors()), irq), errors.Join(err, cerr))
 	for _, c := range checks {
 		ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
 		detail, err := c.run(ctx)
@@ -137,6 +141,24 @@ func run(w io.Writer, addr string) bool {
 	}
 	report("vfio-edu-close", "closed, reopened (id read again) and closed", err)
 	return ok
+}
+
+// PCI_COMMAND (pci_regs.h).
+const (
+	pciCommandOffset = 0x04
+	pciCommandMaster = 1 << 2
+)
+
+// pciCommand reads the device's PCI_COMMAND register through sysfs.
+func pciCommand(addr string) (uint16, error) {
+	b, err := os.ReadFile("/sys/bus/pci/devices/" + addr + "/config")
+	if err != nil {
+		return 0, err
+	}
+	if len(b) < pciCommandOffset+2 {
+		return 0, fmt.Errorf("config space of %s: %d bytes", addr, len(b))
+	}
+	return uint16(b[pciCommandOffset]) | uint16(b[pciCommandOffset+1])<<8, nil
 }
 
 // kernelIRQ returns the /proc/interrupts line of the MSI interrupt
