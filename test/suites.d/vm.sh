@@ -16,8 +16,10 @@
 # the .deb under test/vm/cache/, builds static Go binaries and the
 # initramfs, boots, shows the guest's results, progress and stall evidence
 # as they come, and prints one PASS/FAIL line per check and the benchmark
-# ratios, ending with `tally: passed=N failed=M skipped=K`. A check that
-# never reports (hang, timeout, crash) counts as failed. The e2e steps have
+# ratios, ending with `tally: passed=N failed=M skipped=K`. The checks
+# include nhi/vfio driving qemu's edu device behind an emulated IOMMU
+# (test/vm/vfio.sh). A check that never reports (hang, timeout, crash)
+# counts as failed. The e2e steps have
 # their own deadlines (test/vm/e2e.sh); the qemu timeout is the last resort.
 #
 # Environment:
@@ -181,9 +183,11 @@ stall=${TBSTREAM_VM_STALL:+ vmtest.stall=$TBSTREAM_VM_STALL}
 # test/vm/vfio.sh: a q35 machine with qemu's emulated Intel IOMMU (first, before
 # the devices it translates; interrupt remapping on, without which vfio's type-1
 # IOMMU refuses the group) and the edu test device, which keeps the default
-# 28-bit dma_mask.
+# 28-bit dma_mask. no_timer_check: with the IO-APIC behind interrupt remapping,
+# the kernel panics ("timer doesn't work through Interrupt-remapped IO-APIC")
+# when its early-boot check misses timer ticks, as a loaded TCG host makes it.
 vfio_qemu="-machine q35 -device intel-iommu,intremap=on -device edu"
-vfio_append="intel_iommu=on"
+vfio_append="intel_iommu=on no_timer_check"
 echo "vm: booting (timeout ${timeout_s}s)${stall:+, with$stall}"
 start=$(date +%s)
 # The guest's result, progress and stall lines are shown as they come.
