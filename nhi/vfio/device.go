@@ -73,7 +73,7 @@ func (i Interrupts) vfioIndex() uint32 {
 }
 
 // DefaultIOVABase is the first IOVA handed out to an NHI: above the 32-bit
-// space, where the x86 IOMMUs reserve the MSI window; zero stays unmapped.
+// space, clear of the MSI window x86 IOMMUs reserve below 4 GiB.
 const DefaultIOVABase = 1 << 32
 
 // Device is an NHI reached through VFIO. It implements nhi.Device.
@@ -129,8 +129,11 @@ func Open(addr string, opts Options) (*Device, error) {
 	if opts.DMABits > 0 && opts.DMABits < 64 {
 		limit = 1 << opts.DMABits
 	}
-	if opts.IOVABase%nhi.PageSize != 0 || (limit != 0 && opts.IOVABase >= limit) {
-		return nil, fmt.Errorf("vfio open %v: IOVA base %#x not page-aligned below the %d-bit DMA limit", a, opts.IOVABase, opts.DMABits)
+	if opts.IOVABase%nhi.PageSize != 0 {
+		return nil, fmt.Errorf("vfio open %v: IOVA base %#x not page-aligned", a, opts.IOVABase)
+	}
+	if limit != 0 && opts.IOVABase >= limit {
+		return nil, fmt.Errorf("vfio open %v: IOVA base %#x beyond the %d-bit DMA limit", a, opts.IOVABase, opts.DMABits)
 	}
 	group, err := iommuGroup(opts.Sysfs, a)
 	if err != nil {
