@@ -21,13 +21,60 @@ type Options struct {
 	// Sysfs and DevVFIO are the sysfs mount and the VFIO device directory;
 	// empty means /sys and /dev/vfio.
 	Sysfs, DevVFIO string
-	// Vectors is the number of MSI-X vectors to enable, at most
+	// Vectors is the number of interrupt vectors to enable, at most
 	// nhi.MaxVectors and the device's count; 0 means as many as possible.
 	Vectors int
+
+	// The fields below point Open at a PCI device other than an NHI (the
+	// VM suite drives qemu's edu test device with them). Their zero values
+	// are what package nhi needs.
+
+	// Interrupts is the interrupt type bound to eventfds: MSIX (the
+	// default, the NHI's) or MSI.
+	Interrupts Interrupts
+	// IOVABase is the first IOVA AllocDMA hands out, page-aligned and not
+	// zero; 0 means DefaultIOVABase.
+	IOVABase uint64
+	// DMABits is how many address bits the device drives: AllocDMA fails
+	// rather than hand out an IOVA at or above 1<<DMABits. 0 means 64.
+	DMABits int
 }
 
-// iovaBase is the first IOVA handed out; zero stays unmapped.
-const iovaBase = 1 << 32
+// Interrupts is the kind of PCI interrupt Open binds to eventfds, each
+// a VFIO IRQ index of its own (linux/vfio.h).
+type Interrupts int
+
+const (
+	// MSIX is VFIO_PCI_MSIX_IRQ_INDEX: up to nhi.MaxVectors vectors, one
+	// per ring interrupt, as a USB4 NHI has them. The default.
+	MSIX Interrupts = iota
+	// MSI is VFIO_PCI_MSI_IRQ_INDEX, plain MSI, for a device without
+	// MSI-X. An NHI is not driven this way: package nhi assigns rings to
+	// MSI-X vectors.
+	MSI
+)
+
+func (i Interrupts) String() string {
+	switch i {
+	case MSIX:
+		return "MSI-X"
+	case MSI:
+		return "MSI"
+	}
+	return fmt.Sprintf("Interrupts(%d)", int(i))
+}
+
+// vfioIndex is the VFIO IRQ index of i.
+func (i Interrupts) vfioIndex() uint32 {
+	if i == MSI {
+		return vfioPCIMSIIRQIndex
+	}
+	return vfioPCIMSIXIRQIndex
+}
+
+// DefaultIOVABase is the first IOVA handed out to an NHI: above the 32-bit
+// space, clear of the MSI window x86 IOMMUs reserve below 4 GiB.
+const DefaultIOVABase = 1 << 32
 
 // Device is an NHI reached through VFIO. It implements nhi.Device.
 type Device struct {
@@ -36,10 +83,14 @@ type Device struct {
 	group     int
 	device    int
 	bar       []byte
+	irq       Interrupts
 	vectors   []chan struct{}
 	eventfds  []*os.File
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+
+	// iovaLimit is the first IOVA the device cannot reach (0: none).
+	iovaLimit uint64
 
 	// mu protects nextIOVA and mappings.
 	mu       sync.Mutex
@@ -65,6 +116,25 @@ func Open(addr string, opts Options) (*Device, error) {
 	if opts.Vectors < 0 || opts.Vectors > nhi.MaxVectors {
 		return nil, fmt.Errorf("vfio open %v: %d vectors outside 0..%d", a, opts.Vectors, nhi.MaxVectors)
 	}
+	if opts.Interrupts != MSIX && opts.Interrupts != MSI {
+		return nil, fmt.Errorf("vfio open %v: unknown interrupt type %v", a, opts.Interrupts)
+	}
+	if opts.DMABits < 0 || opts.DMABits > 64 || (opts.DMABits > 0 && opts.DMABits <= 12) {
+		return nil, fmt.Errorf("vfio open %v: %d DMA address bits outside 13..64", a, opts.DMABits)
+	}
+	if opts.IOVABase == 0 {
+		opts.IOVABase = DefaultIOVABase
+	}
+	var limit uint64
+	if opts.DMABits > 0 && opts.DMABits < 64 {
+		limit = 1 << opts.DMABits
+	}
+	if opts.IOVABase%nhi.PageSize != 0 {
+		return nil, fmt.Errorf("vfio open %v: IOVA base %#x not page-aligned", a, opts.IOVABase)
+	}
+	if limit != 0 && opts.IOVABase >= limit {
+		return nil, fmt.Errorf("vfio open %v: IOVA base %#x beyond the %d-bit DMA limit", a, opts.IOVABase, opts.DMABits)
+	}
 	group, err := iommuGroup(opts.Sysfs, a)
 	if err != nil {
 		return nil, err
@@ -72,7 +142,8 @@ func Open(addr string, opts Options) (*Device, error) {
 	if strings.HasPrefix(group, "noiommu") {
 		return nil, fmt.Errorf("%w: %v is in a no-IOMMU VFIO group", ErrNoIOMMU, a)
 	}
-	d := &Device{addr: a, container: -1, group: -1, device: -1, nextIOVA: iovaBase, mappings: map[uint64]*memory{}}
+	d := &Device{addr: a, container: -1, group: -1, device: -1, irq: opts.Interrupts,
+		nextIOVA: opts.IOVABase, iovaLimit: limit, mappings: map[uint64]*memory{}}
 	if err := d.open(filepath.Join(opts.DevVFIO, "vfio"), filepath.Join(opts.DevVFIO, group), opts.Vectors); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("vfio open %v: %w", a, err)
@@ -131,7 +202,7 @@ func (d *Device) open(containerPath, groupPath string, vectors int) error {
 	if err := d.enableBusMaster(); err != nil {
 		return err
 	}
-	return d.enableMSIX(vectors)
+	return d.enableIRQs(vectors)
 }
 
 func (d *Device) region(index uint32) (regionInfo, error) {
@@ -176,17 +247,18 @@ func (d *Device) enableBusMaster() error {
 	return nil
 }
 
-func (d *Device) enableMSIX(want int) error {
-	info := irqInfo{argsz: sizeofIRQInfo, index: vfioPCIMSIXIRQIndex}
+// enableIRQs binds up to want vectors of d.irq's type to eventfds.
+func (d *Device) enableIRQs(want int) error {
+	info := irqInfo{argsz: sizeofIRQInfo, index: d.irq.vfioIndex()}
 	if _, err := ioctl(d.device, vfioDeviceGetIRQInfo, unsafe.Pointer(&info)); err != nil {
-		return fmt.Errorf("VFIO_DEVICE_GET_IRQ_INFO MSI-X: %w", err)
+		return fmt.Errorf("VFIO_DEVICE_GET_IRQ_INFO %v: %w", d.irq, err)
 	}
 	n := min(int(info.count), nhi.MaxVectors)
 	if want > 0 {
 		n = min(n, want)
 	}
 	if n == 0 {
-		return errors.New("device has no MSI-X vectors")
+		return fmt.Errorf("device has no %v vectors", d.irq)
 	}
 	fds := make([]int32, n)
 	for i := range fds {
@@ -195,14 +267,14 @@ func (d *Device) enableMSIX(want int) error {
 			return fmt.Errorf("eventfd: %w", err)
 		}
 		fds[i] = int32(fd)
-		f := os.NewFile(uintptr(fd), fmt.Sprintf("msix%d", i))
+		f := os.NewFile(uintptr(fd), fmt.Sprintf("%v vector %d", d.irq, i))
 		c := make(chan struct{}, 1)
 		d.eventfds = append(d.eventfds, f)
 		d.vectors = append(d.vectors, c)
 		d.wg.Add(1)
 		go d.forward(f, c)
 	}
-	return setIRQEventFDs(d.device, fds)
+	return setIRQEventFDs(d.device, d.irq, fds)
 }
 
 // forward turns eventfd counts into coalescing channel signals.
@@ -235,7 +307,8 @@ func (d *Device) Write32(off nhi.Reg, v uint32) {
 	}
 }
 
-// Vectors implements nhi.Device.
+// Vectors implements nhi.Device: the MSI-X vectors, or with Options.Interrupts
+// MSI the MSI vectors.
 func (d *Device) Vectors() []<-chan struct{} {
 	out := make([]<-chan struct{}, len(d.vectors))
 	for i, c := range d.vectors {
@@ -268,14 +341,14 @@ func (d *Device) AllocDMA(size int) (nhi.Memory, error) {
 		return nil, fmt.Errorf("vfio alloc dma: size %d out of range", size)
 	}
 	size = (size + nhi.PageSize - 1) &^ (nhi.PageSize - 1)
+	iova, err := d.reserveIOVA(size)
+	if err != nil {
+		return nil, err
+	}
 	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS)
 	if err != nil {
 		return nil, fmt.Errorf("vfio alloc dma: mmap %d bytes: %w", size, err)
 	}
-	d.mu.Lock()
-	iova := d.nextIOVA
-	d.nextIOVA += uint64(size) + nhi.PageSize
-	d.mu.Unlock()
 	m := dmaMap{argsz: sizeofDMAMap, flags: vfioDMAMapFlagRead | vfioDMAMapFlagWrite,
 		vaddr: uint64(uintptr(unsafe.Pointer(&mem[0]))), iova: iova, size: uint64(size)}
 	if _, err := ioctl(d.container, vfioIOMMUMapDMA, unsafe.Pointer(&m)); err != nil {
@@ -287,6 +360,20 @@ func (d *Device) AllocDMA(size int) (nhi.Memory, error) {
 	d.mappings[iova] = buf
 	d.mu.Unlock()
 	return buf, nil
+}
+
+// reserveIOVA hands out the IOVA for size bytes, leaving an unmapped page
+// after them so an overrun faults in the IOMMU. IOVAs are not reused.
+func (d *Device) reserveIOVA(size int) (uint64, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	iova := d.nextIOVA
+	end := iova + uint64(size)
+	if end < iova || (d.iovaLimit != 0 && end > d.iovaLimit) {
+		return 0, fmt.Errorf("vfio alloc dma: %d bytes at IOVA %#x pass the device's DMA limit %#x", size, iova, d.iovaLimit)
+	}
+	d.nextIOVA = end + nhi.PageSize
+	return iova, nil
 }
 
 func (d *Device) unmap(m *memory) error {
@@ -301,13 +388,13 @@ func (d *Device) unmap(m *memory) error {
 	return errors.Join(err, unix.Munmap(m.mem))
 }
 
-// Close disables MSI-X, unmaps DMA memory and BAR0 and closes the device,
+// Close disables the interrupts, unmaps DMA memory and BAR0 and closes the device,
 // group and container, in reverse order of Open.
 func (d *Device) Close() error {
 	var errs []error
 	d.closeOnce.Do(func() {
 		if d.device >= 0 && len(d.eventfds) > 0 {
-			errs = append(errs, setIRQEventFDs(d.device, nil))
+			errs = append(errs, setIRQEventFDs(d.device, d.irq, nil))
 		}
 		for _, f := range d.eventfds {
 			f.Close()

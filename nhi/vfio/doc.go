@@ -11,6 +11,11 @@
 //
 // It knows nothing of rings or packets; package nhi drives the device.
 //
+// Options.Interrupts (MSI instead of MSI-X), IOVABase and DMABits point
+// it at another PCI device: the VM suite (test/vm/vfio.sh) proves this
+// code on a real kernel with qemu's edu test device behind an emulated
+// IOMMU. Their zero values are the NHI's.
+//
 // Set-up, as root: bind the NHI to vfio-pci (echo vfio-pci >
 // /sys/bus/pci/devices/ADDR/driver_override, then bind), make sure the
 // IOMMU is on (intel_iommu=on or amd_iommu=on), then Open("0000:00:0d.2").

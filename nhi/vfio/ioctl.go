@@ -41,6 +41,7 @@ const (
 	vfioDMAMapFlagWrite      = 1 << 1
 	vfioPCIBAR0RegionIndex   = 0
 	vfioPCIConfigRegionIndex = 7
+	vfioPCIMSIIRQIndex       = 1
 	vfioPCIMSIXIRQIndex      = 2
 )
 
@@ -117,13 +118,13 @@ func ioctlValue(fd int, req uintptr, arg uintptr) (int, error) {
 	return int(r), nil
 }
 
-// setIRQEventFDs binds MSI-X vectors 0..len(fds)-1 to eventfds; no fds
+// setIRQEventFDs binds vectors 0..len(fds)-1 of irq to eventfds; no fds
 // disables them.
-func setIRQEventFDs(deviceFD int, fds []int32) error {
+func setIRQEventFDs(deviceFD int, irq Interrupts, fds []int32) error {
 	buf := make([]byte, sizeofIRQSet+4*len(fds))
 	set := (*irqSet)(unsafe.Pointer(&buf[0]))
 	set.argsz = uint32(len(buf))
-	set.index = vfioPCIMSIXIRQIndex
+	set.index = irq.vfioIndex()
 	set.count = uint32(len(fds))
 	set.flags = vfioIRQSetActionTrigger | vfioIRQSetDataEventFD
 	if len(fds) == 0 {
@@ -133,7 +134,7 @@ func setIRQEventFDs(deviceFD int, fds []int32) error {
 		*(*int32)(unsafe.Pointer(&buf[sizeofIRQSet+4*i])) = fd
 	}
 	if _, err := ioctl(deviceFD, vfioDeviceSetIRQs, unsafe.Pointer(&buf[0])); err != nil {
-		return fmt.Errorf("VFIO_DEVICE_SET_IRQS (%d MSI-X vectors): %w", len(fds), err)
+		return fmt.Errorf("VFIO_DEVICE_SET_IRQS (%d %v vectors): %w", len(fds), irq, err)
 	}
 	return nil
 }

@@ -168,3 +168,64 @@ func TestHardware(t *testing.T) {
 	require.Zero(t, r.RxReady())
 	r.Free()
 }
+
+func TestOpenValidatesDeviceOptions(t *testing.T) {
+	sysfs := fakeSysfs(t, []string{"7"}, "7")
+	for _, tc := range []struct {
+		name string
+		opts Options
+	}{
+		{"unknown interrupt type", Options{Interrupts: MSI + 1}},
+		{"negative DMA bits", Options{DMABits: -1}},
+		{"too few DMA bits", Options{DMABits: 12}},
+		{"too many DMA bits", Options{DMABits: 65}},
+		{"IOVA base not page-aligned", Options{IOVABase: 0x1000800}},
+		{"default IOVA base beyond the DMA limit", Options{DMABits: 28}},
+		{"IOVA base beyond the DMA limit", Options{DMABits: 28, IOVABase: 1 << 28}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.Sysfs, tc.opts.DevVFIO = sysfs, t.TempDir()
+			_, err := Open("0000:00:0d.2", tc.opts)
+			require.Error(t, err)
+			require.NotErrorIs(t, err, os.ErrNotExist, "refused before the VFIO nodes")
+		})
+	}
+	// Valid settings go on to the (absent) VFIO nodes.
+	for _, opts := range []Options{{}, {Interrupts: MSI, DMABits: 28, IOVABase: 1 << 24}, {DMABits: 64}} {
+		opts.Sysfs, opts.DevVFIO = sysfs, t.TempDir()
+		_, err := Open("0000:00:0d.2", opts)
+		require.ErrorIs(t, err, os.ErrNotExist, "%+v", opts)
+	}
+}
+
+// TestInterruptIndexes pins the VFIO IRQ indexes (enum order in
+// linux/vfio.h: INTX, MSI, MSIX, ERR, REQ) and that the default is MSI-X.
+func TestInterruptIndexes(t *testing.T) {
+	var zero Options
+	require.Equal(t, MSIX, zero.Interrupts)
+	require.Equal(t, uint32(2), MSIX.vfioIndex())
+	require.Equal(t, uint32(1), MSI.vfioIndex())
+	require.Equal(t, "MSI-X", MSIX.String())
+	require.Equal(t, "MSI", MSI.String())
+}
+
+func TestReserveIOVA(t *testing.T) {
+	d := &Device{nextIOVA: 1 << 24, iovaLimit: 1 << 28}
+	a, err := d.reserveIOVA(2 * nhi.PageSize)
+	require.NoError(t, err)
+	require.Equal(t, uint64(1<<24), a)
+	b, err := d.reserveIOVA(nhi.PageSize)
+	require.NoError(t, err)
+	require.Equal(t, a+3*nhi.PageSize, b, "one unmapped guard page between buffers")
+	// The last buffer may end exactly at the limit, not beyond it.
+	d.nextIOVA = 1<<28 - nhi.PageSize
+	_, err = d.reserveIOVA(2 * nhi.PageSize)
+	require.ErrorContains(t, err, "DMA limit")
+	c, err := d.reserveIOVA(nhi.PageSize)
+	require.NoError(t, err)
+	require.Equal(t, uint64(1<<28-nhi.PageSize), c)
+	// Without a limit only wrap-around is refused.
+	d = &Device{nextIOVA: 1<<64 - nhi.PageSize}
+	_, err = d.reserveIOVA(2 * nhi.PageSize)
+	require.Error(t, err)
+}

@@ -16,8 +16,10 @@
 # the .deb under test/vm/cache/, builds static Go binaries and the
 # initramfs, boots, shows the guest's results, progress and stall evidence
 # as they come, and prints one PASS/FAIL line per check and the benchmark
-# ratios, ending with `tally: passed=N failed=M skipped=K`. A check that
-# never reports (hang, timeout, crash) counts as failed. The e2e steps have
+# ratios, ending with `tally: passed=N failed=M skipped=K`. The checks
+# include nhi/vfio driving qemu's edu device behind an emulated IOMMU
+# (test/vm/vfio.sh). A check that never reports (hang, timeout, crash)
+# counts as failed. The e2e steps have
 # their own deadlines (test/vm/e2e.sh); the qemu timeout is the last resort.
 #
 # Environment:
@@ -53,6 +55,8 @@ checks=(modules host-tools node node-mode dd tar-gzip large-read ioctl go-nonblo
 if [ "$e2e" != none ]; then
   checks+=($(grep -oE '((ok|bad|skip) "|^step )e2e-[a-z0-9-]+' "$e2e" | sed 's/.*[" ]//' | awk '!seen[$0]++'))
 fi
+# test/vm/vfio.sh: nhi/vfio driving qemu's edu device (names in its edu_checks).
+checks+=($(sed -n '/^edu_checks="/,/"$/p' test/vm/vfio.sh | grep -oE 'vfio-edu-[a-z-]+'))
 
 work=$(mktemp -d -t tbstream-vm.XXXXXX)
 if [ -n "${TBSTREAM_VM_KEEP:-}" ]; then
@@ -107,18 +111,21 @@ fuse_modules="fs/fuse/fuse fs/fuse/cuse"
 p9_modules="drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev
   drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci fs/netfs/netfs fs/fscache/fscache
   net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p"
+# VFIO for test/vm/vfio.sh, in load order.
+vfio_modules="virt/lib/irqbypass drivers/vfio/vfio drivers/vfio/vfio_virqfd drivers/vfio/vfio_iommu_type1
+  drivers/vfio/pci/vfio-pci-core drivers/vfio/pci/vfio-pci"
 kdir=$cache/$kver
-if [ ! -s "$kdir/vmlinuz" ] || [ ! -s "$kdir/cuse.ko" ] || [ ! -f "$kdir/.modules-v2" ]; then
+if [ ! -s "$kdir/vmlinuz" ] || [ ! -s "$kdir/cuse.ko" ] || [ ! -f "$kdir/.modules-v3" ]; then
   echo "vm: extracting $kpkg"
   rm -rf "$kdir" "$work/x"
   mkdir -p "$kdir" "$work/x"
   globs=()
-  for m in $fuse_modules $p9_modules; do globs+=("./lib/modules/$kver/kernel/$m.ko*"); done
+  for m in $fuse_modules $p9_modules $vfio_modules; do globs+=("./lib/modules/$kver/kernel/$m.ko*"); done
   dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$work/x" --wildcards --no-wildcards-match-slash \
     "./boot/vmlinuz-$kver" "${globs[@]}" 2>/dev/null
   [ -s "$work/x/boot/vmlinuz-$kver" ] || fail_all "cannot extract $deb"
   cp "$work/x/boot/vmlinuz-$kver" "$kdir/vmlinuz"
-  for m in $fuse_modules $p9_modules; do
+  for m in $fuse_modules $p9_modules $vfio_modules; do
     f=$(ls "$work/x/lib/modules/$kver/kernel/$m.ko"* 2>/dev/null | head -n1)
     name=$(basename "$m")
     if [ -z "$f" ]; then
@@ -131,7 +138,7 @@ if [ ! -s "$kdir/vmlinuz" ] || [ ! -s "$kdir/cuse.ko" ] || [ ! -f "$kdir/.module
       *) cp "$f" "$kdir/$name.ko" ;;
     esac || fail_all "cannot unpack $f"
   done
-  touch "$kdir/.modules-v2"
+  touch "$kdir/.modules-v3"
   # The xz payload of vmlinuz is an ELF vmlinux that qemu boots directly
   # (PVH), sparing the slow decompressor under TCG. Optional.
   off=$(LC_ALL=C grep -aobP '\xfd7zXZ\x00' "$kdir/vmlinuz" | head -n1 | cut -d: -f1)
@@ -153,10 +160,14 @@ cp "$kdir"/*.ko "$stage/lib/modules/"
 for m in $p9_modules; do # load order, without the built-in ones
   [ -f "$kdir/$(basename "$m").ko" ] && basename "$m"
 done >"$stage/lib/modules/9p.order"
+for m in $vfio_modules; do
+  [ -f "$kdir/$(basename "$m").ko" ] && basename "$m"
+done >"$stage/lib/modules/vfio.order"
+cp test/vm/vfio.sh "$stage/vfio.sh"
 cp test/vm/gnu.sh "$stage/bin/gnu"
 mkdir -p "$stage/host"
 mknod "$stage/dev/console" c 5 1 || fail_all "mknod /dev/console"
-cmds="./test/vm/cmd/loopdev ./test/vm/cmd/vmcheck"
+cmds="./test/vm/cmd/loopdev ./test/vm/cmd/vmcheck ./test/vm/cmd/vfioedu"
 if [ "$e2e" != none ]; then
   cp "$e2e" "$stage/e2e.sh"
   cp test/e2e/discover.sh "$stage/bin/discover.sh"
@@ -169,13 +180,21 @@ done
 (cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1 >"$work/initrd.gz") || fail_all "cpio"
 
 stall=${TBSTREAM_VM_STALL:+ vmtest.stall=$TBSTREAM_VM_STALL}
+# test/vm/vfio.sh: a q35 machine with qemu's emulated Intel IOMMU (first, before
+# the devices it translates; interrupt remapping on, without which vfio's type-1
+# IOMMU refuses the group) and the edu test device, which keeps the default
+# 28-bit dma_mask. no_timer_check: with the IO-APIC behind interrupt remapping,
+# the kernel panics ("timer doesn't work through Interrupt-remapped IO-APIC")
+# when its early-boot check misses timer ticks, as a loaded TCG host makes it.
+vfio_qemu="-machine q35 -device intel-iommu,intremap=on -device edu"
+vfio_append="intel_iommu=on no_timer_check"
 echo "vm: booting (timeout ${timeout_s}s)${stall:+, with$stall}"
 start=$(date +%s)
 # The guest's result, progress and stall lines are shown as they come.
 timeout "$timeout_s" qemu-system-x86_64 -accel tcg,thread=single -m "$mem" -smp 2 -nographic -no-reboot \
-  -nic none -kernel "$kernel" -initrd "$work/initrd.gz" \
+  -nic none $vfio_qemu -kernel "$kernel" -initrd "$work/initrd.gz" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-  -append "console=ttyS0 quiet panic=-1 vmtest.mib=$mib$stall" </dev/null 2>&1 |
+  -append "console=ttyS0 quiet panic=-1 $vfio_append vmtest.mib=$mib$stall" </dev/null 2>&1 |
   tee "$work/serial.raw" | sed -u 's/\r//g' | grep --line-buffered -aE '^(VMTEST|VMPROGRESS|VMSTALL) ' | sed -u 's/^/vm guest: /'
 qrc=${PIPESTATUS[0]}
 echo "vm: qemu exited $qrc after $(($(date +%s) - start))s"

@@ -201,4 +201,11 @@ fi
 if [ -f /e2e.sh ]; then
   . /e2e.sh
 fi
+
+# nhi/vfio against qemu's edu device behind the emulated IOMMU
+# (test/vm/vfio.sh, copied in by vm.sh). Last: a device model that stops
+# the machine takes no other check's result with it.
+if [ -f /vfio.sh ]; then
+  . /vfio.sh
+fi
 finish
