@@ -86,8 +86,8 @@ type Ring struct {
 	pool       *TxPool
 	txBufs     []txRef
 	putScratch []int32
-	vector           int  // under NHI.mu; -1 without interrupts
-	ownVector        bool // throttling applies only to an unshared vector
+	vector     int  // under NHI.mu; -1 without interrupts
+	ownVector  bool // throttling applies only to an unshared vector
 
 	// db serializes the doorbell writes of posting (TxCommit, RxRelease),
 	// which happen after mu is released: the emulated NHI may run its DMA
