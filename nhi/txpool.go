@@ -36,8 +36,8 @@ type TxPoolStats struct {
 	Free int // in the pool; the others are reserved or posted
 }
 
-// AllocTxPool allocates a pool of buffers 4 KiB TX buffers from the NHI's
-// DMA memory.
+// AllocTxPool allocates a pool of that many 4 KiB TX buffers from the
+// NHI's DMA memory.
 func (n *NHI) AllocTxPool(buffers int) (*TxPool, error) {
 	if buffers < 1 || buffers > 1<<20 {
 		return nil, fmt.Errorf("alloc tx pool of %d buffers: %w", buffers, ErrInvalid)
@@ -78,11 +78,11 @@ func (p *TxPool) buffer(i int32) []byte {
 }
 
 // Reserve appends up to n free buffers to b, oldest first, and returns how
-// many it took (0 when none is free or the pool is closed). b must be
-// empty or hold buffers of p.
+// many it took: 0 when none is free, the pool is closed, or b holds
+// buffers of another pool (a TxBuffers holds one pool's).
 func (p *TxPool) Reserve(b *TxBuffers, n int) int {
 	if b.pool != nil && b.pool != p && len(b.idx) > 0 {
-		panic("nhi: TxBuffers mixes pools")
+		return 0
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -159,17 +159,6 @@ type TxBuffers struct {
 
 // Len returns the number of buffers held.
 func (b *TxBuffers) Len() int { return len(b.idx) }
-
-// Cap returns the bytes the buffers held can carry.
-func (b *TxBuffers) Cap() int { return len(b.idx) * SlotSize }
-
-// Pool returns the pool the buffers came from (nil when empty).
-func (b *TxBuffers) Pool() *TxPool {
-	if len(b.idx) == 0 {
-		return nil
-	}
-	return b.pool
-}
 
 // Runs returns the memory of the buffers held, in fill order, adjacent
 // buffers merged into one slice. It is valid until the next Reserve,

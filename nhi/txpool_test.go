@@ -99,6 +99,10 @@ func TestTxPoolLentBuffers(t *testing.T) {
 	require.Len(t, runs, 1, "a fresh pool lends one run")
 	require.Len(t, runs[0], 10*nhi.SlotSize)
 	require.Same(t, &mem.Bytes()[0], &runs[0][0], "the run is the pool's memory")
+	other, err := n.AllocTxPool(2)
+	require.NoError(t, err)
+	require.Zero(t, other.Reserve(&b, 1), "a TxBuffers holds one pool's buffers")
+	require.Equal(t, 2, other.Stats().Free)
 
 	posted, err := tx.TxCommit(&b, 9*nhi.SlotSize+100, 1, 2)
 	require.NoError(t, err)
