@@ -148,12 +148,13 @@ func (s *Server) read(ctx context.Context, req *Request, caller Caller) {
 		}
 	}
 	data := clip(res.Data, size)
+	n := total(data) // data is the device's until Done: not read after it
 	hdr := make([]byte, OutHeaderSize)
-	putOutHeader(hdr, OutHeaderSize+total(data), 0, req.Header.Unique)
+	putOutHeader(hdr, OutHeaderSize+n, 0, req.Header.Unique)
 	err = s.sendv(append([][]byte{hdr}, data...))
 	s.devDone(res.Done, err == nil)
 	if err == nil {
-		s.stats.ReadBytes.Add(uint64(total(data)))
+		s.stats.ReadBytes.Add(uint64(n))
 	}
 }
 

@@ -31,13 +31,32 @@
 //	    COMPLETED 0x2, POSTED/BUFFER_OVERRUN 0x4, INTERRUPT 0x8)
 //	+12 u32 time (0)
 //
-// Each Ring owns one contiguous DMA buffer of Size × 4 KiB; descriptor i
-// always uses slot i. TX: TxSlot gives the free slot at head, the caller
-// fills it in place and TxPost posts it (Write copies a byte slice into
-// ⌈n/4096⌉ frames). RX: Start posts Size-1 slots (RX is primed before any
-// path can deliver), RxFrame returns completed frames in place and
-// RxRelease re-posts their slots, which is also what returns E2E credits
-// to the sender.
+// TX buffers live in pools (TxPool: 4 KiB buffers in one DMA
+// allocation), not in ring slots: a TX descriptor carries any free buffer
+// of any pool of the NHI, the ring remembers which one per descriptor and
+// gives it back to its pool when the completion is reaped or the ring
+// stops. Every TX ring has a pool of its own of Size buffers; a user that
+// lends memory for longer than one call (the stream service lends WRITE
+// buffers to its CUSE server) allocates its own with AllocTxPool, which
+// outlives rings: Close frees its memory only once every buffer is back.
+// One batched API serves both: reserve buffers into a TxBuffers
+// (Ring.TxReserve from the ring's pool, as many as there are free
+// descriptors; TxPool.Reserve from another pool), fill them in place front to back
+// (Runs merges adjacent buffers), and post a prefix with Ring.TxCommit:
+// one doorbell, as many frames as there are free descriptors (a short
+// post of whole frames), the posted buffers leaving the TxBuffers;
+// Release gives back the rest. Free buffers go out oldest first, so a
+// steady stream gets contiguous runs. Ring.Write copies a byte slice
+// through the same calls.
+//
+//	free ──Reserve──► reserved ──TxCommit──► posted ──reaped or Stop──► free
+//	                     └───────────────── Release ─────────────────────┘
+//
+// RX rings keep one contiguous DMA buffer of Size × 4 KiB, descriptor i
+// always using slot i: Start posts Size-1 slots (RX is primed before any
+// path can deliver), RxGather returns completed frames in place (adjacent
+// slots merged) and RxRelease re-posts their slots, which is also what
+// returns E2E credits to the sender.
 //
 // Interrupt mode binds each started ring to an MSI-X vector (its own while
 // vectors last; throttling applies only then) and reaps completions on the

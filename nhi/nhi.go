@@ -206,7 +206,13 @@ func (n *NHI) allocRing(cfg RingConfig, rx bool) (*Ring, error) {
 		r.descMem.Free()
 		return nil, fmt.Errorf("alloc %s ring slots: %w", kind, err)
 	}
-	r.desc, r.slots, r.slotIOVA = r.descMem.Bytes(), r.slotMem.Bytes(), r.slotMem.IOVA()
+	r.desc = r.descMem.Bytes()
+	if rx {
+		r.slots, r.slotIOVA = r.slotMem.Bytes(), r.slotMem.IOVA()
+	} else {
+		// TX buffers are a pool: descriptors take any free one.
+		r.pool, r.txBufs = newTxPool(r.slotMem, cfg.Size), make([]txRef, cfg.Size)
+	}
 
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -161,21 +161,24 @@ func TestStartStopRegisters(t *testing.T) {
 	}
 	require.Equal(t, []uint32{63}, doorbells, "RX primed with size-1 descriptors, one doorbell")
 
-	runs, err := tx.TxReserve(nil, 1)
+	var b nhi.TxBuffers
+	require.NoError(t, tx.TxReserve(&b, 1))
+	copy(b.Runs()[0], "x")
+	_, err = tx.TxCommit(&b, 1, 1, 2)
 	require.NoError(t, err)
-	copy(runs[0], "x")
-	require.NoError(t, tx.TxCommit(1, 1, 2))
 	w := rec.take()
 	require.Equal(t, regWrite{nhi.TxRingReg(2, nhi.RingIndices), 1 << 16}, w[len(w)-1])
 
+	require.NoError(t, tx.TxReserve(&b, 1)) // committed after the stop
 	require.Equal(t, 1, tx.Stop(), "no path: the frame was still in flight")
 	rx.Stop()
 	require.Zero(t, h.Read32(nhi.TxOptionsReg(2, 0)))
 	require.Zero(t, h.Read32(nhi.RxRingReg(2, nhi.RingSizeReg)))
 	require.Zero(t, h.Read32(nhi.RegRingInterruptBase)&(1<<2|1<<(12+2)))
-	require.ErrorIs(t, tx.TxCommit(1, 1, 2), nhi.ErrShutdown)
-	_, err = tx.TxReserve(nil, 1)
+	_, err = tx.TxCommit(&b, 1, 1, 2)
 	require.ErrorIs(t, err, nhi.ErrShutdown)
+	b.Release()
+	require.ErrorIs(t, tx.TxReserve(&b, 1), nhi.ErrShutdown)
 	tx.Free()
 	rx.Free()
 }
@@ -213,31 +216,37 @@ func TestTxBatch(t *testing.T) {
 	defer tx.Free()
 	rec.take()
 
-	runs, err := tx.TxReserve(nil, 3)
-	require.NoError(t, err)
-	require.Equal(t, []int{3 * nhi.SlotSize}, runLens(runs), "3 of 7 free slots, one run")
-	require.NoError(t, tx.TxCommit(nhi.SlotSize+10, 1, 2), "a partial fill: two frames")
+	var b nhi.TxBuffers
+	require.NoError(t, tx.TxReserve(&b, 3))
+	require.Equal(t, []int{3 * nhi.SlotSize}, runLens(b.Runs()), "3 of 7 free slots, one run")
+	n2, err := tx.TxCommit(&b, nhi.SlotSize+10, 1, 2)
+	require.NoError(t, err, "a partial fill: two frames")
+	require.Equal(t, nhi.SlotSize+10, n2)
+	require.Equal(t, 1, b.Len(), "the unfilled buffer stays reserved")
+	b.Release()
 	require.Equal(t, []uint32{2}, txDoorbells(rec.take(), 3), "one doorbell for both")
 	require.Eventually(t, func() bool { return tx.TxFree() == 7 }, 5*time.Second, time.Millisecond)
 
-	runs, err = tx.TxReserve(nil, 100)
-	require.NoError(t, err)
-	require.Equal(t, []int{6 * nhi.SlotSize, 1 * nhi.SlotSize}, runLens(runs), "slots 2..7, then 0: the wrap splits the run")
-	for i, run := range runs {
+	require.NoError(t, tx.TxReserve(&b, 100))
+	require.Equal(t, []int{5 * nhi.SlotSize, nhi.SlotSize, nhi.SlotSize}, runLens(b.Runs()),
+		"oldest free first: buffers 3..7, then 2 (given back unused), then 0 (completed after)")
+	for i, run := range b.Runs() {
 		for j := range run {
 			run[j] = byte(i + 1)
 		}
 	}
-	require.NoError(t, tx.TxCommit(7*nhi.SlotSize, 1, 2))
+	_, err = tx.TxCommit(&b, 7*nhi.SlotSize, 1, 2)
+	require.NoError(t, err)
 	require.Equal(t, []uint32{1}, txDoorbells(rec.take(), 3), "head wrapped to 1, one doorbell for 7 frames")
 	require.Eventually(t, func() bool { return h.Counters().TxNoPath == 9 }, 5*time.Second, time.Millisecond,
 		"every frame went to the (missing) path")
 	require.EqualValues(t, 9, tx.Stats().Posted)
 
-	require.ErrorIs(t, tx.TxCommit(8*nhi.SlotSize, 1, 2), nhi.ErrRingFull, "more than the ring holds")
-	require.ErrorIs(t, tx.TxCommit(0, 1, 2), nhi.ErrInvalid)
-	_, err = tx.TxReserve(nil, 0)
+	_, err = tx.TxCommit(&b, 8*nhi.SlotSize, 1, 2)
+	require.ErrorIs(t, err, nhi.ErrInvalid, "more than the buffers hold")
+	_, err = tx.TxCommit(&b, 0, 1, 2)
 	require.ErrorIs(t, err, nhi.ErrInvalid)
+	require.ErrorIs(t, tx.TxReserve(&b, 0), nhi.ErrInvalid)
 }
 
 // TestTxBatchRingFull: with E2E and no path frames wait; the ring fills
@@ -248,14 +257,13 @@ func TestTxBatchRingFull(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, tx.Start())
 	defer tx.Free()
-	runs, err := tx.TxReserve(nil, 10)
+	var b nhi.TxBuffers
+	require.NoError(t, tx.TxReserve(&b, 10))
+	require.Equal(t, []int{3 * nhi.SlotSize}, runLens(b.Runs()))
+	_, err = tx.TxCommit(&b, 3*nhi.SlotSize, 1, 2)
 	require.NoError(t, err)
-	require.Equal(t, []int{3 * nhi.SlotSize}, runLens(runs))
-	require.NoError(t, tx.TxCommit(3*nhi.SlotSize, 1, 2))
 	require.Zero(t, tx.TxFree())
-	_, err = tx.TxReserve(nil, 1)
-	require.ErrorIs(t, err, nhi.ErrRingFull)
-	require.ErrorIs(t, tx.TxCommit(1, 1, 2), nhi.ErrRingFull)
+	require.ErrorIs(t, tx.TxReserve(&b, 1), nhi.ErrRingFull)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	require.ErrorIs(t, tx.WaitTx(ctx), context.DeadlineExceeded)
@@ -273,7 +281,11 @@ func TestRawRingLimits(t *testing.T) {
 	tx, err := n.AllocTxRing(nhi.RingConfig{Hop: 4, Size: 8, Flags: nhi.RingNoInterrupt})
 	require.NoError(t, err)
 	require.NoError(t, tx.Start())
-	require.ErrorIs(t, tx.TxCommit(257, 1, 1), nhi.ErrInvalid)
+	var b nhi.TxBuffers
+	require.NoError(t, tx.TxReserve(&b, 1))
+	_, err = tx.TxCommit(&b, 257, 1, 1)
+	require.ErrorIs(t, err, nhi.ErrInvalid)
+	b.Release()
 	_, err = tx.Write(context.Background(), make([]byte, 257), 1, 1)
 	require.ErrorIs(t, err, nhi.ErrInvalid)
 	require.Zero(t, h.Read32(nhi.RegRingInterruptBase)&(1<<4), "busy-poll ring has no interrupt")

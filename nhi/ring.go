@@ -57,12 +57,17 @@ type RingStats struct {
 	Posted, Completed, Canceled uint64
 }
 
-// Ring is one TX or RX ring with its zero-copy slots: one contiguous DMA
-// buffer of Size × 4 KiB, descriptor i always using slot i. The data path
-// works in batches: TX callers reserve free slots (TxReserve), fill them in
-// place and post what they filled with one doorbell (TxCommit); RX callers
-// gather completed frames in place, adjacent slots merged into one slice
-// (RxGather), and hand the slots back with one doorbell (RxRelease).
+// Ring is one TX or RX ring with its zero-copy buffers. An RX ring has one
+// contiguous DMA buffer of Size × 4 KiB, descriptor i always using slot i.
+// A TX ring's descriptors carry buffers of any TxPool: its own pool of
+// Size buffers, or a pool its user lends from (see TxPool); each
+// descriptor remembers its buffer and gives it back when it completes or
+// the ring stops. The data path works in batches: TX callers reserve
+// buffers (TxReserve from the ring's own pool, TxPool.Reserve from
+// another), fill them in place and post what they filled with one
+// doorbell (TxCommit); RX callers gather completed frames in place,
+// adjacent slots merged into one slice (RxGather), and hand the slots back
+// with one doorbell (RxRelease).
 //
 // A Ring is safe for concurrent use, but frames are ordered: one producer
 // (TX) or one consumer (RX) at a time is the intended use.
@@ -72,11 +77,17 @@ type Ring struct {
 	rx               bool
 	size             int
 	cfg              RingConfig
-	descMem, slotMem Memory
+	descMem, slotMem Memory // a TX ring's slotMem is its pool's memory
 	desc, slots      []byte
 	slotIOVA         uint64
-	vector           int  // under NHI.mu; -1 without interrupts
-	ownVector        bool // throttling applies only to an unshared vector
+	// TX: the ring's own buffers (TxReserve); txBufs[i] is the buffer
+	// descriptor i carries while it is posted (under mu), putScratch the
+	// reap's list of buffers to give back.
+	pool       *TxPool
+	txBufs     []txRef
+	putScratch []int32
+	vector     int  // under NHI.mu; -1 without interrupts
+	ownVector  bool // throttling applies only to an unshared vector
 
 	// db serializes the doorbell writes of posting (TxCommit, RxRelease),
 	// which happen after mu is released: the emulated NHI may run its DMA
@@ -99,6 +110,12 @@ type Ring struct {
 	stats      RingStats
 }
 
+// txRef is the buffer a posted TX descriptor carries.
+type txRef struct {
+	pool *TxPool
+	idx  int32
+}
+
 // Hop returns the ring index (the NHI adapter HopID of its path).
 func (r *Ring) Hop() int { return r.hop }
 
@@ -108,8 +125,8 @@ func (r *Ring) Size() int { return r.size }
 // IsRx reports whether r is an RX ring.
 func (r *Ring) IsRx() bool { return r.rx }
 
-// Slot returns the 4 KiB buffer of slot i.
-func (r *Ring) Slot(i int) []byte { return r.slots[i*SlotSize : (i+1)*SlotSize : (i+1)*SlotSize] }
+// slot returns the 4 KiB buffer of RX slot i.
+func (r *Ring) slot(i int) []byte { return r.slots[i*SlotSize : (i+1)*SlotSize : (i+1)*SlotSize] }
 
 func (r *Ring) name() string {
 	if r.rx {
@@ -295,6 +312,9 @@ func (r *Ring) Stop() int {
 	r.reapLocked() // completions that raced with the stop still count
 	canceled := (r.head - r.tail + r.size) % r.size
 	r.stats.Canceled += uint64(canceled)
+	if !r.rx {
+		r.putTxBufsLocked(r.tail, canceled)
+	}
 	r.head, r.tail, r.cons = 0, 0, 0
 	r.running = false
 	r.wakeLocked()
@@ -313,7 +333,11 @@ func (r *Ring) Free() {
 	r.freed = true
 	r.unlock()
 	r.nhi.releaseRing(r)
-	r.slotMem.Free()
+	if r.rx {
+		r.slotMem.Free()
+	} else {
+		r.pool.Close() // its memory goes once every buffer is back
+	}
 	r.descMem.Free()
 }
 
@@ -350,10 +374,13 @@ func (r *Ring) reapLocked() int {
 	if !r.running {
 		return 0
 	}
-	n := 0
+	n, from := 0, r.tail
 	for r.tail != r.head && LoadDescControl(r.desc, r.tail)&DescFlagCompleted != 0 {
 		r.tail = (r.tail + 1) % r.size
 		n++
+	}
+	if n > 0 && !r.rx {
+		r.putTxBufsLocked(from, n)
 	}
 	if n > 0 {
 		r.stats.Completed += uint64(n)
@@ -361,6 +388,28 @@ func (r *Ring) reapLocked() int {
 		r.notify = true
 	}
 	return n
+}
+
+// putTxBufsLocked gives the buffers of the n TX descriptors from
+// descriptor from on back to their pools, one call per run of one pool.
+func (r *Ring) putTxBufsLocked(from, n int) {
+	var pool *TxPool
+	put := r.putScratch[:0]
+	for i := range n {
+		d := (from + i) % r.size
+		ref := r.txBufs[d]
+		r.txBufs[d] = txRef{}
+		if ref.pool != pool && len(put) > 0 {
+			pool.put(put)
+			put = put[:0]
+		}
+		pool = ref.pool
+		put = append(put, ref.idx)
+	}
+	if len(put) > 0 {
+		pool.put(put)
+	}
+	r.putScratch = put[:0]
 }
 
 // unlock releases mu and then runs the Notify that reaping or stopping
@@ -466,67 +515,77 @@ func (r *Ring) txReadyLocked() error {
 	return nil
 }
 
-// TxReserve appends to dst the free TX slots, at most maxFrames of them, in
-// posting order: at most two runs of contiguous slot memory (the end of the
-// ring splits them), each a multiple of SlotSize long. Fill them front to
+// TxReserve reserves into b buffers of the ring's own pool, as many as
+// the ring has free descriptors and at most maxFrames, oldest first (so
+// mostly contiguous: b.Runs merges adjacent buffers). Fill them front to
 // back and post what was filled with TxCommit; nothing is posted before.
-// ErrRingFull when no slot is free.
-func (r *Ring) TxReserve(dst [][]byte, maxFrames int) ([][]byte, error) {
+// ErrRingFull when no descriptor is free. b must be empty or hold buffers
+// of the ring's pool.
+func (r *Ring) TxReserve(b *TxBuffers, maxFrames int) error {
 	if r.rx || maxFrames < 1 {
-		return dst, fmt.Errorf("%s: reserve %d frames: %w", r.name(), maxFrames, ErrInvalid)
+		return fmt.Errorf("%s: reserve %d frames: %w", r.name(), maxFrames, ErrInvalid)
 	}
 	r.mu.Lock()
 	defer r.unlock()
 	if err := r.txReadyLocked(); err != nil {
-		return dst, err
+		return err
 	}
-	free := min(r.size-1-r.inFlightLocked(), maxFrames)
-	first := min(free, r.size-r.head)
-	end := (r.head + first) * SlotSize
-	dst = append(dst, r.slots[r.head*SlotSize:end:end])
-	if rest := free - first; rest > 0 {
-		dst = append(dst, r.slots[:rest*SlotSize:rest*SlotSize])
+	// The pool has Size buffers and at most Size-1 are posted: one is
+	// free for every free descriptor unless another reservation holds it.
+	if r.pool.Reserve(b, min(r.size-1-r.inFlightLocked(), maxFrames)) == 0 {
+		return fmt.Errorf("%s: reserve: %w", r.name(), ErrRingFull)
 	}
-	return dst, nil
+	return nil
 }
 
-// TxCommit posts n bytes that fill the slots TxReserve returned, front to
-// back: in frame mode as ⌈n/4096⌉ frames (full ones, then the tail), on a
-// raw ring as one frame of at most 256 bytes; every frame carries the PDFs
-// sof and eof. One doorbell announces them all.
-func (r *Ring) TxCommit(n int, sof, eof uint8) error {
+// TxCommit posts the first n bytes of b's buffers, filled front to back:
+// in frame mode as ⌈n/4096⌉ frames (full ones, then the tail), as many of
+// them as the ring has free descriptors (then n is cut to the full frames
+// that fit: a short post); on a raw ring as one frame of at most 256
+// bytes. Every frame carries the PDFs sof and eof, one doorbell announces
+// them all, and the posted buffers leave b: each goes back to its pool
+// when its descriptor completes or the ring stops. It returns the bytes
+// posted; ErrRingFull when no descriptor is free.
+func (r *Ring) TxCommit(b *TxBuffers, n int, sof, eof uint8) (int, error) {
 	frames, max := (n+SlotSize-1)/SlotSize, MaxFrameSize
 	if r.cfg.Flags&RingFrame == 0 {
 		frames, max = 1, FrameSize
 	}
-	if r.rx || n < 1 || (frames == 1 && n > max) {
-		return fmt.Errorf("%s: post %d bytes: %w", r.name(), n, ErrInvalid)
+	if r.rx || n < 1 || (frames == 1 && n > max) || frames > b.Len() {
+		return 0, fmt.Errorf("%s: post %d bytes of %d buffers: %w", r.name(), n, b.Len(), ErrInvalid)
 	}
 	r.db.Lock()
 	defer r.db.Unlock()
 	r.mu.Lock()
 	if !r.running {
 		r.unlock()
-		return fmt.Errorf("%s: %w", r.name(), ErrShutdown)
+		return 0, fmt.Errorf("%s: %w", r.name(), ErrShutdown)
 	}
 	r.reapLocked()
-	if frames > r.size-1-r.inFlightLocked() {
-		r.unlock()
-		return fmt.Errorf("%s: post %d frames: %w", r.name(), frames, ErrRingFull)
+	if free := r.size - 1 - r.inFlightLocked(); frames > free {
+		if free == 0 || r.cfg.Flags&RingFrame == 0 {
+			r.unlock()
+			return 0, fmt.Errorf("%s: post %d frames: %w", r.name(), frames, ErrRingFull)
+		}
+		frames, n = free, free*SlotSize
 	}
-	for ; n > 0; n -= SlotSize {
-		size, flags := min(n, SlotSize), r.descFlags()
+	pool := b.pool
+	for i, left := 0, n; i < frames; i, left = i+1, left-SlotSize {
+		size, flags := min(left, SlotSize), r.descFlags()
 		if r.cfg.Flags&RingFrame != 0 {
 			flags = r.txFlagsLocked(r.inFlightLocked() + 1)
 		}
-		StoreDesc(r.desc, r.head, r.slotIOVA+uint64(r.head*SlotSize), ControlWord(size, sof, eof, flags))
+		idx := b.idx[i]
+		r.txBufs[r.head] = txRef{pool: pool, idx: idx}
+		StoreDesc(r.desc, r.head, pool.iova+uint64(idx)*SlotSize, ControlWord(size, sof, eof, flags))
 		r.head = (r.head + 1) % r.size
 		r.stats.Posted++
 	}
 	head := r.head
 	r.unlock()
+	b.drop(frames)
 	r.doorbell(head)
-	return nil
+	return n, nil
 }
 
 // WaitTx blocks until a TX slot is free.
@@ -542,11 +601,11 @@ func (r *Ring) Write(ctx context.Context, p []byte, sof, eof uint8) (int, error)
 	if r.cfg.Flags&RingFrame == 0 && len(p) > FrameSize {
 		return 0, fmt.Errorf("%s: write %d bytes: %w", r.name(), len(p), ErrInvalid)
 	}
-	var runs [][]byte
+	var b TxBuffers
+	defer b.Release()
 	done := 0
 	for done < len(p) {
-		var err error
-		runs, err = r.TxReserve(runs[:0], (len(p)-done+SlotSize-1)/SlotSize)
+		err := r.TxReserve(&b, (len(p)-done+SlotSize-1)/SlotSize)
 		if errors.Is(err, ErrRingFull) {
 			if err = r.WaitTx(ctx); err == nil {
 				continue
@@ -556,13 +615,15 @@ func (r *Ring) Write(ctx context.Context, p []byte, sof, eof uint8) (int, error)
 			return done, err
 		}
 		n := 0
-		for _, run := range runs {
+		for _, run := range b.Runs() {
 			n += copy(run, p[done+n:])
 		}
-		if err := r.TxCommit(n, sof, eof); err != nil {
+		posted, err := r.TxCommit(&b, n, sof, eof)
+		done += posted
+		if err != nil && !errors.Is(err, ErrRingFull) {
 			return done, err
 		}
-		done += n
+		b.Release() // what did not fit is filled again from p
 	}
 	return done, nil
 }
@@ -596,7 +657,7 @@ func (r *Ring) frameLocked(idx int) Frame {
 	w := LoadDescControl(r.desc, idx)
 	size := ControlSize(w)
 	return Frame{
-		Data:  r.Slot(idx)[:size:size],
+		Data:  r.slot(idx)[:size:size],
 		SOF:   ControlSOF(w),
 		EOF:   ControlEOF(w),
 		Flags: w & (DescFlagCRCError | DescFlagBufferOverrun),

@@ -56,18 +56,21 @@ type (
 		Streams  []streamJSON `json:"streams"`
 	}
 	streamJSON struct {
-		Name          string `json:"name"`
-		Index         int    `json:"index"`
-		Device        string `json:"device"`
-		InHopID       int    `json:"in_hopid"`
-		OutHopID      int    `json:"out_hopid"`
-		RingSize      int    `json:"ring_size"`
-		Throttling    uint32 `json:"throttling"`
-		BusyPoll      bool   `json:"busy_poll"`
-		State         string `json:"state"`
-		Open          int    `json:"open"`
-		TxBytes       uint64 `json:"tx_bytes"`
-		TxFrames      uint64 `json:"tx_frames"`
+		Name       string `json:"name"`
+		Index      int    `json:"index"`
+		Device     string `json:"device"`
+		InHopID    int    `json:"in_hopid"`
+		OutHopID   int    `json:"out_hopid"`
+		RingSize   int    `json:"ring_size"`
+		Throttling uint32 `json:"throttling"`
+		BusyPoll   bool   `json:"busy_poll"`
+		State      string `json:"state"`
+		Open       int    `json:"open"`
+		TxBytes    uint64 `json:"tx_bytes"`
+		TxFrames   uint64 `json:"tx_frames"`
+		// TxLentBytes: bytes of tx_bytes posted from the buffers lent to
+		// the CUSE server, with no copy in user space.
+		TxLentBytes   uint64 `json:"tx_lent_bytes"`
 		RxBytes       uint64 `json:"rx_bytes"`
 		RxFrames      uint64 `json:"rx_frames"`
 		RxFrameErrors uint64 `json:"rx_frame_errors"`
@@ -100,7 +103,7 @@ func listJSONOf(st daemon.Status) hostJSON {
 			gj.Streams = append(gj.Streams, streamJSON{
 				Name: s.Name, Index: s.Index, Device: s.Device, InHopID: s.InHopID, OutHopID: s.OutHopID,
 				RingSize: s.RingSize, Throttling: s.Throttling, BusyPoll: s.BusyPoll, State: s.State, Open: s.Users,
-				TxBytes: s.TxBytes, TxFrames: s.TxFrames, RxBytes: s.RxBytes, RxFrames: s.RxFrames,
+				TxBytes: s.TxBytes, TxFrames: s.TxFrames, TxLentBytes: s.TxLentBytes, RxBytes: s.RxBytes, RxFrames: s.RxFrames,
 				RxFrameErrors: s.RxFrameErrors, Undelivered: s.Undelivered,
 			})
 		}

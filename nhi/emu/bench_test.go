@@ -95,25 +95,26 @@ func transfer(tb testing.TB, s1, s2 *stream, src, dst []byte, frames int, endToE
 	errc := make(chan error, 1)
 	go func() {
 		off := 0
+		var b nhi.TxBuffers
 		for i := range frames {
-			runs, err := s1.tx.TxReserve(nil, 1)
+			err := s1.tx.TxReserve(&b, 1)
 			if errors.Is(err, nhi.ErrRingFull) {
 				if err = s1.tx.WaitTx(ctx); err == nil {
-					runs, err = s1.tx.TxReserve(nil, 1)
+					err = s1.tx.TxReserve(&b, 1)
 				}
 			}
 			if err != nil {
 				errc <- err
 				return
 			}
-			slot := runs[0]
+			slot := b.Runs()[0]
 			if endToEnd {
 				copy(slot, src[off:off+nhi.SlotSize])
 				off = (off + nhi.SlotSize) % len(src)
 			} else {
 				slot[0] = byte(i)
 			}
-			if err := s1.tx.TxCommit(nhi.SlotSize, pdfFrameStart, pdfData); err != nil {
+			if _, err := s1.tx.TxCommit(&b, nhi.SlotSize, pdfFrameStart, pdfData); err != nil {
 				errc <- err
 				return
 			}

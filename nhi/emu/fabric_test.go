@@ -192,7 +192,6 @@ func TestStopCancelsInFlight(t *testing.T) {
 			// host2 has no RX path yet: no credits, the frames stay in flight.
 			require.Equal(t, 5, s1.tx.Stop())
 			require.Equal(t, uint64(5), s1.tx.Stats().Canceled)
-			require.ErrorIs(t, s1.tx.TxCommit(1, pdfFrameStart, pdfData), nhi.ErrShutdown)
 			_, err := s1.tx.Write(ctx, []byte{1}, pdfFrameStart, pdfData)
 			require.ErrorIs(t, err, nhi.ErrShutdown)
 
@@ -372,13 +371,18 @@ func TestVectoredTxSlots(t *testing.T) {
 	s1 := openStream(t, f.host1, lane1, 8, 8, streamOpts{size: 32})
 	s2 := openStream(t, f.host2, lane2, 8, 8, streamOpts{size: 32})
 	payload := pattern(make([]byte, 3*nhi.MaxFrameSize+5), 3)
-	runs, err := s1.tx.TxReserve(nil, 8)
-	require.NoError(t, err)
+	var b nhi.TxBuffers
+	require.NoError(t, s1.tx.TxReserve(&b, 8))
+	runs := b.Runs()
 	require.Len(t, runs, 1)
 	require.Len(t, runs[0], 8*nhi.SlotSize)
 	require.Equal(t, len(payload), copy(runs[0], payload))
-	require.ErrorIs(t, s1.tx.TxCommit(32*nhi.MaxFrameSize, pdfFrameStart, pdfData), nhi.ErrRingFull)
-	require.NoError(t, s1.tx.TxCommit(len(payload), pdfFrameStart, pdfData))
+	_, err := s1.tx.TxCommit(&b, 32*nhi.MaxFrameSize, pdfFrameStart, pdfData)
+	require.ErrorIs(t, err, nhi.ErrInvalid, "more than the buffers hold")
+	n, err := s1.tx.TxCommit(&b, len(payload), pdfFrameStart, pdfData)
+	require.NoError(t, err)
+	require.Equal(t, len(payload), n)
+	b.Release()
 	var got []byte
 	for _, want := range []int{4096, 4096, 4096, 5} {
 		_, data := readFrame(t, s2.rx, waitLong)

@@ -22,7 +22,7 @@
 // The order, outermost first:
 //
 //	Service.mu → Group.mu → Stream.mu → Stream.sigMu
-//	Service.idxMu (a leaf, taken alone)
+//	Service.idxMu, Stream.lendMu (leaves, taken alone)
 //
 // Below them sit the locks of other packages the streams call while
 // holding one of theirs: the HopID spaces (hopid) and xdomain.Service's
@@ -82,6 +82,37 @@
 // Where FUSE sends FLUSH before the release (the fallback; CUSE has none),
 // Flush does the drain's wait first and fails close(2) with EIO when the
 // bytes cannot all arrive; the release then does not wait again.
+//
+// # Zero-copy writes
+//
+// A Stream is a cuse.WriteBufferer: the CUSE server reads each request
+// with readv([80-byte head, lent buffers]), and a WRITE payload so lands
+// in TX buffers of the stream's lend pool (an nhi.TxPool of 8 × 128 KiB,
+// allocated from the NHI's DMA memory at the first lending while a ring
+// pair is open). Write recognises its own buffers (the payload's slices
+// are a prefix of a lending's runs) and posts them with TxCommit as they
+// are: TX descriptors carry any pool's buffers, so lendings held by
+// several request readers, for however long, never stand in the way of
+// descriptors posted in ring order. A short write (fewer free descriptors
+// than frames) posts whole frames and returns their bytes; the server's
+// done(used) then gives the unposted buffers back, and posted ones return
+// to the pool when their descriptors complete or the ring stops.
+// Counters.TxLentBytes counts what went this way.
+//
+// The pool lives with the stream, not with a ring pair: readers hold
+// lendings across opens, closes, unplugs and re-plugs, and the memory a
+// reader may readv into must stay mapped. It is closed in finish, after
+// the device's server has stopped (every lending is back then), and its
+// memory is freed when the last posted buffer is back. All ring pairs of
+// a stream are on the same NHI, so a lending is valid for whichever pair
+// the WRITE's handle uses: there are no pool generations, and no WRITE is
+// copied or refused for the age of its buffers.
+//
+// Payloads in any other memory are copied once into the TX ring's own
+// buffers (reserved with TxReserve, posted with TxCommit): the FUSE
+// fallback (go-fuse reads WRITEs into its own buffers), and CUSE WRITEs
+// read while the pool had nothing to lend (all lent or posted), when
+// WriteBuffer returns nil and the server uses its own buffer.
 //
 // # Detach and re-plug
 //

@@ -107,10 +107,10 @@ type rings struct {
 	// already read, and the gather's scratch runs.
 	rxOff  int
 	rxRuns [][]byte
-	// Owned by the holder of writeSem, then by the last close: scratch
-	// runs, the frames posted so far, and the last batches posted (at
+	// Owned by the holder of writeSem, then by the last close: the copy
+	// path's reservation of TX ring buffers, the frames posted so far, and the last batches posted (at
 	// most ring_size-1 frames are in flight, so no older batch can be).
-	txRuns   [][]byte
+	txBufs   nhi.TxBuffers
 	txFrames uint64
 	txLog    []txBatch
 	txSeq    int
@@ -260,12 +260,13 @@ func (st *Stream) drain(d *rings) closeResult {
 		}
 	}
 	closePosted := false
-	if runs, err := d.tx.TxReserve(d.txRuns[:0], 1); err == nil {
-		clear(runs[0][:CloseFrameSize])
-		if d.tx.TxCommit(CloseFrameSize, PDFFrameStart, PDFClose) == nil {
+	if err := d.tx.TxReserve(&d.txBufs, 1); err == nil {
+		clear(d.txBufs.Runs()[0][:CloseFrameSize])
+		if _, err := d.tx.TxCommit(&d.txBufs, CloseFrameSize, PDFFrameStart, PDFClose); err == nil {
 			d.txFrames++
 			closePosted = true
 		}
+		d.txBufs.Release()
 	}
 	if d.flushGaveUp.Load() {
 		// The FLUSH before this release waited already and told close(2).

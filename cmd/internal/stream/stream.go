@@ -13,6 +13,7 @@ import (
 	"tbstream/configfs"
 	"tbstream/cuse"
 	"tbstream/hopid"
+	"tbstream/nhi"
 	"tbstream/xdomain"
 	"tbstream/xdomain/property"
 	"tbstream/xdomain/xdp"
@@ -36,6 +37,13 @@ type Stream struct {
 	// due; done ends it once the stream is finished.
 	kick chan struct{}
 	done chan struct{}
+
+	// lendMu guards the WRITE buffers lent to the CUSE server (lend.go);
+	// a leaf lock, taken alone.
+	lendMu    sync.Mutex
+	lend      *nhi.TxPool        // nil until the first lending
+	lent      map[*byte]*lending // by the first byte lent
+	lendEnded bool               // finished, or no DMA memory: lend no more
 
 	// waiting counts opens blocked for the peer or for another open's
 	// start or a close's stop (Info.Waiting).
@@ -77,6 +85,10 @@ type Stream struct {
 // Counters are a stream's traffic since mkdir.
 type Counters struct {
 	TxBytes, TxFrames, RxBytes, RxFrames uint64
+	// TxLentBytes counts the bytes of TxBytes posted from the buffers
+	// lent to the CUSE server for WRITE payloads, with no copy in user
+	// space; the rest were copied into the TX ring's own buffers.
+	TxLentBytes uint64
 	// RxFrameErrors counts frames the NHI flagged (CRC error, buffer
 	// overrun); like Linux, their data is still delivered.
 	RxFrameErrors uint64
@@ -205,10 +217,14 @@ func (st *Stream) finishLocked() bool {
 // the caller may run inside the device's own server (a Release), which
 // Node.Close waits for.
 func (st *Stream) finish(sync bool) {
+	end := func() {
+		st.node.Close() // every lending is back once the server stopped
+		st.closeLend()
+	}
 	if sync {
-		st.node.Close()
+		end()
 	} else {
-		go st.node.Close()
+		go end()
 	}
 	st.g.s.freeIndex(st.index)
 	close(st.done)

@@ -10,10 +10,12 @@ import (
 )
 
 // Write queues the payload as frames of up to 4096 bytes (SOF FRAME_START,
-// EOF DATA) in one batch: it waits for a first free slot (EAGAIN with
-// O_NONBLOCK), reserves the free slots the payload needs, copies the
-// payload into them and posts them with one doorbell. What does not fit is
-// a short write, as Linux 7.3.
+// EOF DATA) in one batch: it waits for a first free descriptor (EAGAIN
+// with O_NONBLOCK) and posts as many frames as the TX ring has free
+// descriptors, with one doorbell. A payload the CUSE server read into
+// buffers the stream lent (see lend.go) is posted from those buffers; any
+// other payload is copied once into the ring's own buffers. What does not
+// fit is a short write, as Linux 7.3.
 func (h *handle) Write(ctx context.Context, req *cuse.WriteRequest) (int, error) {
 	st, d := h.st, h.d
 	busy, err := h.check(true)
@@ -39,23 +41,21 @@ func (h *handle) Write(ctx context.Context, req *cuse.WriteRequest) (int, error)
 			return 0, err
 		}
 	}
-	size := 0
-	for _, b := range req.Data {
-		size += len(b)
-	}
+	size := req.Len()
 	if size == 0 {
 		return 0, nil
 	}
-	runs, err := d.tx.TxReserve(d.txRuns[:0], (size+nhi.SlotSize-1)/nhi.SlotSize)
-	d.txRuns = runs[:0]
+	lent := st.lendingOf(req.Data)
+	var n int
+	if lent != nil {
+		n, err = d.tx.TxCommit(&lent.b, size, PDFFrameStart, PDFData)
+	} else {
+		n, err = copyCommit(d, req.Data, size)
+	}
 	if err != nil {
 		if errors.Is(err, nhi.ErrRingFull) {
 			return 0, syscall.EAGAIN // TxFree said otherwise a moment ago
 		}
-		return 0, syscall.ENXIO
-	}
-	n := fill(runs, req.Data)
-	if err := d.tx.TxCommit(n, PDFFrameStart, PDFData); err != nil {
 		return 0, syscall.ENXIO
 	}
 	frames := (n + nhi.SlotSize - 1) / nhi.SlotSize
@@ -63,8 +63,23 @@ func (h *handle) Write(ctx context.Context, req *cuse.WriteRequest) (int, error)
 	st.mu.Lock()
 	st.stats.TxBytes += uint64(n)
 	st.stats.TxFrames += uint64(frames)
+	if lent != nil {
+		st.stats.TxLentBytes += uint64(n)
+	}
 	st.mu.Unlock()
 	return n, nil
+}
+
+// copyCommit is the copy path: it reserves the ring's own buffers for up
+// to size bytes (as many as there are free descriptors), copies src into
+// them and posts them.
+func copyCommit(d *rings, src [][]byte, size int) (int, error) {
+	b := &d.txBufs
+	defer b.Release() // a short fill leaves buffers unused
+	if err := d.tx.TxReserve(b, (size+nhi.SlotSize-1)/nhi.SlotSize); err != nil {
+		return 0, err
+	}
+	return d.tx.TxCommit(b, fill(b.Runs(), src), PDFFrameStart, PDFData)
 }
 
 // fill copies src into the runs front to back and returns how many bytes
