@@ -201,4 +201,8 @@ fi
 if [ -f /e2e.sh ]; then
   . /e2e.sh
 fi
+# The USB cable checks (test/vm/usb.sh, issue 15), after e2e.sh's.
+if [ -f /usb.sh ]; then
+  . /usb.sh
+fi
 finish

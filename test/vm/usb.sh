@@ -1,0 +1,220 @@
+#!/bin/busybox sh
+# The USB cable checks inside the VM (issue 15), through real CUSE and a
+# real USB link: dummy_hcd joins a gadget (host1, tbstreamd -cable
+# usb-gadget:dummy_udc.0, configfs + FunctionFS) to a USB host (host2,
+# tbstreamd-usb -cable usb: libusb through gousb, built with cgo and run
+# with the host machine's loader and libusb over the 9p share). Sourced by
+# init.sh after e2e.sh (or alone: TBSTREAM_VM_E2E=test/vm/usb.sh), which
+# define ok, bad and skip.
+#
+#   host1 (gadget)                       host2 (USB host)
+#   tbstreamd -cable usb-gadget ─ dummy_udc.0 ══ dummy_hcd ─ tbstreamd-usb -cable usb
+#   /dev/host1/tbstreamN (CUSE)          /dev/host2/tbstreamN (CUSE)
+#
+# Every step runs under `timeout`; a step that hangs fails alone. Sizes
+# are small: dummy_hcd moves at most 53 KB a tick at high speed and this
+# kernel ticks at 250 Hz (13 MB/s at best), under TCG much less.
+UR=/sys/kernel/config/thunderbolt/stream
+URUN=/run/tbstream-usb
+UTB="tbstream -run $URUN"
+UG=/sys/kernel/config/usb_gadget/tbstream
+LIB=/host/usr/lib/x86_64-linux-gnu
+UMIB=${USB_MIB:-16}
+uon() { h=$1; shift; $UTB shell "$h" sh -ec "$*"; }
+urecv() {
+  uon host2 "mkdir -p $UR/0-1.0; mkdir $UR/0-1.0/$1
+echo -1 > $UR/0-1.0/$1/in_hopid
+echo -1 > $UR/0-1.0/$1/out_hopid"
+}
+usend() {
+  uon host1 "mkdir -p $UR/0-503.0; mkdir $UR/0-503.0/$1
+for i in \$(seq 600); do [ \"\$(cat $UR/0-503.0/$1/out_hopid)\" -gt 0 ] && break; sleep 0.05; done
+[ \"\$(cat $UR/0-503.0/$1/out_hopid)\" -gt 0 ]"
+}
+uclean() { uon host1 "cd $UR/ && rmdir -p 0-503.0/$1"; uon host2 "cd $UR/ && rmdir -p 0-1.0/$1"; }
+ulogs() { for h in host1 host2; do echo "--- $h log"; tail -n 15 $URUN/$h/log; done | tr '\n' '|'; }
+# upaired: both hosts see the other's stream service.
+upaired() { [ "$(timeout 10 $UTB list 2>/dev/null | grep -c ': stream (prtcid')" -ge 2 ]; }
+# urun SECS FUNC OUT: FUNC in the background, output to OUT, killed
+# (with its children) after SECS seconds.
+urun() {
+  rm -f /tmp/urun.rc
+  ($2 >"$3" 2>&1; echo $? >/tmp/urun.rc) &
+  up=$!
+  i=0
+  while [ ! -e /tmp/urun.rc ]; do
+    sleep 1
+    i=$((i + 1))
+    if [ $i -ge "$1" ]; then
+      vmcheck killtree $up >/dev/null 2>&1
+      echo "timed out after $1 s" >>"$3"
+      return 1
+    fi
+  done
+  return "$(cat /tmp/urun.rc)"
+}
+uwait_paired() {
+  for i in $(seq ${1:-240}); do upaired && return 0; sleep 0.5; done
+  return 1
+}
+
+# ---- modules: the gadget stack and dummy_hcd.
+uok=1
+for m in $(cat /lib/modules/usb.order); do
+  [ -f /lib/modules/$m.ko ] && { insmod /lib/modules/$m.ko 2>>/tmp/usb.err || uok=; }
+done
+grep -q " /sys/kernel/config configfs" /proc/mounts || mount -t configfs none /sys/kernel/config 2>>/tmp/usb.err
+if [ -n "$uok" ] && [ -e /sys/class/udc/dummy_udc.0 ] && [ -d /sys/kernel/config/usb_gadget ] && [ -e $LIB/libusb-1.0.so.0 ]; then
+  ok "usb-modules: $(tr '\n' ' ' </lib/modules/usb.order)loaded, dummy_udc.0 present, configfs mounted, the host's libusb-1.0 over 9p"
+else
+  bad "usb-modules: $(cat /tmp/usb.err) udc: $(ls /sys/class/udc 2>&1) libusb: $(ls $LIB/libusb-1.0.so* 2>&1)"
+fi
+
+# ---- both daemons up and paired over USB.
+mkdir -p $URUN/host1 $URUN/host2
+tbstreamd -name host1 -run-dir $URUN/host1 -device-prefix host1/ -adapter 3 -peer-route 503 \
+  -cable usb-gadget:dummy_udc.0 >$URUN/host1/log 2>&1 &
+sleep 1
+$LIB/ld-linux-x86-64.so.2 --library-path $LIB /bin/tbstreamd-usb -name host2 -run-dir $URUN/host2 -device-prefix host2/ \
+  -adapter 1 -peer-route 1 -cable usb >$URUN/host2/log 2>&1 &
+if uwait_paired 240; then
+  ok "usb-up: host1 (gadget on dummy_udc.0) and host2 (libusb) cabled over USB: $(grep -m1 -o 'cable plugged.*' $URUN/host2/log)"
+else
+  bad "usb-up: not paired in 120 s: $(ulogs)"
+fi
+
+# ---- backup: dd bs=256k with sha256 on both sides.
+: >/tmp/uimg
+while [ "$(stat -c %s /tmp/uimg)" -lt $((UMIB * 1048576)) ]; do cat /bin/tbstream /bin/busybox >>/tmp/uimg; done
+truncate -s $((UMIB * 1048576)) /tmp/uimg
+uwant=$(sha256sum </tmp/uimg | cut -d' ' -f1)
+ubackup() {
+  urecv backup
+  uon host2 "dd if=/dev/tbstream0 bs=256k 2>/dev/null | sha256sum > /tmp/ubackup.sum" &
+  r=$!
+  usend backup || { echo "no HopIDs"; kill $r; return 1; }
+  t0=$(cut -d' ' -f1 /proc/uptime)
+  uon host1 "dd if=/tmp/uimg of=/dev/tbstream0 bs=256k 2>/dev/null"
+  wait $r
+  t1=$(cut -d' ' -f1 /proc/uptime)
+  echo "VMBENCH usb-backup $((UMIB * 1048576)) $(awk -v a=$t0 -v b=$t1 'BEGIN { printf "%.3f", b - a }')"
+  uclean backup
+  [ "$(cut -d' ' -f1 /tmp/ubackup.sum)" = "$uwant" ]
+}
+if urun 600 ubackup /tmp/ubackup.out; then
+  grep VMBENCH /tmp/ubackup.out
+  ok "usb-backup: $UMIB MiB host1 → host2 over USB with dd bs=256k, sha256 equal ($(grep -o '[0-9.]*$' /tmp/ubackup.out | tail -n1) s)"
+else
+  bad "usb-backup: sha256 $(cat /tmp/ubackup.sum 2>&1), want $uwant; $(tail -n 3 /tmp/ubackup.out) $(ulogs)"
+fi
+rm -f /tmp/uimg
+
+# ---- tar | gzip of a tree, diff -r.
+mkdir -p /tmp/ut/mydir
+i=0
+while [ $i -lt 200 ]; do
+  d=/tmp/ut/mydir/d$((i % 10))
+  mkdir -p $d
+  case $((i % 10)) in
+    3) : >$d/f$i ;;
+    7) ln -s f$((i - 1)) $d/f$i ;;
+    *) head -c $(((i * 7919) % 20000)) /bin/busybox >$d/f$i ;;
+  esac
+  i=$((i + 1))
+done
+utargz() {
+  rm -rf /tmp/urecv
+  mkdir -p /tmp/urecv
+  urecv data
+  uon host2 "cd /tmp/urecv && gunzip < /dev/tbstream0 | tar xf -" &
+  r=$!
+  usend data || { kill $r; return 1; }
+  uon host1 "cd /tmp/ut && tar cf - mydir | gzip > /dev/tbstream0"
+  wait $r
+  uclean data
+  diff -r /tmp/ut/mydir /tmp/urecv/mydir
+}
+if urun 300 utargz /tmp/utar.out; then
+  ok "usb-tar-gzip: 200 entries (20 symlinks, 20 empty files) over USB, diff -r clean"
+else
+  bad "usb-tar-gzip: $(head -n 5 /tmp/utar.out) $(ulogs)"
+fi
+rm -rf /tmp/ut /tmp/urecv
+
+# ---- two streams at once, both directions.
+head -c 3000000 /bin/tbstream >/tmp/ua
+head -c 2000000 /bin/busybox >/tmp/ub
+utwo() {
+  urecv up
+  urecv down
+  usend up || return 1
+  usend down || return 1
+  uon host2 "cat /dev/tbstream0 > /tmp/ua.recv" &
+  r1=$!
+  uon host1 "cat /dev/tbstream1 > /tmp/ub.recv" &
+  r2=$!
+  uon host1 "cat /tmp/ua > /dev/tbstream0" &
+  w1=$!
+  uon host2 "cat /tmp/ub > /dev/tbstream1"
+  wait $w1 $r1 $r2
+  uon host1 "cd $UR/ && rmdir 0-503.0/up 0-503.0/down 0-503.0"
+  uon host2 "cd $UR/ && rmdir 0-1.0/up 0-1.0/down 0-1.0"
+  cmp /tmp/ua /tmp/ua.recv && cmp /tmp/ub /tmp/ub.recv
+}
+if urun 400 utwo /tmp/utwo.out; then
+  ok "usb-two-streams: 3 MB host1 → host2 and 2 MB host2 → host1 at once over USB, identical"
+else
+  bad "usb-two-streams: $(tail -n 3 /tmp/utwo.out) $(ulogs)"
+fi
+rm -f /tmp/ua /tmp/ub /tmp/ua.recv /tmp/ub.recv
+
+# ---- rmdir -p on both sides: trees empty, nodes gone.
+urmdir() {
+  urecv s
+  usend s || return 1
+  uclean s
+  [ -z "$(uon host1 "ls $UR")$(uon host2 "ls $UR")" ] && [ ! -e /dev/host1/tbstream0 ] && [ ! -e /dev/host2/tbstream0 ]
+}
+if urun 120 urmdir /tmp/urmdir.out; then
+  ok "usb-rmdir: trees empty and nodes gone on both hosts"
+else
+  bad "usb-rmdir: $(tail -n 3 /tmp/urmdir.out)"
+fi
+
+# ---- unplug (unbind the UDC) and re-plug: the stream re-attaches.
+ureplug() {
+  urecv rp
+  usend rp || return 1
+  head -c 1000000 /bin/busybox >/tmp/urp1
+  uon host2 "head -c 1000000 /dev/tbstream0 > /tmp/urp1.recv" &
+  r=$!
+  uon host1 "cat /tmp/urp1 > /dev/tbstream0"
+  wait $r
+  cmp /tmp/urp1 /tmp/urp1.recv || return 1
+  echo > $UG/UDC || return 1
+  for i in $(seq 60); do upaired || break; sleep 0.5; done
+  upaired && { echo "still paired after the UDC was unbound"; return 1; }
+  echo dummy_udc.0 > $UG/UDC || return 1
+  uwait_paired 240 || { echo "not paired again after re-binding"; return 1; }
+  uon host2 "head -c 1000000 /dev/tbstream0 > /tmp/urp2.recv" &
+  r=$!
+  for i in $(seq 120); do [ "$(uon host1 "cat $UR/0-503.0/rp/out_hopid")" -gt 0 ] && break; sleep 0.5; done
+  uon host1 "cat /tmp/urp1 > /dev/tbstream0"
+  wait $r
+  cmp /tmp/urp1 /tmp/urp2.recv || return 1
+  uclean rp
+}
+if urun 400 ureplug /tmp/ureplug.out; then
+  ok "usb-replug: 1 MB, UDC unbound (both hosts lost the peer), bound again, the same stream carried 1 MB more"
+else
+  bad "usb-replug: $(tail -n 3 /tmp/ureplug.out) $(ulogs)"
+fi
+rm -f /tmp/urp*
+
+for h in host1 host2; do kill "$(cat $URUN/$h/pid 2>/dev/null)" 2>/dev/null; done
+sleep 2
+if [ ! -d $UG ]; then
+  ok "usb-down: SIGTERM stops both daemons; the gadget is gone from configfs"
+else
+  bad "usb-down: $UG left behind: $(ls $UG)"
+fi
