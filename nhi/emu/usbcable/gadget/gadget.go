@@ -393,9 +393,13 @@ func (s *session) hostEnded() {
 	s.once.Do(func() { close(s.ended) })
 }
 
-// ioErr turns an endpoint error into a session's end.
+// ioErr turns an endpoint error into a session's end. EAGAIN (the
+// endpoint is disabled) and ESHUTDOWN (disabled during the transfer) mean
+// the host ended it, whether or not DISABLE was read yet: Close must not
+// rebind then, or every host-side reset would be answered by an unplug.
 func (s *session) ioErr(err error) error {
 	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.ESHUTDOWN) {
+		s.hostEnded()
 		return fmt.Errorf("%w (%v)", errSessionEnded, err)
 	}
 	return err
