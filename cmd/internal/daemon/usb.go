@@ -67,6 +67,13 @@ func (d *Daemon) gadgetCables(ctx context.Context, uc USBCable) {
 			}
 			return
 		}
+		// The host may have enabled the function with no daemon yet:
+		// wait for its hello before starting the handshake's clock.
+		if err := conn.WaitData(ctx); err != nil {
+			conn.Close()
+			d.log.Info("usb gadget session ended before the host spoke", "why", err)
+			continue
+		}
 		d.log.Info("usb host enabled the gadget: cable handshake")
 		c, err := d.emu.PlugStream(ctx, conn, false, d.port())
 		if err != nil {

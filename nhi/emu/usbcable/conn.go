@@ -1,6 +1,7 @@
 package usbcable
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -239,6 +240,38 @@ func (c *Conn) setDeadlines(r, w *time.Time) {
 	close(c.dlChanged)
 	c.dlChanged = make(chan struct{})
 	c.mu.Unlock()
+}
+
+// WaitData blocks until the peer sent something (kept for Read), the
+// session ends or ctx ends. The device side calls it before its
+// handshake, so that a host that enabled the function but runs no daemon
+// yet is waited for, not timed out and unplugged.
+func (c *Conn) WaitData(ctx context.Context) error {
+	c.mu.Lock()
+	have := len(c.pending) > 0
+	c.mu.Unlock()
+	if have {
+		return nil
+	}
+	select {
+	case chunk, ok := <-c.rx:
+		if !ok {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.rerr != nil {
+				return c.rerr
+			}
+			return ErrClosed
+		}
+		c.mu.Lock()
+		c.pending = chunk
+		c.mu.Unlock()
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return ErrClosed
+	}
 }
 
 func (c *Conn) recycle(chunk []byte) {

@@ -2,6 +2,7 @@ package usbcable
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -262,4 +263,22 @@ func FuzzPacking(f *testing.F) {
 			k += e
 		}
 	})
+}
+
+func TestConnWaitData(t *testing.T) {
+	a, b := newPipe(512, 0)
+	ca, cb := NewConn(a), NewConn(b)
+	defer ca.Close()
+	defer cb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, cb.WaitData(ctx), context.DeadlineExceeded)
+	ca.Write([]byte("hello"))
+	require.NoError(t, cb.WaitData(context.Background()))
+	buf := make([]byte, 5)
+	_, err := io.ReadFull(cb, buf)
+	require.NoError(t, err)
+	assert.Equal(t, "hello", string(buf), "WaitData keeps what it saw for Read")
+	ca.Close()
+	assert.Error(t, cb.WaitData(context.Background()))
 }
