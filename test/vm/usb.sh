@@ -211,6 +211,31 @@ else
 fi
 rm -f /tmp/urp*
 
+# ---- bad input: a host that sends garbage instead of a hello. The gadget
+# drops it as malformed and unplugs (rebinds its UDC); the real host side
+# then plugs in again.
+ustart_host2() {
+  $LIB/ld-linux-x86-64.so.2 --library-path $LIB /bin/tbstreamd-usb -name host2 -run-dir $URUN/host2 -device-prefix host2/ \
+    -adapter 1 -peer-route 1 -cable usb >>$URUN/host2/log 2>&1 &
+}
+ujunk() {
+  p=$(cat $URUN/host2/pid)
+  kill "$p"
+  for i in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+  kill -0 "$p" 2>/dev/null && { echo "host2 did not stop"; return 1; }
+  n0=$(grep -c 'malformed' $URUN/host1/log)
+  $LIB/ld-linux-x86-64.so.2 --library-path $LIB /bin/usbjunk || return 1
+  [ "$(grep -c 'malformed' $URUN/host1/log)" -gt "$n0" ] || { echo "host1 logged no malformed frame"; return 1; }
+  grep 'malformed' $URUN/host1/log | tail -n 1
+  ustart_host2
+  uwait_paired 240 || { echo "not paired again after the garbage"; return 1; }
+}
+if urun 300 ujunk /tmp/ujunk.out; then
+  ok "usb-garbage: garbage on bulk OUT: $(grep -o 'usbjunk: session ended.*' /tmp/ujunk.out | cut -c1-80); host1: $(grep -o 'malformed.*' /tmp/ujunk.out | tail -n1 | cut -c1-100); the real host paired again"
+else
+  bad "usb-garbage: $(tail -n 4 /tmp/ujunk.out | tr '\n' ' ') $(ulogs)"
+fi
+
 for h in host1 host2; do kill "$(cat $URUN/$h/pid 2>/dev/null)" 2>/dev/null; done
 sleep 2
 if [ ! -d $UG ]; then
