@@ -188,8 +188,10 @@ if [ "$e2e" != none ]; then
   [ "$e2e" != "$usb_e2e" ] && cp "$usb_e2e" "$stage/usb.sh"
   CGO_ENABLED=1 go build -tags usb -trimpath -o "$stage/bin/tbstreamd-usb" ./cmd/tbstreamd ||
     fail_all "go build -tags usb ./cmd/tbstreamd"
-  CGO_ENABLED=1 go build -tags usb -trimpath -o "$stage/bin/usbjunk" ./test/vm/cmd/usbjunk ||
-    fail_all "go build -tags usb ./test/vm/cmd/usbjunk"
+  for c in usbjunk usbbench; do
+    CGO_ENABLED=1 go build -tags usb -trimpath -o "$stage/bin/$c" ./test/vm/cmd/$c ||
+      fail_all "go build -tags usb ./test/vm/cmd/$c"
+  done
 fi
 (cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1 >"$work/initrd.gz") || fail_all "cpio"
 
