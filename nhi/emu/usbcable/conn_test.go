@@ -198,6 +198,7 @@ func FuzzPacking(f *testing.F) {
 	f.Add([]byte{1, 2, 3}, uint16(512), uint16(100))
 	f.Add(bytes.Repeat([]byte{0xff}, 40), uint16(64), uint16(0))
 	f.Add([]byte{0, 0, 8}, uint16(1024), uint16(7))
+	f.Add([]byte{255, 255, 255, 255, 16, 32, 64}, uint16(512), uint16(4096))
 	f.Fuzz(func(t *testing.T, sizes []byte, mps, readMax uint16) {
 		if mps == 0 || len(sizes) > 8 {
 			return
@@ -210,7 +211,7 @@ func FuzzPacking(f *testing.F) {
 		var want []byte
 		var ends []int // transfers of each write
 		for _, s := range sizes {
-			n := int(s) * 300 // up to 75 KiB, beyond one transfer
+			n := 2 * int(s) * int(s) // up to 127 KiB: up to two transfers
 			ends = append(ends, len(Packing(n, MaxTransfer, maxPacket)))
 			for j := 0; j < n; j++ {
 				want = append(want, byte(len(want)*7))
@@ -220,7 +221,7 @@ func FuzzPacking(f *testing.F) {
 		go func() {
 			off := 0
 			for _, s := range sizes {
-				n := int(s) * 300
+				n := 2 * int(s) * int(s)
 				if _, err := ca.Write(want[off : off+n]); err != nil {
 					errc <- err
 					return
