@@ -50,6 +50,8 @@ type Gadget struct {
 	udc  string
 	evc  chan event // events from ep0, in order
 	done chan struct{}
+	// evDone is closed when readEvents returns.
+	evDone chan struct{}
 	// mu guards sess, closed and bound.
 	mu     sync.Mutex
 	sess   *session
@@ -74,7 +76,7 @@ func Start(cfg Config) (*Gadget, error) {
 		cfg.Serial = "0"
 	}
 	g := &Gadget{cfg: cfg, dir: filepath.Join(GadgetRoot, cfg.Name), log: cfg.Logger, ep0: -1, in: -1, out: -1,
-		evc: make(chan event, 16), done: make(chan struct{})}
+		evc: make(chan event, 16), done: make(chan struct{}), evDone: make(chan struct{})}
 	if _, err := os.Stat(GadgetRoot); err != nil {
 		return nil, fmt.Errorf("usb gadget: %s: %w (mount configfs on /sys/kernel/config, modprobe libcomposite; the kernel needs CONFIG_USB_CONFIGFS_F_FS and a UDC)", GadgetRoot, err)
 	}
@@ -89,6 +91,7 @@ func Start(cfg Config) (*Gadget, error) {
 	}
 	if err := g.make(); err != nil {
 		g.remove()
+		close(g.evDone)
 		return nil, fmt.Errorf("usb gadget %s: %w", cfg.Name, err)
 	}
 	go g.readEvents()
@@ -254,7 +257,9 @@ func (g *Gadget) remove() {
 // readEvents reads ep0 until the gadget closes, stalling SETUPs and
 // passing the other events on.
 func (g *Gadget) readEvents() {
+	defer close(g.evDone)
 	buf := make([]byte, 4*ffsEventSize)
+	var failing error // the last read error logged, until a read works
 	for {
 		n, err := syscall.Read(g.ep0, buf)
 		select {
@@ -266,13 +271,17 @@ func (g *Gadget) readEvents() {
 			if errors.Is(err, syscall.EINTR) || errors.Is(err, syscall.EIDRM) {
 				continue
 			}
-			g.log.Warn("usb gadget: ep0 read failed", "err", err)
+			if failing == nil || err.Error() != failing.Error() {
+				g.log.Warn("usb gadget: ep0 read failed", "err", err)
+				failing = err
+			}
 			select {
 			case <-g.done:
 			case <-time.After(100 * time.Millisecond):
 			}
 			continue
 		}
+		failing = nil
 		for _, ev := range parseEvents(buf[:n]) {
 			g.log.Debug("usb gadget: event", "type", ev.Type.String())
 			if ev.Type == eventSetup {
@@ -358,7 +367,13 @@ func (g *Gadget) Close() error {
 	if s != nil {
 		s.hostEnded()
 	}
-	time.Sleep(50 * time.Millisecond)
+	// UNBIND wakes readEvents; a gadget that never bound has none to
+	// send: its reader stays blocked in read(2) on ep0 (closing the fd
+	// does not wake it) until the process exits.
+	select {
+	case <-g.evDone:
+	case <-time.After(time.Second):
+	}
 	g.remove()
 	g.log.Info("usb gadget removed", "name", g.cfg.Name)
 	return nil

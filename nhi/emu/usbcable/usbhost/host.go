@@ -36,14 +36,29 @@ func (p *pipe) matches(sel usbcable.Selector, d *gousb.DeviceDesc) bool {
 }
 
 // Open finds the device and starts a session on it (see the package doc).
-func Open(ctx context.Context, sel usbcable.Selector) (*usbcable.Conn, error) {
-	p := &pipe{uctx: gousb.NewContext()}
+func Open(ctx context.Context, sel usbcable.Selector) (conn *usbcable.Conn, err error) {
+	uctx, err := newContext()
+	if err != nil {
+		return nil, err
+	}
+	p := &pipe{uctx: uctx}
 	if err := p.open(sel); err != nil {
 		p.release()
 		return nil, err
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	return usbcable.NewConn(p), nil
+}
+
+// newContext is gousb.NewContext, which panics when libusb_init fails
+// (no /dev/bus/usb, say): here that is an error.
+func newContext() (c *gousb.Context, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("libusb init: %v", r)
+		}
+	}()
+	return gousb.NewContext(), nil
 }
 
 // pipe is one session's bulk pipe.
