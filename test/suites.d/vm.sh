@@ -21,7 +21,7 @@
 # their own deadlines (test/vm/e2e.sh); the qemu timeout is the last resort.
 #
 # Environment:
-#   TBSTREAM_VM_TIMEOUT     seconds before qemu is killed (default 300, 900 with e2e checks)
+#   TBSTREAM_VM_TIMEOUT     seconds before qemu is killed (default 300, 1200 with e2e checks)
 #   TBSTREAM_VM_MEM         guest memory in MiB (default 1024, 2048 with e2e checks)
 #   TBSTREAM_VM_E2E         extra checks sourced by the guest's init (default
 #                           test/vm/e2e.sh if it exists; "none" for none). Their
@@ -42,7 +42,7 @@ mib=${TBSTREAM_VM_MIB:-100}
 e2e=${TBSTREAM_VM_E2E:-test/vm/e2e.sh}
 [ "$e2e" != none ] && [ ! -f "$e2e" ] && e2e=none
 if [ "$e2e" != none ]; then
-  timeout_s=${TBSTREAM_VM_TIMEOUT:-900} mem=${TBSTREAM_VM_MEM:-2048}
+  timeout_s=${TBSTREAM_VM_TIMEOUT:-1200} mem=${TBSTREAM_VM_MEM:-2048}
 else
   timeout_s=${TBSTREAM_VM_TIMEOUT:-300} mem=${TBSTREAM_VM_MEM:-1024}
 fi
