@@ -60,6 +60,13 @@
 // (Conn.Close before the host disabled it) unbinds and rebinds the UDC,
 // which the host sees as an unplug and a plug.
 //
+// A signal interrupts a FunctionFS transfer half-way: the request is
+// dequeued after part of it may have moved, and EINTR does not say how
+// much. The threads doing endpoint I/O therefore block the asynchronous
+// signals (Go's preemption signal SIGURG among them), and an EINTR that
+// still comes (SIGSTOP, say) ends the session rather than being retried,
+// which would duplicate or lose bytes inside the stream.
+//
 // One transfer is in flight each way (blocking read and write on the
 // endpoint files; FunctionFS AIO is not used).
 package gadget

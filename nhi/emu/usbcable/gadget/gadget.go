@@ -420,39 +420,44 @@ func (s *session) ioErr(err error) error {
 	return err
 }
 
+// ReadTransfer and WriteTransfer never retry an interrupted transfer: a
+// signal dequeues FunctionFS's request after part of it may have moved
+// (EINTR says nothing of how much), so a retried write would send that
+// part twice and a retried read would lose it. EINTR ends the session
+// instead (an unplug), and PinThread makes it rare.
 func (s *session) ReadTransfer(p []byte) (int, error) {
-	for {
-		if s.isEnded() {
-			return 0, errSessionEnded
-		}
-		n, err := syscall.Read(s.g.out, p)
-		if errors.Is(err, syscall.EINTR) && n <= 0 {
-			continue
-		}
-		if err != nil {
-			return 0, s.ioErr(err)
-		}
-		return n, nil
+	if s.isEnded() {
+		return 0, errSessionEnded
 	}
+	n, err := syscall.Read(s.g.out, p)
+	if err != nil {
+		return 0, s.ioErr(err)
+	}
+	return n, nil
 }
 
 func (s *session) WriteTransfer(p []byte) error {
-	for {
-		if s.isEnded() {
-			return errSessionEnded
-		}
-		n, err := syscall.Write(s.g.in, p)
-		if errors.Is(err, syscall.EINTR) && n <= 0 {
-			continue
-		}
-		if err != nil {
-			return s.ioErr(err)
-		}
-		if n != len(p) {
-			return fmt.Errorf("short bulk IN write: %d of %d bytes", n, len(p))
-		}
-		return nil
+	if s.isEnded() {
+		return errSessionEnded
 	}
+	n, err := syscall.Write(s.g.in, p)
+	if err != nil {
+		return s.ioErr(err)
+	}
+	if n != len(p) {
+		return fmt.Errorf("short bulk IN write: %d of %d bytes", n, len(p))
+	}
+	return nil
+}
+
+// PinThread blocks the asynchronous signals on the calling thread (Conn
+// locked it to the goroutine doing the endpoint I/O): Go's preemption
+// signal (SIGURG), SIGCHLD, SIGPROF and the process-directed ones, which
+// the kernel then delivers to other threads. Otherwise one arriving
+// during a transfer interrupts it half-way (see ReadTransfer). Signals a
+// fault raises (SIGSEGV, SIGBUS, …) stay unblocked.
+func (s *session) PinThread() error {
+	return blockAsyncSignals()
 }
 
 // MaxPacket: the gadget does not know the speed the host chose; 64 (full
