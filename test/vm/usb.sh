@@ -50,10 +50,19 @@ urun() {
     if [ $i -ge "$1" ]; then
       vmcheck killtree $up >/dev/null 2>&1
       echo "timed out after $1 s" >>"$3"
+      ureset
       return 1
     fi
   done
-  return "$(cat /tmp/urun.rc)"
+  rc=$(cat /tmp/urun.rc)
+  [ "$rc" = 0 ] || ureset
+  return "$rc"
+}
+# ureset: what a failed step left configured goes, so the next starts clean.
+ureset() {
+  for h in host1 host2; do
+    uon $h "cd $UR && for g in */*; do rmdir \"\$g\" 2>/dev/null || :; done; for x in *; do rmdir \"\$x\" 2>/dev/null || :; done" >/dev/null 2>&1
+  done
 }
 uwait_paired() {
   for i in $(seq ${1:-240}); do upaired && return 0; sleep 0.5; done
