@@ -7,7 +7,9 @@
 # machine (and hides them again before each suite, so that each suite
 # installs what it uses); then it runs
 #   1. gofmt -l                        (any output is a failure)
-#   2. go vet ./..., also with -tags e2e
+#   2. go vet ./..., also with -tags e2e, -tags fault, and -tags usb with cgo
+#      (the USB cable's host side, gousb + libusb-1.0-0-dev); the same tag's
+#      default-build check: CGO_ENABLED=0 go build still gives a static binary
 #   3. go test -race ./...             (counted by test/tally)
 #   4. a short smoke run of every fuzz target (TBSTREAM_FUZZTIME, default 50000x each)
 #   5. the suites in test/suites.d/*.sh, in name order, each sourcing test/lib.sh
@@ -88,9 +90,34 @@ vet() {
     fi
   done
 }
+# The USB cable's host side (nhi/emu/usbcable/usbhost) is cgo + libusb,
+# built only with -tags usb; the default build must stay static.
+usb_tag() {
+  if ! need pkg-config pkg-config || ! need_pkg libusb-1.0-0-dev; then
+    fail "go vet -tags usb: cannot install pkg-config and libusb-1.0-0-dev"
+    return
+  fi
+  if CGO_ENABLED=1 go vet -tags usb ./... >"$work/vet" 2>&1 &&
+    CGO_ENABLED=1 go build -tags usb -o "$work/tbstreamd-usb" ./cmd/tbstreamd >>"$work/vet" 2>&1; then
+    pass "go vet -tags usb (cgo, libusb), go build -tags usb ./cmd/tbstreamd"
+  else
+    cat "$work/vet"
+    fail "go vet -tags usb"
+  fi
+  need file file || { fail "static build check: cannot install file"; return; }
+  if CGO_ENABLED=0 go build -o "$work/tbstreamd-static" ./cmd/tbstreamd >"$work/vet" 2>&1 &&
+    file "$work/tbstreamd-static" 2>/dev/null | grep -q 'statically linked'; then
+    pass "CGO_ENABLED=0 go build ./cmd/tbstreamd: static binary"
+  else
+    cat "$work/vet"
+    fail "CGO_ENABLED=0 go build ./cmd/tbstreamd is not a static binary: $(file "$work/tbstreamd-static" 2>&1)"
+  fi
+}
 unit() {
   # -count=1: every run really runs, never from the cache.
   go_tests "go test" -race -count=1 -timeout 15m ./...
+  # The USB host side's own tests (descriptor checks) need its tag.
+  CGO_ENABLED=1 go_tests "go test -tags usb" -race -count=1 -tags usb ./nhi/emu/usbcable/... ./cmd/internal/daemon/
 }
 fuzz() {
   local file target pkg
@@ -109,6 +136,7 @@ log "gofmt"
 timed gofmt gofmt_check
 log "go vet"
 timed "go vet" vet
+timed "go vet -tags usb" usb_tag
 log "go test -race ./..."
 timed "go test -race" unit
 if [ "$fuzztime" != "0" ] && [ "$fuzztime" != "0s" ] && [ "$fuzztime" != "0x" ]; then

@@ -105,6 +105,12 @@
 // refused: a HELLO is read up to its version first, so an older peer gets
 // "hello version 1, want 2" rather than a length error.
 //
+// PlugStream runs the same handshake and framing over a byte stream the
+// caller joined by other means: a USB cable's bulk pipe (package
+// usbcable), where the gadget end takes the listener's role and the USB
+// host end the dialer's. The framing is unchanged; USB transfer
+// boundaries are not frame boundaries.
+//
 // Any other kind, a length outside its range, nonzero reserved bits or a
 // HELLO or AUTH after the handshake is malformed: the cable closes with
 // one log line, which both hosts see as an unplug. Writes are buffered and

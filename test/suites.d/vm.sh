@@ -23,7 +23,7 @@
 # their own deadlines (test/vm/e2e.sh); the qemu timeout is the last resort.
 #
 # Environment:
-#   TBSTREAM_VM_TIMEOUT     seconds before qemu is killed (default 300, 900 with e2e checks)
+#   TBSTREAM_VM_TIMEOUT     seconds before qemu is killed (default 300, 1200 with e2e checks)
 #   TBSTREAM_VM_MEM         guest memory in MiB (default 1024, 2048 with e2e checks)
 #   TBSTREAM_VM_E2E         extra checks sourced by the guest's init (default
 #                           test/vm/e2e.sh if it exists; "none" for none). Their
@@ -44,7 +44,7 @@ mib=${TBSTREAM_VM_MIB:-100}
 e2e=${TBSTREAM_VM_E2E:-test/vm/e2e.sh}
 [ "$e2e" != none ] && [ ! -f "$e2e" ] && e2e=none
 if [ "$e2e" != none ]; then
-  timeout_s=${TBSTREAM_VM_TIMEOUT:-900} mem=${TBSTREAM_VM_MEM:-2048}
+  timeout_s=${TBSTREAM_VM_TIMEOUT:-1200} mem=${TBSTREAM_VM_MEM:-2048}
 else
   timeout_s=${TBSTREAM_VM_TIMEOUT:-300} mem=${TBSTREAM_VM_MEM:-1024}
 fi
@@ -54,6 +54,12 @@ checks=(modules host-tools node node-mode dd tar-gzip large-read ioctl go-nonblo
   poll gnu-dd-nonblock sigint-blocked-reader sigkill-blocked-reader stop-removes-node)
 if [ "$e2e" != none ]; then
   checks+=($(grep -oE '((ok|bad|skip) "|^step )e2e-[a-z0-9-]+' "$e2e" | sed 's/.*[" ]//' | awk '!seen[$0]++'))
+fi
+# The USB cable checks (test/vm/usb.sh) run after the e2e ones, or alone
+# with TBSTREAM_VM_E2E=test/vm/usb.sh.
+usb_e2e=test/vm/usb.sh
+if [ "$e2e" != none ]; then
+  checks+=($(grep -oE '(ok|bad|skip) "usb-[a-z0-9-]+' "$usb_e2e" | sed 's/.*"//' | awk '!seen[$0]++'))
 fi
 # test/vm/vfio.sh: nhi/vfio driving qemu's edu device (names in its edu_checks).
 checks+=($(sed -n '/^edu_checks="/,/"$/p' test/vm/vfio.sh | grep -oE 'vfio-edu-[a-z-]+'))
@@ -88,6 +94,11 @@ busybox=$(dpkg -L busybox-static | grep -m1 '/busybox$')
 # The guest runs the host's GStreamer over 9p (e2e-gstreamer).
 if [ "$e2e" != none ]; then
   need gst-launch-1.0 gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  # The USB host daemon (test/vm/usb.sh) is a cgo build with libusb; the
+  # guest runs it with the host's loader and libraries over 9p.
+  need gcc gcc libc6-dev || fail_all "cannot install gcc"
+  need pkg-config pkg-config || fail_all "cannot install pkg-config"
+  need_pkg libusb-1.0-0-dev || fail_all "cannot install libusb-1.0-0-dev"
 fi
 
 # The kernel: resolved through linux-image-amd64 unless pinned.
@@ -114,18 +125,22 @@ p9_modules="drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virt
 # VFIO for test/vm/vfio.sh, in load order.
 vfio_modules="virt/lib/irqbypass drivers/vfio/vfio drivers/vfio/vfio_virqfd drivers/vfio/vfio_iommu_type1
   drivers/vfio/pci/vfio-pci-core drivers/vfio/pci/vfio-pci"
+# The USB cable (test/vm/usb.sh): the gadget stack and dummy_hcd, in load order.
+usb_modules="fs/configfs/configfs drivers/usb/common/usb-common drivers/usb/core/usbcore
+  drivers/usb/gadget/udc/udc-core drivers/usb/gadget/libcomposite drivers/usb/gadget/function/usb_f_fs
+  drivers/usb/gadget/udc/dummy_hcd"
 kdir=$cache/$kver
-if [ ! -s "$kdir/vmlinuz" ] || [ ! -s "$kdir/cuse.ko" ] || [ ! -f "$kdir/.modules-v3" ]; then
+if [ ! -s "$kdir/vmlinuz" ] || [ ! -s "$kdir/cuse.ko" ] || [ ! -f "$kdir/.modules-v4" ]; then
   echo "vm: extracting $kpkg"
   rm -rf "$kdir" "$work/x"
   mkdir -p "$kdir" "$work/x"
   globs=()
-  for m in $fuse_modules $p9_modules $vfio_modules; do globs+=("./lib/modules/$kver/kernel/$m.ko*"); done
+  for m in $fuse_modules $p9_modules $vfio_modules $usb_modules; do globs+=("./lib/modules/$kver/kernel/$m.ko*"); done
   dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$work/x" --wildcards --no-wildcards-match-slash \
     "./boot/vmlinuz-$kver" "${globs[@]}" 2>/dev/null
   [ -s "$work/x/boot/vmlinuz-$kver" ] || fail_all "cannot extract $deb"
   cp "$work/x/boot/vmlinuz-$kver" "$kdir/vmlinuz"
-  for m in $fuse_modules $p9_modules $vfio_modules; do
+  for m in $fuse_modules $p9_modules $vfio_modules $usb_modules; do
     f=$(ls "$work/x/lib/modules/$kver/kernel/$m.ko"* 2>/dev/null | head -n1)
     name=$(basename "$m")
     if [ -z "$f" ]; then
@@ -138,7 +153,7 @@ if [ ! -s "$kdir/vmlinuz" ] || [ ! -s "$kdir/cuse.ko" ] || [ ! -f "$kdir/.module
       *) cp "$f" "$kdir/$name.ko" ;;
     esac || fail_all "cannot unpack $f"
   done
-  touch "$kdir/.modules-v3"
+  touch "$kdir/.modules-v4"
   # The xz payload of vmlinuz is an ELF vmlinux that qemu boots directly
   # (PVH), sparing the slow decompressor under TCG. Optional.
   off=$(LC_ALL=C grep -aobP '\xfd7zXZ\x00' "$kdir/vmlinuz" | head -n1 | cut -d: -f1)
@@ -164,6 +179,9 @@ for m in $vfio_modules; do
   [ -f "$kdir/$(basename "$m").ko" ] && basename "$m"
 done >"$stage/lib/modules/vfio.order"
 cp test/vm/vfio.sh "$stage/vfio.sh"
+for m in $usb_modules; do
+  [ -f "$kdir/$(basename "$m").ko" ] && basename "$m"
+done >"$stage/lib/modules/usb.order"
 cp test/vm/gnu.sh "$stage/bin/gnu"
 mkdir -p "$stage/host"
 mknod "$stage/dev/console" c 5 1 || fail_all "mknod /dev/console"
@@ -177,6 +195,15 @@ for pkg in $cmds; do
   CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$stage/bin/$(basename "$pkg")" "$pkg" ||
     fail_all "go build $pkg"
 done
+if [ "$e2e" != none ]; then
+  [ "$e2e" != "$usb_e2e" ] && cp "$usb_e2e" "$stage/usb.sh"
+  CGO_ENABLED=1 go build -tags usb -trimpath -o "$stage/bin/tbstreamd-usb" ./cmd/tbstreamd ||
+    fail_all "go build -tags usb ./cmd/tbstreamd"
+  for c in usbjunk usbbench; do
+    CGO_ENABLED=1 go build -tags usb -trimpath -o "$stage/bin/$c" ./test/vm/cmd/$c ||
+      fail_all "go build -tags usb ./test/vm/cmd/$c"
+  done
+fi
 (cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1 >"$work/initrd.gz") || fail_all "cpio"
 
 stall=${TBSTREAM_VM_STALL:+ vmtest.stall=$TBSTREAM_VM_STALL}

@@ -201,6 +201,10 @@ fi
 if [ -f /e2e.sh ]; then
   . /e2e.sh
 fi
+# The USB cable checks (test/vm/usb.sh, issue 15), after e2e.sh's.
+if [ -f /usb.sh ]; then
+  . /usb.sh
+fi
 
 # nhi/vfio against qemu's edu device behind the emulated IOMMU
 # (test/vm/vfio.sh, copied in by vm.sh). Last: a device model that stops

@@ -45,6 +45,7 @@ import (
 	"tbstream/cuse"
 	"tbstream/nhi"
 	"tbstream/nhi/emu"
+	"tbstream/nhi/emu/usbcable"
 	"tbstream/nhi/vfio"
 	"tbstream/xdomain"
 	"tbstream/xdomain/ctl"
@@ -63,6 +64,11 @@ type Options struct {
 	// one. Either, both or neither may be set; a cable that ends is
 	// accepted or dialled again (re-plug).
 	Listen, Connect string
+	// Cable is a USB cable (-cable usb-gadget… or usb…); nil: none.
+	Cable *USBCable
+	// USBID is the gadget's vendor:product ID (-usb-id); zero: the
+	// default (usbcable.DefaultID), which a product must not ship with.
+	USBID usbcable.ID
 	// CableKey is the shared key both cable ends prove (emu.LoadCableKey
 	// reads -cable-key); nil: none. A TCP listener beyond loopback needs one.
 	CableKey []byte
@@ -136,6 +142,9 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 	if err := checkCableListen(opts); err != nil {
 		return nil, err
 	}
+	if err := checkUSBCable(opts); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	d := &Daemon{opts: opts, log: opts.Logger.With("host", opts.Name), cancel: cancel}
 	if err := d.start(ctx); err != nil {
@@ -184,6 +193,14 @@ func (d *Daemon) start(ctx context.Context) error {
 		if opts.Connect != "" {
 			d.wg.Add(1)
 			go d.dialCables(ctx, opts.Connect)
+		}
+		if uc := opts.Cable; uc != nil {
+			d.wg.Add(1)
+			if uc.Gadget {
+				go d.gadgetCables(ctx, *uc)
+			} else {
+				go d.hostCables(ctx, *uc)
+			}
 		}
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"tbstream/nhi/emu"
+	"tbstream/nhi/emu/usbcable"
 	"tbstream/xdomain/ctl"
 )
 
@@ -24,6 +25,8 @@ func ParseFlags(name string, args []string) (Options, error) {
 	fs.StringVar(&o.Connect, "connect", "", "dial the emulated cable at unix:PATH or tcp:HOST:PORT")
 	keyFile := fs.String("cable-key", "", "file (mode 0600) of the shared key both cable ends prove; needed to listen beyond loopback")
 	fs.BoolVar(&o.CableSharedMemory, "cable-shm", true, "on a unix-socket cable, carry the frames through shared memory when the peer offers it too")
+	cable := fs.String("cable", "", "a USB cable: usb-gadget[:UDC] (this host is the USB device) or usb[:VID:PID|BUS.ADDR] (the USB host; needs a build with -tags usb)")
+	usbID := fs.String("usb-id", "", "the gadget's USB vendor:product ID in hex (default 1d6b:0104, Linux's example ID: a product must use its own)")
 	adapter := fs.Uint("adapter", 1, "lane adapter (1..4) the cable plugs into")
 	peer := fs.String("peer-route", "", "route (hex) at which the peer appears, e.g. 503 (default: the adapter)")
 	fs.StringVar(&o.Devices, "devices", "auto", "device nodes: auto, cuse or fuse")
@@ -60,6 +63,24 @@ func ParseFlags(name string, args []string) (Options, error) {
 		}
 	}
 	if err := checkCableListen(o); err != nil {
+		return o, err
+	}
+	if *cable != "" {
+		uc, err := ParseCable(*cable)
+		if err != nil {
+			return o, err
+		}
+		if !uc.Gadget && !usbHostBuilt {
+			return o, fmt.Errorf("-cable %s: %w", *cable, errNoUSBHost)
+		}
+		o.Cable = &uc
+	}
+	if *usbID != "" {
+		if o.USBID, err = usbcable.ParseID(*usbID); err != nil {
+			return o, fmt.Errorf("-usb-id: %w", err)
+		}
+	}
+	if err := checkUSBCable(o); err != nil {
 		return o, err
 	}
 	level := slog.LevelInfo
