@@ -27,16 +27,16 @@ func (h *Host) PlugStream(ctx context.Context, conn net.Conn, dialer bool, port 
 	if dialer {
 		role = roleDialer
 	}
-	br, err := h.handshake(ctx, conn, role, handshakeHooks{})
+	hs, err := h.handshake(ctx, conn, role, handshakeHooks{}) // no shared memory: not a unix socket
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("emu plug: handshake: %w", err)
 	}
-	c := h.newSocketCable(conn, port)
+	c := h.newSocketCable(conn, port, nil, role)
 	if err := h.attach(c); err != nil {
 		conn.Close()
 		return nil, err
 	}
-	h.startSocketCable(c, br)
+	h.startSocketCable(c, hs.br)
 	return c, nil
 }
