@@ -11,13 +11,13 @@
 #      (the USB cable's host side, gousb + libusb-1.0-0-dev); the same tag's
 #      default-build check: CGO_ENABLED=0 go build still gives a static binary
 #   3. go test -race ./...             (counted by test/tally)
-#   4. a short smoke run of every fuzz target (TBSTREAM_FUZZTIME, default 50000x each)
+#   4. a short smoke run of every fuzz target (TBSTREAM_FUZZTIME, default 30000x each)
 #   5. the suites in test/suites.d/*.sh, in name order, each sourcing test/lib.sh
 # and prints the time of each part, then exactly one closing line
 # `N passed, M failed[, K skipped]`. It exits non-zero when anything failed.
 #
 # Environment:
-#   TBSTREAM_FUZZTIME   go test -fuzztime per target (default 50000x; 0 skips fuzzing).
+#   TBSTREAM_FUZZTIME   go test -fuzztime per target (default 30000x; 0 skips fuzzing).
 #                       A count, not a duration: Go 1.26's fuzzing coordinator can
 #                       fail a target with a bare "context deadline exceeded" when
 #                       a duration ends while a worker is busy (go.dev/issue/75804,
@@ -37,7 +37,7 @@ mkdir -p "$TBSTREAM_STATE"
 . test/lib.sh
 . test/fresh.sh
 at_exit 'rm -rf "$work"'
-fuzztime=${TBSTREAM_FUZZTIME:-50000x}
+fuzztime=${TBSTREAM_FUZZTIME:-30000x}
 
 # timed NAME CMD...: runs CMD and records how long it took.
 times=()

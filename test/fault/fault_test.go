@@ -622,7 +622,7 @@ func (w *watchdog) stuck() (watchedOp, bool) {
 func TestConcurrencyStress(t *testing.T) {
 	bin, err := raceBinary()
 	require.NoError(t, err)
-	dur := time.Duration(envInt(t, "TBSTREAM_FAULT_STRESS_SECONDS", 45)) * time.Second
+	dur := time.Duration(envInt(t, "TBSTREAM_FAULT_STRESS_SECONDS", 25)) * time.Second
 	f := newFabric(t)
 	f.bin = bin
 	f.up()
