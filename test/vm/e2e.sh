@@ -290,18 +290,7 @@ step e2e-discover 67108864 4 $((sha_cs / 2)) discover
 rm -f /tmp/disc.in /tmp/disc.send /tmp/disc.recv
 
 # ---- tar | gzip of a tree of 1000 files with symlinks and empty files.
-mkdir -p /tmp/t/mydir
-i=0
-while [ $i -lt 1000 ]; do
-  d=/tmp/t/mydir/d$((i % 20))
-  mkdir -p $d
-  case $((i % 10)) in
-    3) : >$d/f$i ;;
-    7) ln -s f$((i - 1)) $d/f$i ;;
-    *) head -c $(((i * 7919) % 20000)) /bin/busybox >$d/f$i ;;
-  esac
-  i=$((i + 1))
-done
+mktree /tmp/t/mydir 1000 20
 tree_bytes=$(du -sk /tmp/t | awk '{ print $1 * 1024 }')
 targz() {
   rm -rf /tmp/recv

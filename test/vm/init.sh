@@ -28,6 +28,23 @@ passed=0 failed=0
 ok() { passed=$((passed + 1)); echo "VMTEST ok   - $* [t=$(cut -d' ' -f1 /proc/uptime)s]"; }
 bad() { failed=$((failed + 1)); echo "VMTEST FAIL - $* [t=$(cut -d' ' -f1 /proc/uptime)s]"; }
 skip() { echo "VMTEST skip - $* [t=$(cut -d' ' -f1 /proc/uptime)s]"; }
+# mktree DIR FILES SUBDIRS: a tree for tar | gzip to carry: FILES files in
+# SUBDIRS directories, every tenth one empty, every tenth a symlink, the
+# rest up to 20000 bytes of busybox.
+mktree() {
+  local i=0 d
+  mkdir -p "$1"
+  while [ $i -lt "$2" ]; do
+    d=$1/d$((i % $3))
+    mkdir -p $d
+    case $((i % 10)) in
+      3) : >$d/f$i ;;
+      7) ln -s f$((i - 1)) $d/f$i ;;
+      *) head -c $(((i * 7919) % 20000)) /bin/busybox >$d/f$i ;;
+    esac
+    i=$((i + 1))
+  done
+}
 finish() {
   echo "VMTEST RESULT: $passed passed, $failed failed"
   sync

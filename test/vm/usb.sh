@@ -123,18 +123,7 @@ fi
 rm -f /tmp/uimg
 
 # ---- tar | gzip of a tree, diff -r.
-mkdir -p /tmp/ut/mydir
-i=0
-while [ $i -lt 200 ]; do
-  d=/tmp/ut/mydir/d$((i % 10))
-  mkdir -p $d
-  case $((i % 10)) in
-    3) : >$d/f$i ;;
-    7) ln -s f$((i - 1)) $d/f$i ;;
-    *) head -c $(((i * 7919) % 20000)) /bin/busybox >$d/f$i ;;
-  esac
-  i=$((i + 1))
-done
+mktree /tmp/ut/mydir 200 10
 utargz() {
   rm -rf /tmp/urecv
   mkdir -p /tmp/urecv
