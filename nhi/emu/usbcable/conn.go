@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"time"
 )
@@ -30,26 +29,6 @@ type Transport interface {
 	Close() error
 	// Name says what the pipe is, for errors and logs ("usb 3-1").
 	Name() string
-}
-
-// ThreadPinner is an optional Transport method: PinThread is called at
-// the start of Conn's reader and writer goroutines, each locked to its OS
-// thread for its life (the thread ends with it), so that a transport can
-// set up the thread for its blocking calls (the gadget blocks the signals
-// that would interrupt a FunctionFS transfer half-way).
-type ThreadPinner interface {
-	PinThread() error
-}
-
-// pin locks the calling goroutine to its thread and lets the transport
-// prepare it.
-func (c *Conn) pin() error {
-	p, ok := c.t.(ThreadPinner)
-	if !ok {
-		return nil
-	}
-	runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-	return p.PinThread()
 }
 
 // Packing computes the bulk transfers a write of n bytes becomes (see
@@ -126,13 +105,6 @@ var ErrClosed = net.ErrClosed
 
 func (c *Conn) readLoop() {
 	defer close(c.rx)
-	if err := c.pin(); err != nil {
-		c.mu.Lock()
-		c.rerr = fmt.Errorf("%s: read: %w", c.t.Name(), err)
-		c.mu.Unlock()
-		c.t.Close()
-		return
-	}
 	for {
 		var buf []byte
 		select {
@@ -167,13 +139,6 @@ func (c *Conn) readLoop() {
 
 func (c *Conn) writeLoop() {
 	defer close(c.wdone)
-	if err := c.pin(); err != nil {
-		c.mu.Lock()
-		c.werr = fmt.Errorf("%s: write: %w", c.t.Name(), err)
-		c.mu.Unlock()
-		c.t.Close()
-		return
-	}
 	for {
 		select {
 		case p := <-c.tx:

@@ -60,13 +60,15 @@
 // (Conn.Close before the host disabled it) unbinds and rebinds the UDC,
 // which the host sees as an unplug and a plug.
 //
-// A signal interrupts a FunctionFS transfer half-way: the request is
-// dequeued after part of it may have moved, and EINTR does not say how
-// much. The threads doing endpoint I/O therefore block the asynchronous
-// signals (Go's preemption signal SIGURG among them), and an EINTR that
-// still comes (SIGSTOP, say) ends the session rather than being retried,
-// which would duplicate or lose bytes inside the stream.
+// # Transfers
 //
-// One transfer is in flight each way (blocking read and write on the
-// endpoint files; FunctionFS AIO is not used).
+// Each endpoint keeps four transfers of up to 64 KiB queued through Linux
+// native AIO (io_submit on the endpoint files, which FunctionFS
+// implements: one USB request per iocb), so the UDC always has the next
+// transfer when one completes; read(2) and write(2) would allow one.
+// Completions are taken in submission order. A write returns once
+// queued; one that failed ends the session at the write that finds it
+// (the bytes queued with it die with the session, as on a pulled cable).
+// Unlike a blocking transfer, an AIO transfer is not interrupted by a
+// signal, so no retry can duplicate or lose bytes.
 package gadget

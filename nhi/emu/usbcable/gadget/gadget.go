@@ -388,6 +388,9 @@ type session struct {
 	// byHost: the host ended it (DISABLE, UNBIND): no rebind needed.
 	mu     sync.Mutex
 	byHost bool
+	// rq and wq are the bulk OUT and IN queues, made at the first
+	// transfer; only Conn's reader (rq) and writer (wq) touch them.
+	rq, wq *aioQueue
 }
 
 var errSessionEnded = errors.New("the USB host disabled the function (unplugged)")
@@ -420,44 +423,82 @@ func (s *session) ioErr(err error) error {
 	return err
 }
 
-// ReadTransfer and WriteTransfer never retry an interrupted transfer: a
-// signal dequeues FunctionFS's request after part of it may have moved
-// (EINTR says nothing of how much), so a retried write would send that
-// part twice and a retried read would lose it. EINTR ends the session
-// instead (an unplug), and PinThread makes it rare.
+// ReadTransfer keeps transfersInFlight bulk OUT reads queued and returns
+// the oldest's bytes.
 func (s *session) ReadTransfer(p []byte) (int, error) {
 	if s.isEnded() {
 		return 0, errSessionEnded
 	}
-	n, err := syscall.Read(s.g.out, p)
+	if s.rq == nil {
+		q, err := newAIOQueue(s.g.out, iocbCmdPread, s.ended)
+		if err != nil {
+			return 0, err
+		}
+		s.rq = q
+		for _, sl := range q.free {
+			if err := q.submit(sl, len(sl.buf)); err != nil {
+				return 0, s.ioErr(err)
+			}
+		}
+		q.free = nil
+	}
+	sl, err := s.rq.oldest()
+	if sl == nil && err == nil {
+		err = errSessionEnded // a resubmission failed
+	}
 	if err != nil {
 		return 0, s.ioErr(err)
+	}
+	n, err := sl.result()
+	if err != nil {
+		return 0, s.ioErr(err)
+	}
+	copy(p, sl.buf[:n])
+	// A failed resubmission ends the session at the next call, once
+	// the reads before it are taken.
+	if err := s.rq.submit(sl, len(sl.buf)); err != nil {
+		s.rq.free = append(s.rq.free, sl)
 	}
 	return n, nil
 }
 
+// WriteTransfer queues p as one bulk IN transfer and returns; with
+// transfersInFlight queued, it first waits for the oldest. A transfer that
+// failed or moved less than it was given ends the session at the write
+// that finds it.
 func (s *session) WriteTransfer(p []byte) error {
 	if s.isEnded() {
 		return errSessionEnded
 	}
-	n, err := syscall.Write(s.g.in, p)
-	if err != nil {
+	if s.wq == nil {
+		q, err := newAIOQueue(s.g.in, iocbCmdPwrite, s.ended)
+		if err != nil {
+			return err
+		}
+		s.wq = q
+	}
+	q := s.wq
+	var sl *aioSlot
+	if n := len(q.free); n > 0 {
+		sl, q.free = q.free[n-1], q.free[:n-1]
+	} else {
+		var err error
+		if sl, err = q.oldest(); err != nil {
+			return s.ioErr(err)
+		}
+		n, err := sl.result()
+		if err != nil {
+			return s.ioErr(err)
+		}
+		if n != int(sl.cb.nbytes) {
+			return fmt.Errorf("short bulk IN write: %d of %d bytes", n, sl.cb.nbytes)
+		}
+	}
+	copy(sl.buf, p)
+	if err := q.submit(sl, len(p)); err != nil {
 		return s.ioErr(err)
 	}
-	if n != len(p) {
-		return fmt.Errorf("short bulk IN write: %d of %d bytes", n, len(p))
-	}
 	return nil
-}
-
-// PinThread blocks the asynchronous signals on the calling thread (Conn
-// locked it to the goroutine doing the endpoint I/O): Go's preemption
-// signal (SIGURG), SIGCHLD, SIGPROF and the process-directed ones, which
-// the kernel then delivers to other threads. Otherwise one arriving
-// during a transfer interrupts it half-way (see ReadTransfer). Signals a
-// fault raises (SIGSEGV, SIGBUS, …) stay unblocked.
-func (s *session) PinThread() error {
-	return blockAsyncSignals()
 }
 
 // MaxPacket: the gadget does not know the speed the host chose; 64 (full
