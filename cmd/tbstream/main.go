@@ -1,7 +1,7 @@
 // Command tbstream is the tbstream command line:
 //
 //	tbstream demo              two emulated hosts, a backup, a tarball and a video through them
-//	tbstream up [-cable shm|socket] | down
+//	tbstream up [-cable shm|socket|inproc] | down
 //	                           start or stop the two emulated hosts (host1, host2)
 //	tbstream shell HOST [CMD]  a shell in which HOST's configfs is /sys/kernel/config and
 //	                           its devices are /dev/tbstreamX
@@ -36,10 +36,11 @@ const usage = `usage: tbstream [-run DIR] COMMAND
 commands:
   demo              start two emulated hosts (if needed) and move a disk image,
                     a tarball and a video stream between them
-  up [-cable shm|socket]
+  up [-cable shm|socket|inproc]
                     start the two emulated hosts host1 and host2; their cable
                     is a unix socket, with the frames in shared memory (shm,
-                    the default) or on the socket itself
+                    the default) or on the socket itself; or one process
+                    runs both hosts, joined by an in-process cable (inproc)
   down              stop them
   shell HOST [CMD]  run CMD (default: your shell) with HOST's configfs at
                     /sys/kernel/config and its devices at /dev/tbstreamX
@@ -57,6 +58,8 @@ commands:
                     by default, or -serve PATH / -connect PATH between any two
                     stream devices, also the kernel's (bench -h for flags)
   daemon FLAGS      run one host in the foreground (tbstreamd; -h for flags)
+  pair-daemon       run host1 and host2 in the foreground in one process,
+                    joined by an in-process cable (what up -cable inproc runs)
 `
 
 func main() {
@@ -76,7 +79,7 @@ func main() {
 		err = demo(ctx, *run)
 	case "up":
 		ufs := flag.NewFlagSet("up", flag.ContinueOnError)
-		cable := ufs.String("cable", cableShm, "how the hosts' unix-socket cable carries frames: shm (shared memory) or socket")
+		cable := ufs.String("cable", cableShm, "the hosts' cable: a unix socket carrying the frames in shared memory (shm) or itself (socket), or both hosts in one process (inproc)")
 		if err = ufs.Parse(args[1:]); err == nil {
 			err = up(ctx, *run, *cable)
 		}
@@ -107,6 +110,8 @@ func main() {
 		err = profile(os.Stdout, *run, args[1:])
 	case "bench":
 		err = bench(ctx, os.Stdout, os.Stderr, *run, args[1:])
+	case "pair-daemon":
+		err = pairDaemon(ctx, *run)
 	case "daemon":
 		var opts daemon.Options
 		opts, err = daemon.ParseFlags("tbstream daemon", args[1:])

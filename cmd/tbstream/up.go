@@ -21,24 +21,32 @@ import (
 // (0-1), host1 sees host2 at route 503 (0-503). host2 listens for the
 // cable on a unix socket, host1 plugs into it.
 type demoHost struct {
-	name, peer string
-	args       func(run string) []string
+	name, peer         string
+	adapter, peerRoute string
+	cable              func(run string) []string
 }
 
 var demoHosts = []demoHost{
-	{"host2", "0-1", func(run string) []string {
-		return []string{"-adapter", "1", "-peer-route", "1", "-listen", "unix:" + filepath.Join(run, "cable.sock")}
+	{"host2", "0-1", "1", "1", func(run string) []string {
+		return []string{"-listen", "unix:" + filepath.Join(run, "cable.sock")}
 	}},
-	{"host1", "0-503", func(run string) []string {
-		return []string{"-adapter", "3", "-peer-route", "503", "-connect", "unix:" + filepath.Join(run, "cable.sock")}
+	{"host1", "0-503", "3", "503", func(run string) []string {
+		return []string{"-connect", "unix:" + filepath.Join(run, "cable.sock")}
 	}},
 }
 
-// The cable transports up offers: frames in shared memory, or on the
-// unix socket the hosts meet on.
+// args are the host's daemon flags for run, its cable included.
+func (h demoHost) args(run string) []string {
+	return append([]string{"-adapter", h.adapter, "-peer-route", h.peerRoute}, h.cable(run)...)
+}
+
+// The cables up offers: a unix socket the hosts meet on, with the frames
+// in shared memory or on the socket itself; or both hosts in one process
+// with an in-process cable.
 const (
-	cableShm    = "shm"
-	cableSocket = "socket"
+	cableShm       = "shm"
+	cableSocket    = "socket"
+	cableInProcess = "inproc"
 )
 
 // up starts the two hosts as background daemons (re-running this binary)
@@ -51,8 +59,9 @@ func up(ctx context.Context, run, cable string) error {
 	case cableShm:
 	case cableSocket:
 		cableArgs = []string{"-cable-shm=false"}
+	case cableInProcess:
 	default:
-		return fmt.Errorf("up: -cable %q: want %s or %s", cable, cableShm, cableSocket)
+		return fmt.Errorf("up: -cable %q: want %s, %s or %s", cable, cableShm, cableSocket, cableInProcess)
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("tbstream up needs root (it mounts FUSE file systems)")
@@ -62,16 +71,31 @@ func up(ctx context.Context, run, cable string) error {
 		return err
 	}
 	started := map[string]*startedHost{}
+	running := 0
 	for _, h := range demoHosts {
-		dir := hostDir(run, h.name)
-		if pid, err := daemon.Owner(dir); err == nil && pid != 0 {
-			continue // running
+		if pid, err := daemon.Owner(hostDir(run, h.name)); err == nil && pid != 0 {
+			running++
 		}
-		s, err := startHost(self, run, h, cableArgs)
-		if err != nil {
+	}
+	switch {
+	case cable == cableInProcess && running == 0:
+		if started, err = startPair(self, run); err != nil {
 			return err
 		}
-		started[h.name] = s
+	case cable == cableInProcess && running < len(demoHosts):
+		return errors.New("up -cable inproc: one host runs already on its own; tbstream down first")
+	case cable != cableInProcess:
+		for _, h := range demoHosts {
+			dir := hostDir(run, h.name)
+			if pid, err := daemon.Owner(dir); err == nil && pid != 0 {
+				continue // running
+			}
+			s, err := startHost(self, run, h, cableArgs)
+			if err != nil {
+				return err
+			}
+			started[h.name] = s
+		}
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for _, h := range demoHosts {
@@ -113,38 +137,82 @@ type startedHost struct {
 }
 
 func startHost(self, run string, h demoHost, extra []string) (*startedHost, error) {
+	logf, s, err := openLog(run, h)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	// With CUSE both hosts share one /dev: each gets a directory.
+	args := append(append([]string{"daemon", "-name", h.name, "-run-dir", hostDir(run, h.name), "-device-prefix", h.name + "/"}, h.args(run)...), extra...)
+	if err := startDaemon(self, args, logf, s.exited); err != nil {
+		return nil, fmt.Errorf("start %s: %w", h.name, err)
+	}
+	return s, nil
+}
+
+// startPair starts one process for both hosts (pair-daemon); its own
+// output goes to the first host's log.
+func startPair(self, run string) (map[string]*startedHost, error) {
+	started := map[string]*startedHost{}
+	exited := make(chan struct{})
+	var out *os.File
+	for _, h := range demoHosts {
+		logf, s, err := openLog(run, h)
+		if err != nil {
+			return nil, err
+		}
+		defer logf.Close()
+		s.exited = exited
+		started[h.name] = s
+		if out == nil {
+			out = logf
+		}
+	}
+	if err := startDaemon(self, []string{"-run", run, "pair-daemon"}, out, exited); err != nil {
+		return nil, fmt.Errorf("start the hosts' pair-daemon: %w", err)
+	}
+	return started, nil
+}
+
+// openLog opens h's log for appending and says where this start's lines
+// begin.
+func openLog(run string, h demoHost) (*os.File, *startedHost, error) {
 	dir := hostDir(run, h.name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// The log holds peers' names and paths: not for every local user.
 	logPath := filepath.Join(dir, "log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer logf.Close()
 	if err := logf.Chmod(0o640); err != nil {
-		return nil, err
+		logf.Close()
+		return nil, nil, err
 	}
 	from, err := logf.Seek(0, io.SeekEnd)
 	if err != nil {
-		return nil, err
+		logf.Close()
+		return nil, nil, err
 	}
-	// With CUSE both hosts share one /dev: each gets a directory.
-	args := append(append([]string{"daemon", "-name", h.name, "-run-dir", dir, "-device-prefix", h.name + "/"}, h.args(run)...), extra...)
+	return logf, &startedHost{log: logPath, from: from, exited: make(chan struct{})}, nil
+}
+
+// startDaemon runs self with args in a session of its own, its output to
+// logf, and closes exited when it ends.
+func startDaemon(self string, args []string, logf *os.File, exited chan struct{}) error {
 	cmd := exec.Command(self, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", h.name, err)
+		return err
 	}
-	s := &startedHost{log: logPath, from: from, exited: make(chan struct{})}
 	go func() {
 		cmd.Wait()
-		close(s.exited)
+		close(exited)
 	}()
-	return s, nil
+	return nil
 }
 
 // lastError returns the last error line the daemon logged since it was
