@@ -10,11 +10,13 @@
 #     fuse      dd → loopdev -fuse file → dd           (one FUSE hop: a pipe behind a FUSE file)
 #     tbstream  dd → host1 /dev/tbstreamN ⇒ host2 → dd (two daemons, shared-memory cable, FUSE fallback)
 #     tbddsock  the same on a second pair of hosts whose frames stay on the unix socket
+#     tbddinproc the same on a third pair: both hosts in one process (up -cable inproc)
 #   round trip of 4 KiB messages, p50 (p99 beside it):
 #     tcp       TCP_NODELAY ping-pong over loopback    (test/bench/cmd/rtt -tcp)
 #     fusehop   write + read back on the loopdev file  (test/bench/cmd/rtt -file)
 #     tblat     tbstream bench -lat -sizes 4096        (host1 → host2 → host1)
 #     tblatsock the same on the socket-cable hosts
+#     tblatinproc the same on the in-process pair
 #   tbstream bench -bw, 1 stream and 4 streams at once (aggregate, each stream's share)
 #
 # then, once, the resident memory (VmRSS) of each daemon: fresh, and with 11
@@ -65,6 +67,7 @@ loopdev_pid=
 cleanup() {
   "$tb" -run "$run" down >/dev/null 2>&1
   [ -z "${run_sock:-}" ] || "$tb" -run "$run_sock" down >/dev/null 2>&1
+  [ -z "${run_inproc:-}" ] || "$tb" -run "$run_inproc" down >/dev/null 2>&1
   [ -n "$loopdev_pid" ] && kill "$loopdev_pid" 2>/dev/null && wait "$loopdev_pid" 2>/dev/null
   mountpoint -q "$work/mnt" 2>/dev/null && umount -l "$work/mnt"
   rm -rf "$work"
@@ -126,11 +129,12 @@ busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/s
 # cutime and cstime), and the two daemons (which tbstream up detaches)
 ours_ticks() {
   awk -v root=$$ -v d1="$(cat "$run/host1/pid" 2>/dev/null)" -v d2="$(cat "$run/host2/pid" 2>/dev/null)" \
-    -v d3="$(cat "${run_sock:-/nonexistent}/host1/pid" 2>/dev/null)" -v d4="$(cat "${run_sock:-/nonexistent}/host2/pid" 2>/dev/null)" '
+    -v d3="$(cat "${run_sock:-/nonexistent}/host1/pid" 2>/dev/null)" -v d4="$(cat "${run_sock:-/nonexistent}/host2/pid" 2>/dev/null)" \
+    -v d5="$(cat "${run_inproc:-/nonexistent}/host1/pid" 2>/dev/null)" '
     { split(FILENAME, f, "/"); pid = f[3]; sub(/^.*\) /, "")
       parent[pid] = $2; ticks[pid] = $12 + $13 + $14 + $15 }
     END { for (p in ticks) {
-        for (a = p; a != "" && a > 1; a = parent[a]) if (a == root || a == d1 || a == d2 || a == d3 || a == d4) { sum += ticks[p]; break }
+        for (a = p; a != "" && a > 1; a = parent[a]) if (a == root || a == d1 || a == d2 || a == d3 || a == d4 || a == d5) { sum += ticks[p]; break }
       }
       print sum + 0 }' /proc/[0-9]*/stat 2>/dev/null
 }
@@ -205,22 +209,30 @@ dd1=${devs% *} dd2=${devs#* }
 
 # A second pair of hosts whose cable keeps the frames on the unix socket
 # (tbstream up -cable socket), to show what the shared-memory cable of
-# the first pair changes, in the same rounds.
-run_shm=$run run_sock=$work/run-socket
-on_socket() { # on_socket CMD...: CMD against the socket-cable hosts
+# the first pair changes, and a third pair in one process (up -cable
+# inproc), to show what two processes cost, in the same rounds.
+run_shm=$run run_sock=$work/run-socket run_inproc=$work/run-inproc
+on_run() { # on_run DIR CMD...: CMD against the hosts under the run root DIR
   local rc
-  run=$run_sock
+  run=$1
+  shift
   "$@"
   rc=$?
   run=$run_shm
   return $rc
 }
-if ! out=$("$tb" -run "$run_sock" up -cable socket 2>&1) || ! devs=$(on_socket mkstream dd); then
+if ! out=$("$tb" -run "$run_sock" up -cable socket 2>&1) || ! devs=$(on_run "$run_sock" mkstream dd); then
   fail "bench: the socket-cable hosts: $out"
   tally
   exit 0
 fi
 dds1=${devs% *} dds2=${devs#* }
+if ! out=$("$tb" -run "$run_inproc" up -cable inproc 2>&1) || ! devs=$(on_run "$run_inproc" mkstream dd); then
+  fail "bench: the in-process hosts: $out"
+  tally
+  exit 0
+fi
+ddi1=${devs% *} ddi2=${devs#* }
 
 # ---- one measurement each; each records its number or says why not ----
 
@@ -313,7 +325,8 @@ timed_dd() {
 }
 m_fuse() { timed_dd fuse "$work/mnt/pipe0" "$work/mnt/pipe0"; }
 m_tbdd() { timed_dd tbdd "$dd2" "$dd1" dd; }
-m_tbddsock() { on_socket timed_dd tbddsock "$dds2" "$dds1" dd; }
+m_tbddsock() { on_run "$run_sock" timed_dd tbddsock "$dds2" "$dds1" dd; }
+m_tbddinproc() { on_run "$run_inproc" timed_dd tbddinproc "$ddi2" "$ddi1" dd; }
 
 m_nc() {
   local port t0 t1 got reader writer
@@ -372,8 +385,13 @@ m_tblat() {
   record tblat99 "$round" "$(jq '.latency.sizes[0].p99_us' "$work/tblat.json")"
 }
 m_tblatsock() {
-  on_socket tbbench tblatsock -lat -sizes 4096 -rounds 2000 || return
+  on_run "$run_sock" tbbench tblatsock -lat -sizes 4096 -rounds 2000 || return
   record tblatsock "$round" "$(jq '.latency.sizes[0].p50_us' "$work/tblatsock.json")"
+}
+m_tblatinproc() {
+  on_run "$run_inproc" tbbench tblatinproc -lat -sizes 4096 -rounds 2000 || return
+  record tblatinproc "$round" "$(jq '.latency.sizes[0].p50_us' "$work/tblatinproc.json")"
+  record tblatinproc99 "$round" "$(jq '.latency.sizes[0].p99_us' "$work/tblatinproc.json")"
 }
 m_bw1() {
   tbbench bw1 -bw -streams 1 -time "$bwtime" || return
@@ -385,7 +403,7 @@ m_bw4() {
   echo "$round $(jq -r '.bandwidth.mb_per_s as $all | [.bandwidth.streams[].directions[0].mb_per_s / $all * 100 | floor | tostring + "%"] | join(" ")' "$work/bw4.json")" >>"$work/shares"
 }
 
-measures=(pipe nc fuse tbdd tbddsock tcp fusehop tblat tblatsock bw1 bw4)
+measures=(pipe nc fuse tbdd tbddsock tbddinproc tcp fusehop tblat tblatsock tblatinproc bw1 bw4)
 t_start=$(date +%s)
 loads=()
 for round in $(seq "$rounds"); do
@@ -485,6 +503,7 @@ row "loopback TCP: dd | nc -N -> nc -l | dd" MB/s nc
 row "one FUSE hop: dd -> loopdev -fuse pipe file -> dd" MB/s fuse
 row "tbstream: dd -> host1 tbstreamN => host2 tbstreamN -> dd" MB/s tbdd
 row "  the same, frames on the unix socket (up -cable socket)" MB/s tbddsock
+row "  the same, both hosts in one process (up -cable inproc)" MB/s tbddinproc
 row "RTT 4 KiB p50, loopback TCP, TCP_NODELAY" µs tcp
 row "RTT 4 KiB p99, loopback TCP" µs tcp99
 row "RTT 4 KiB p50, FUSE hop: write + read back, loopdev file" µs fusehop
@@ -492,6 +511,8 @@ row "RTT 4 KiB p99, FUSE hop" µs fusehop99
 row "RTT 4 KiB p50, tbstream bench -lat (host1, host2, back)" µs tblat
 row "RTT 4 KiB p99, tbstream bench -lat" µs tblat99
 row "RTT 4 KiB p50, tbstream, cable frames on the unix socket" µs tblatsock
+row "RTT 4 KiB p50, tbstream, both hosts in one process" µs tblatinproc
+row "RTT 4 KiB p99, tbstream, both hosts in one process" µs tblatinproc99
 row "tbstream bench -bw, 1 stream ($bwtime)" MB/s bw1
 row "tbstream bench -bw, 4 streams at once, aggregate" MB/s bw4
 [ -s "$work/shares" ] && while read -r r shares; do
@@ -502,6 +523,10 @@ rrow "tbstream dd / nc" tbdd nc
 rrow "tbstream dd / FUSE hop dd" tbdd fuse
 rrow "tbstream dd, shared-memory cable / socket cable" tbdd tbddsock
 rrow "tbstream RTT p50, shared-memory cable / socket cable" tblat tblatsock
+rrow "tbstream dd, in-process pair / nc" tbddinproc nc
+rrow "tbstream dd, in-process pair / FUSE hop dd" tbddinproc fuse
+rrow "tbstream RTT p50, in-process pair / FUSE hop RTT p50" tblatinproc fusehop
+rrow "tbstream RTT p50, in-process pair / TCP RTT p50" tblatinproc tcp
 rrow "FUSE hop dd / pipe" fuse pipe
 rrow "tbstream RTT p50 / FUSE hop RTT p50" tblat fusehop
 rrow "tbstream RTT p50 / TCP RTT p50" tblat tcp
