@@ -178,6 +178,13 @@ ugst() {
   uon host2 "gnu gst-launch-1.0 -q filesrc location=/dev/tbstream0 ! jpegdec ! videoconvert ! pngenc ! multifilesink location=/tmp/uframes/%05d.png" &
   r=$!
   usend video || { kill $r; return 1; }
+  # The sender starts once the receiver has the node open: a writer's
+  # close gives up on bytes nobody reads for 500 ms, and under TCG the
+  # receiver's start can take longer than the sender's whole run.
+  for i in $(seq 240); do
+    ls -l /proc/[0-9]*/fd 2>/dev/null | grep -q 'tbstream0$' && break
+    sleep 0.5
+  done
   uon host1 "gnu gst-launch-1.0 -q videotestsrc num-buffers=30 ! jpegenc quality=90 ! filesink location=/dev/tbstream0"
   wait $r
   uclean video
@@ -189,6 +196,8 @@ if [ -x /host/usr/bin/gst-launch-1.0 ]; then
   # The plugin registry, once, before two pipelines would build it at
   # once (e2e.sh's calibration has built it when it ran first).
   [ -s /tmp/gst.registry ] || gnu gst-launch-1.0 -q videotestsrc num-buffers=1 ! jpegenc ! fakesink >/dev/null 2>&1
+  # and no re-scan of the plugins (some fail to load here) at each start.
+  export GST_REGISTRY_UPDATE=no
   if urun 300 ugst /tmp/ugst.out; then
     ok "usb-gstreamer: 30 JPEG frames videotestsrc → /dev/tbstream0 → USB → jpegdec, all decoded"
   else
