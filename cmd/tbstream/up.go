@@ -34,25 +34,75 @@ var demoHosts = []demoHost{
 	}},
 }
 
-// The cable transports up offers: frames in shared memory, or on the
-// unix socket the hosts meet on.
+// The cables up offers: the unix socket the hosts meet on, with the
+// frames in shared memory (shm) or on the socket itself; or a USB link on
+// this machine (usb[:UDC], dummy_hcd for a test): host1 is the gadget on
+// UDC, host2 the USB host through libusb.
 const (
 	cableShm    = "shm"
 	cableSocket = "socket"
+	cableUSB    = "usb"
 )
+
+// Pairing deadlines: a unix-socket cable pairs in well under a second; a
+// USB link must enumerate, be configured and reset before the cable's
+// handshake, which in a software-emulated VM (qemu TCG, dummy_hcd) has
+// taken tens of seconds.
+const (
+	pairDeadline    = 30 * time.Second
+	pairDeadlineUSB = 120 * time.Second
+)
+
+// errNoUSBHostUp: up -cable usb in a binary without the USB host side.
+var errNoUSBHostUp = errors.New("up -cable usb: this tbstream was built without the USB host side (host2 drives the link through libusb): build it with CGO_ENABLED=1 go build -tags usb ./cmd/tbstream (needs gcc, pkg-config and libusb-1.0-0-dev)")
+
+// upPlan is what up starts: each host's daemon arguments after -name,
+// -run-dir and -device-prefix, and how long pairing may take.
+type upPlan struct {
+	args     map[string][]string
+	deadline time.Duration
+}
+
+// planUp builds the hosts' arguments for -cable (usbHost: this binary
+// has the USB host side).
+func planUp(run, cable string, usbHost bool) (upPlan, error) {
+	p := upPlan{args: map[string][]string{}, deadline: pairDeadline}
+	kind, udc, _ := strings.Cut(cable, ":")
+	switch {
+	case cable == cableShm, cable == cableSocket:
+		for _, h := range demoHosts {
+			p.args[h.name] = h.args(run)
+			if cable == cableSocket {
+				p.args[h.name] = append(p.args[h.name], "-cable-shm=false")
+			}
+		}
+	case kind == cableUSB:
+		if !usbHost {
+			return p, errNoUSBHostUp
+		}
+		gadget := "usb-gadget"
+		if udc != "" {
+			gadget += ":" + udc
+		}
+		// The routes and adapters of the socket demo, so that the
+		// documented paths (0-503.0 on host1, 0-1.0 on host2) hold.
+		p.args["host1"] = []string{"-adapter", "3", "-peer-route", "503", "-cable", gadget}
+		p.args["host2"] = []string{"-adapter", "1", "-peer-route", "1", "-cable", "usb"}
+		p.deadline = pairDeadlineUSB
+	default:
+		return p, fmt.Errorf("up: -cable %q: want %s, %s or %s[:UDC]", cable, cableShm, cableSocket, cableUSB)
+	}
+	return p, nil
+}
 
 // up starts the two hosts as background daemons (re-running this binary)
 // unless they run already, and waits until each sees the other's stream
 // service. A host that exits meanwhile is reported with its own last error
 // line from its log.
 func up(ctx context.Context, run, cable string) error {
-	var cableArgs []string
-	switch cable {
-	case cableShm:
-	case cableSocket:
-		cableArgs = []string{"-cable-shm=false"}
-	default:
-		return fmt.Errorf("up: -cable %q: want %s or %s", cable, cableShm, cableSocket)
+	plan, err := planUp(run, cable, daemon.USBHostBuilt)
+	if err != nil {
+		return err
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("tbstream up needs root (it mounts FUSE file systems)")
@@ -67,13 +117,13 @@ func up(ctx context.Context, run, cable string) error {
 		if pid, err := daemon.Owner(dir); err == nil && pid != 0 {
 			continue // running
 		}
-		s, err := startHost(self, run, h, cableArgs)
+		s, err := startHost(self, run, h.name, plan.args[h.name])
 		if err != nil {
 			return err
 		}
 		started[h.name] = s
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(plan.deadline)
 	for _, h := range demoHosts {
 		for {
 			st, err := daemon.ReadStatus(hostDir(run, h.name))
@@ -92,7 +142,7 @@ func up(ctx context.Context, run, cable string) error {
 				if s := started[h.name]; s != nil {
 					why = s.lastError(why)
 				}
-				return fmt.Errorf("%s did not find its peer in 30 s: %s", h.name, why)
+				return fmt.Errorf("%s did not find its peer in %v: %s", h.name, plan.deadline, why)
 			}
 			select {
 			case <-ctx.Done():
@@ -112,8 +162,14 @@ type startedHost struct {
 	exited chan struct{}
 }
 
-func startHost(self, run string, h demoHost, extra []string) (*startedHost, error) {
-	dir := hostDir(run, h.name)
+// daemonArgs is the command line of host's daemon: tbstream daemon, its
+// name, run directory and device prefix, then args.
+func daemonArgs(run, host string, args []string) []string {
+	return append([]string{"daemon", "-name", host, "-run-dir", hostDir(run, host), "-device-prefix", host + "/"}, args...)
+}
+
+func startHost(self, run, host string, args []string) (*startedHost, error) {
+	dir := hostDir(run, host)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -132,12 +188,11 @@ func startHost(self, run string, h demoHost, extra []string) (*startedHost, erro
 		return nil, err
 	}
 	// With CUSE both hosts share one /dev: each gets a directory.
-	args := append(append([]string{"daemon", "-name", h.name, "-run-dir", dir, "-device-prefix", h.name + "/"}, h.args(run)...), extra...)
-	cmd := exec.Command(self, args...)
+	cmd := exec.Command(self, daemonArgs(run, host, args)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", h.name, err)
+		return nil, fmt.Errorf("start %s: %w", host, err)
 	}
 	s := &startedHost{log: logPath, from: from, exited: make(chan struct{})}
 	go func() {
