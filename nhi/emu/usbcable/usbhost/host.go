@@ -17,10 +17,10 @@ import (
 var ErrNotFound = errors.New("no such USB device")
 
 // ErrAccess: the device node could not be opened for writing.
-var ErrAccess = errors.New("permission denied on the USB device node")
+var ErrAccess = usbcable.ErrAccess
 
 // ErrDescriptors: the device matches but has not the cable's interface.
-var ErrDescriptors = errors.New("USB device without the cable's interface")
+var ErrDescriptors = usbcable.ErrDescriptors
 
 // UdevRule is the rule that gives a group access to the cable's device
 // nodes, for the permission error's message.
