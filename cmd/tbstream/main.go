@@ -1,7 +1,7 @@
 // Command tbstream is the tbstream command line:
 //
 //	tbstream demo              two emulated hosts, a backup, a tarball and a video through them
-//	tbstream up [-cable shm|socket|inproc] | down
+//	tbstream up [-cable shm|socket|inproc|usb[:UDC]] | down
 //	                           start or stop the two emulated hosts (host1, host2)
 //	tbstream shell HOST [CMD]  a shell in which HOST's configfs is /sys/kernel/config and
 //	                           its devices are /dev/tbstreamX
@@ -36,11 +36,15 @@ const usage = `usage: tbstream [-run DIR] COMMAND
 commands:
   demo              start two emulated hosts (if needed) and move a disk image,
                     a tarball and a video stream between them
-  up [-cable shm|socket|inproc]
+  up [-cable shm|socket|inproc|usb[:UDC]]
                     start the two emulated hosts host1 and host2; their cable
                     is a unix socket, with the frames in shared memory (shm,
                     the default) or on the socket itself; or one process
-                    runs both hosts, joined by an in-process cable (inproc)
+                    runs both hosts, joined by an in-process cable (inproc);
+                    or a USB link on this machine (usb: host1 the gadget on
+                    UDC, dummy_udc.0 with dummy_hcd; host2 the USB host,
+                    which needs a build with CGO_ENABLED=1 go build -tags usb
+                    ./cmd/tbstream)
   down              stop them
   shell HOST [CMD]  run CMD (default: your shell) with HOST's configfs at
                     /sys/kernel/config and its devices at /dev/tbstreamX
@@ -79,7 +83,7 @@ func main() {
 		err = demo(ctx, *run)
 	case "up":
 		ufs := flag.NewFlagSet("up", flag.ContinueOnError)
-		cable := ufs.String("cable", cableShm, "the hosts' cable: a unix socket carrying the frames in shared memory (shm) or itself (socket), or both hosts in one process (inproc)")
+		cable := ufs.String("cable", cableShm, "the hosts' cable: a unix socket carrying the frames in shared memory (shm) or itself (socket), both hosts in one process (inproc), or a USB link on this machine (usb[:UDC]; a -tags usb build)")
 		if err = ufs.Parse(args[1:]); err == nil {
 			err = up(ctx, *run, *cable)
 		}

@@ -19,7 +19,7 @@ func pairDaemon(ctx context.Context, run string) error {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
-		o, err := daemon.ParseFlags("tbstream pair-daemon", hostArgs(run, h))
+		o, err := daemon.ParseFlags("tbstream pair-daemon", daemonArgs(run, h.name, []string{"-adapter", h.adapter, "-peer-route", h.peerRoute})[1:])
 		if err != nil {
 			return err
 		}
@@ -35,10 +35,4 @@ func pairDaemon(ctx context.Context, run string) error {
 		return fmt.Errorf("pair-daemon: %w", err)
 	}
 	return nil
-}
-
-// hostArgs are a demo host's daemon flags but for its cable.
-func hostArgs(run string, h demoHost) []string {
-	return []string{"-name", h.name, "-run-dir", hostDir(run, h.name), "-device-prefix", h.name + "/",
-		"-adapter", h.adapter, "-peer-route", h.peerRoute}
 }

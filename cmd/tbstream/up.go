@@ -41,27 +41,80 @@ func (h demoHost) args(run string) []string {
 }
 
 // The cables up offers: a unix socket the hosts meet on, with the frames
-// in shared memory or on the socket itself; or both hosts in one process
-// with an in-process cable.
+// in shared memory (shm) or on the socket itself; both hosts in one
+// process with an in-process cable (inproc); or a USB link on this machine
+// (usb[:UDC], dummy_hcd for a test): host1 is the gadget on UDC, host2 the
+// USB host through libusb.
 const (
 	cableShm       = "shm"
 	cableSocket    = "socket"
 	cableInProcess = "inproc"
+	cableUSB       = "usb"
 )
+
+// Pairing deadlines: a unix-socket cable pairs in well under a second; a
+// USB link must enumerate, be configured and reset before the cable's
+// handshake, which in a software-emulated VM (qemu TCG, dummy_hcd) has
+// taken tens of seconds.
+const (
+	pairDeadline    = 30 * time.Second
+	pairDeadlineUSB = 120 * time.Second
+)
+
+// errNoUSBHostUp: up -cable usb in a binary without the USB host side.
+var errNoUSBHostUp = errors.New("up -cable usb: this tbstream was built without the USB host side (host2 drives the link through libusb): build it with CGO_ENABLED=1 go build -tags usb ./cmd/tbstream (needs gcc, pkg-config and libusb-1.0-0-dev)")
+
+// upPlan is what up starts: one pair-daemon for both hosts (pair), or each
+// host's daemon with its arguments after -name, -run-dir and
+// -device-prefix; and how long pairing may take.
+type upPlan struct {
+	pair     bool
+	args     map[string][]string
+	deadline time.Duration
+}
+
+// planUp builds the hosts' arguments for -cable (usbHost: this binary
+// has the USB host side).
+func planUp(run, cable string, usbHost bool) (upPlan, error) {
+	p := upPlan{args: map[string][]string{}, deadline: pairDeadline}
+	kind, udc, _ := strings.Cut(cable, ":")
+	switch {
+	case cable == cableShm, cable == cableSocket:
+		for _, h := range demoHosts {
+			p.args[h.name] = h.args(run)
+			if cable == cableSocket {
+				p.args[h.name] = append(p.args[h.name], "-cable-shm=false")
+			}
+		}
+	case cable == cableInProcess:
+		p.pair = true
+	case kind == cableUSB:
+		if !usbHost {
+			return p, errNoUSBHostUp
+		}
+		gadget := "usb-gadget"
+		if udc != "" {
+			gadget += ":" + udc
+		}
+		// The routes and adapters of the socket demo, so that the
+		// documented paths (0-503.0 on host1, 0-1.0 on host2) hold.
+		p.args["host1"] = []string{"-adapter", "3", "-peer-route", "503", "-cable", gadget}
+		p.args["host2"] = []string{"-adapter", "1", "-peer-route", "1", "-cable", "usb"}
+		p.deadline = pairDeadlineUSB
+	default:
+		return p, fmt.Errorf("up: -cable %q: want %s, %s, %s or %s[:UDC]", cable, cableShm, cableSocket, cableInProcess, cableUSB)
+	}
+	return p, nil
+}
 
 // up starts the two hosts as background daemons (re-running this binary)
 // unless they run already, and waits until each sees the other's stream
 // service. A host that exits meanwhile is reported with its own last error
 // line from its log.
 func up(ctx context.Context, run, cable string) error {
-	var cableArgs []string
-	switch cable {
-	case cableShm:
-	case cableSocket:
-		cableArgs = []string{"-cable-shm=false"}
-	case cableInProcess:
-	default:
-		return fmt.Errorf("up: -cable %q: want %s, %s or %s", cable, cableShm, cableSocket, cableInProcess)
+	plan, err := planUp(run, cable, daemon.USBHostBuilt)
+	if err != nil {
+		return err
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("tbstream up needs root (it mounts FUSE file systems)")
@@ -78,26 +131,25 @@ func up(ctx context.Context, run, cable string) error {
 		}
 	}
 	switch {
-	case cable == cableInProcess && running == 0:
+	case plan.pair && running == 0:
 		if started, err = startPair(self, run); err != nil {
 			return err
 		}
-	case cable == cableInProcess && running < len(demoHosts):
+	case plan.pair && running < len(demoHosts):
 		return errors.New("up -cable inproc: one host runs already on its own; tbstream down first")
-	case cable != cableInProcess:
+	case !plan.pair:
 		for _, h := range demoHosts {
-			dir := hostDir(run, h.name)
-			if pid, err := daemon.Owner(dir); err == nil && pid != 0 {
+			if pid, err := daemon.Owner(hostDir(run, h.name)); err == nil && pid != 0 {
 				continue // running
 			}
-			s, err := startHost(self, run, h, cableArgs)
+			s, err := startHost(self, run, h.name, plan.args[h.name])
 			if err != nil {
 				return err
 			}
 			started[h.name] = s
 		}
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(plan.deadline)
 	for _, h := range demoHosts {
 		for {
 			st, err := daemon.ReadStatus(hostDir(run, h.name))
@@ -116,7 +168,7 @@ func up(ctx context.Context, run, cable string) error {
 				if s := started[h.name]; s != nil {
 					why = s.lastError(why)
 				}
-				return fmt.Errorf("%s did not find its peer in 30 s: %s", h.name, why)
+				return fmt.Errorf("%s did not find its peer in %v: %s", h.name, plan.deadline, why)
 			}
 			select {
 			case <-ctx.Done():
@@ -136,16 +188,21 @@ type startedHost struct {
 	exited chan struct{}
 }
 
-func startHost(self, run string, h demoHost, extra []string) (*startedHost, error) {
-	logf, s, err := openLog(run, h)
+// daemonArgs is the command line of host's daemon: tbstream daemon, its
+// name, run directory and device prefix, then args.
+func daemonArgs(run, host string, args []string) []string {
+	return append([]string{"daemon", "-name", host, "-run-dir", hostDir(run, host), "-device-prefix", host + "/"}, args...)
+}
+
+func startHost(self, run, host string, args []string) (*startedHost, error) {
+	logf, s, err := openLog(run, host)
 	if err != nil {
 		return nil, err
 	}
 	defer logf.Close()
 	// With CUSE both hosts share one /dev: each gets a directory.
-	args := append(append([]string{"daemon", "-name", h.name, "-run-dir", hostDir(run, h.name), "-device-prefix", h.name + "/"}, h.args(run)...), extra...)
-	if err := startDaemon(self, args, logf, s.exited); err != nil {
-		return nil, fmt.Errorf("start %s: %w", h.name, err)
+	if err := startDaemon(self, daemonArgs(run, host, args), logf, s.exited); err != nil {
+		return nil, fmt.Errorf("start %s: %w", host, err)
 	}
 	return s, nil
 }
@@ -157,7 +214,7 @@ func startPair(self, run string) (map[string]*startedHost, error) {
 	exited := make(chan struct{})
 	var out *os.File
 	for _, h := range demoHosts {
-		logf, s, err := openLog(run, h)
+		logf, s, err := openLog(run, h.name)
 		if err != nil {
 			return nil, err
 		}
@@ -174,10 +231,10 @@ func startPair(self, run string) (map[string]*startedHost, error) {
 	return started, nil
 }
 
-// openLog opens h's log for appending and says where this start's lines
-// begin.
-func openLog(run string, h demoHost) (*os.File, *startedHost, error) {
-	dir := hostDir(run, h.name)
+// openLog opens host's log for appending and says where this start's
+// lines begin.
+func openLog(run, host string) (*os.File, *startedHost, error) {
+	dir := hostDir(run, host)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, nil, err
 	}

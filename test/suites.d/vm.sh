@@ -55,11 +55,11 @@ checks=(modules host-tools node node-mode dd tar-gzip large-read ioctl go-nonblo
 if [ "$e2e" != none ]; then
   checks+=($(grep -oE '((ok|bad|skip) "|^step )e2e-[a-z0-9-]+' "$e2e" | sed 's/.*[" ]//' | awk '!seen[$0]++'))
 fi
-# The USB cable checks (test/vm/usb.sh) run after the e2e ones, or alone
-# with TBSTREAM_VM_E2E=test/vm/usb.sh.
+# The USB cable checks (test/vm/usb.sh, and test/vm/usbbad.sh which it
+# sources) run after the e2e ones, or alone with TBSTREAM_VM_E2E=test/vm/usb.sh.
 usb_e2e=test/vm/usb.sh
 if [ "$e2e" != none ]; then
-  checks+=($(grep -oE '(ok|bad|skip) "usb-[a-z0-9-]+' "$usb_e2e" | sed 's/.*"//' | awk '!seen[$0]++'))
+  checks+=($(grep -ohE '(ok|bad|skip) "usb-[a-z0-9-]+' "$usb_e2e" test/vm/usbbad.sh | sed 's/.*"//' | awk '!seen[$0]++'))
 fi
 # test/vm/vfio.sh: nhi/vfio driving qemu's edu device (names in its edu_checks).
 checks+=($(sed -n '/^edu_checks="/,/"$/p' test/vm/vfio.sh | grep -oE 'vfio-edu-[a-z-]+'))
@@ -189,7 +189,7 @@ cmds="./test/vm/cmd/loopdev ./test/vm/cmd/vmcheck ./test/vm/cmd/vfioedu"
 if [ "$e2e" != none ]; then
   cp "$e2e" "$stage/e2e.sh"
   cp test/e2e/discover.sh "$stage/bin/discover.sh"
-  cmds="$cmds $(go list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./cmd/... 2>/dev/null | sed 's|^tbstream/|./|')"
+  cmds="$cmds ./test/vm/cmd/usbfake $(go list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./cmd/... 2>/dev/null | sed 's|^tbstream/|./|')"
 fi
 for pkg in $cmds; do
   CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$stage/bin/$(basename "$pkg")" "$pkg" ||
@@ -197,8 +197,12 @@ for pkg in $cmds; do
 done
 if [ "$e2e" != none ]; then
   [ "$e2e" != "$usb_e2e" ] && cp "$usb_e2e" "$stage/usb.sh"
+  cp test/vm/usbbad.sh "$stage/usbbad.sh"
   CGO_ENABLED=1 go build -tags usb -trimpath -o "$stage/bin/tbstreamd-usb" ./cmd/tbstreamd ||
     fail_all "go build -tags usb ./cmd/tbstreamd"
+  # usbbad.sh's usb-tbstream-up: tbstream up -cable usb re-runs this binary.
+  CGO_ENABLED=1 go build -tags usb -trimpath -o "$stage/bin/tbstream-usb" ./cmd/tbstream ||
+    fail_all "go build -tags usb ./cmd/tbstream"
   for c in usbjunk usbbench; do
     CGO_ENABLED=1 go build -tags usb -trimpath -o "$stage/bin/$c" ./test/vm/cmd/$c ||
       fail_all "go build -tags usb ./test/vm/cmd/$c"

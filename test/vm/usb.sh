@@ -276,6 +276,9 @@ else
   bad "usb-garbage: $(tail -n 4 /tmp/ujunk.out | tr '\n' ' ') $(ulogs)"
 fi
 
+# Bad inputs and tbstream up -cable usb (test/vm/usbbad.sh, staged by vm.sh).
+[ -f /usbbad.sh ] && . /usbbad.sh
+
 for h in host1 host2; do kill "$(cat $URUN/$h/pid 2>/dev/null)" 2>/dev/null; done
 sleep 2
 if [ ! -d $UG ]; then

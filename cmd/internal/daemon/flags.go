@@ -70,7 +70,7 @@ func ParseFlags(name string, args []string) (Options, error) {
 		if err != nil {
 			return o, err
 		}
-		if !uc.Gadget && !usbHostBuilt {
+		if !uc.Gadget && !USBHostBuilt {
 			return o, fmt.Errorf("-cable %s: %w", *cable, errNoUSBHost)
 		}
 		o.Cable = &uc

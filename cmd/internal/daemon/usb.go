@@ -42,6 +42,12 @@ func ParseCable(s string) (USBCable, error) {
 	return USBCable{}, fmt.Errorf("-cable %q: want usb-gadget[:UDC] or usb[:VID:PID|BUS.ADDR]", s)
 }
 
+// gadgetEnableWait is how long a bound gadget waits for the host's ENABLE
+// before the daemon logs that it has none. A host configures a device it
+// accepts within a second or two of the bind, also in a software-emulated
+// VM; a fresh plug after an unplug ends the wait at once.
+const gadgetEnableWait = 10 * time.Second
+
 // gadgetCables runs the USB device side: the gadget stays bound while the
 // daemon runs; each session the host enables is a cable plugged.
 func (d *Daemon) gadgetCables(ctx context.Context, uc USBCable) {
@@ -60,7 +66,15 @@ func (d *Daemon) gadgetCables(ctx context.Context, uc USBCable) {
 	}
 	defer g.Close()
 	for ctx.Err() == nil {
+		// A host that enumerates the gadget but never configures it
+		// (not authorized, a driver that does not take it) leaves the
+		// gadget bound and silent: say so once a wait.
+		waiting := time.AfterFunc(gadgetEnableWait, func() {
+			d.log.Warn("usb gadget bound but the host has not enabled it", "waited", gadgetEnableWait,
+				"hint", "is the cable plugged, and does the host configure the device (Linux: /sys/bus/usb/devices/*/authorized)?")
+		})
 		conn, err := g.Accept(ctx)
+		waiting.Stop()
 		if err != nil {
 			if ctx.Err() == nil {
 				d.log.Warn("usb gadget accept failed", "err", err)
@@ -102,8 +116,18 @@ func (d *Daemon) hostCables(ctx context.Context, uc USBCable) {
 				d.log.Error("cannot drive a USB cable", "err", err)
 				return
 			}
+			// Once per state: an error repeats at every poll while the
+			// device stays as it is, and a device that goes and comes
+			// back has a new address, so a new message.
 			if msg := err.Error(); msg != last {
-				d.log.Warn("waiting for the USB cable's device", "err", err)
+				switch {
+				case errors.Is(err, usbcable.ErrDescriptors):
+					d.log.Error("a USB device has the cable's IDs but not its descriptors: not a tbstream gadget (another product with the same IDs? give both ends other IDs: -usb-id on the gadget, -cable usb:VID:PID here); ignored", "err", err)
+				case errors.Is(err, usbcable.ErrAccess):
+					d.log.Error("cannot open the USB cable's device", "err", err)
+				default:
+					d.log.Warn("waiting for the USB cable's device", "err", err)
+				}
 				last = msg
 			}
 			select {

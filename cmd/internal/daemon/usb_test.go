@@ -22,7 +22,7 @@ func TestFlagsUSBCable(t *testing.T) {
 	assert.Equal(t, USBCable{Gadget: true}, *o.Cable)
 
 	_, err = ParseFlags("tbstreamd", []string{"-run-dir", dir, "-cable", "usb:3.2"})
-	if usbHostBuilt {
+	if USBHostBuilt {
 		require.NoError(t, err)
 	} else {
 		require.ErrorIs(t, err, errNoUSBHost, "a build without -tags usb says how to get the host side")

@@ -8,8 +8,9 @@ import (
 	"tbstream/nhi/emu/usbcable"
 )
 
-// usbHostBuilt says whether this binary can drive a USB cable as host.
-const usbHostBuilt = false
+// USBHostBuilt says whether this binary can drive a USB cable as host
+// (a cgo build with -tags usb).
+const USBHostBuilt = false
 
 func openUSBHost(context.Context, usbcable.Selector) (usbConn, error) {
 	return nil, errNoUSBHost

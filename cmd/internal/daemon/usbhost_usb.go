@@ -9,8 +9,9 @@ import (
 	"tbstream/nhi/emu/usbcable/usbhost"
 )
 
-// usbHostBuilt says whether this binary can drive a USB cable as host.
-const usbHostBuilt = true
+// USBHostBuilt says whether this binary can drive a USB cable as host
+// (a cgo build with -tags usb).
+const USBHostBuilt = true
 
 func openUSBHost(ctx context.Context, sel usbcable.Selector) (usbConn, error) {
 	c, err := usbhost.Open(ctx, sel)

@@ -1,6 +1,7 @@
 package usbcable
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -93,3 +94,13 @@ func (s Selector) String() string {
 	}
 	return s.ID.String()
 }
+
+// Errors of the USB host side (package usbhost, a -tags usb build), here
+// so that a caller built without it can tell them apart.
+var (
+	// ErrAccess: the device node could not be opened for writing.
+	ErrAccess = errors.New("permission denied on the USB device node")
+	// ErrDescriptors: a device matches the selector but has not the
+	// cable's interface (another product with the same IDs, say).
+	ErrDescriptors = errors.New("USB device without the cable's interface")
+)

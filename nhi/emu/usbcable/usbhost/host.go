@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/google/gousb"
@@ -17,10 +19,10 @@ import (
 var ErrNotFound = errors.New("no such USB device")
 
 // ErrAccess: the device node could not be opened for writing.
-var ErrAccess = errors.New("permission denied on the USB device node")
+var ErrAccess = usbcable.ErrAccess
 
 // ErrDescriptors: the device matches but has not the cable's interface.
-var ErrDescriptors = errors.New("USB device without the cable's interface")
+var ErrDescriptors = usbcable.ErrDescriptors
 
 // UdevRule is the rule that gives a group access to the cable's device
 // nodes, for the permission error's message.
@@ -152,7 +154,10 @@ func cableEndpoints(d *gousb.DeviceDesc) (in, out gousb.EndpointDesc, err error)
 		return in, out, fmt.Errorf("interface class %s/%s/%s, want vendor ff/00/00: %w", alt.Class, alt.SubClass, alt.Protocol, ErrDescriptors)
 	}
 	var nin, nout int
-	for _, ep := range alt.Endpoints {
+	// In address order: Endpoints is a map, and the error must name the
+	// same endpoint at every poll (the daemon logs a message once).
+	for _, a := range slices.Sorted(maps.Keys(alt.Endpoints)) {
+		ep := alt.Endpoints[a]
 		if ep.TransferType != gousb.TransferTypeBulk {
 			return in, out, fmt.Errorf("endpoint %s is not bulk: %w", ep.Address, ErrDescriptors)
 		}

@@ -16,6 +16,8 @@
 //	vmcheck procs               every user process: state, and per thread wchan and
 //	                            kernel stack (what a stuck step's processes wait on)
 //	vmcheck killtree PID        SIGCONT, then SIGKILL, PID and all its descendants
+//	vmcheck nodac CMD [ARGS...] exec CMD without CAP_DAC_OVERRIDE and
+//	                            CAP_DAC_READ_SEARCH (root bound by file modes)
 //
 // Exit status 0 means the check passed; the reason for a failure is printed.
 package main
@@ -40,11 +42,13 @@ func main() {
 		return
 	}
 	if len(os.Args) < 3 {
-		fmt.Fprintln(os.Stderr, "usage: vmcheck goread PATH BYTES | signal PATH INT|KILL | poll PATH | time CMD | procs | killtree PID")
+		fmt.Fprintln(os.Stderr, "usage: vmcheck goread PATH BYTES | signal PATH INT|KILL | poll PATH | time CMD | procs | killtree PID | nodac CMD [ARGS...]")
 		os.Exit(2)
 	}
 	var err error
 	switch os.Args[1] {
+	case "nodac":
+		err = noDAC(os.Args[2:]) // returns only on failure
 	case "killtree":
 		var pid int
 		if pid, err = strconv.Atoi(os.Args[2]); err == nil {
