@@ -213,6 +213,7 @@ rm -f /tmp/utu /tmp/utu.recv
 utbdown() {
   p1=$(cat $URUN/host1/pid) p2=$(cat $URUN/host2/pid)
   tbstream-usb -run $URUN down || return 1
+  grep -q killed /tmp/utbdown.out && { echo "SIGTERM did not stop a daemon"; return 1; }
   ualive "$p1" && { echo "host1 (pid $p1) still runs"; return 1; }
   ualive "$p2" && { echo "host2 (pid $p2) still runs"; return 1; }
   [ -d $UG ] && { echo "$UG left behind"; return 1; }

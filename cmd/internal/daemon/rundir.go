@@ -42,31 +42,47 @@ func Owner(run string) (int, error) {
 		return 0, fmt.Errorf("lock of %s: %w", run, err)
 	}
 	defer f.Close()
-	err = unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
+	// A holder that exits between the flock and the read of /proc/locks
+	// is not listed there: ask flock again.
+	for try := 0; ; try++ {
+		pid, err := lockOwner(f)
+		if errors.Is(err, errLockUnlisted) && try < 3 {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("lock of %s: %w", run, err)
+		}
+		return pid, nil
+	}
+}
+
+// errLockUnlisted: the lock is held, but its holder is not in /proc/locks.
+var errLockUnlisted = errors.New("held, but not listed in /proc/locks")
+
+// lockOwner is one try of Owner on the open lock file f.
+func lockOwner(f *os.File) (int, error) {
+	err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
 	if err == nil {
 		unix.Flock(int(f.Fd()), unix.LOCK_UN)
 		return 0, nil
 	}
 	if !errors.Is(err, unix.EWOULDBLOCK) {
-		return 0, fmt.Errorf("lock of %s: %w", run, err)
+		return 0, err
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return 0, fmt.Errorf("lock of %s: %w", run, err)
+		return 0, err
 	}
 	locks, err := os.Open("/proc/locks")
 	if err != nil {
-		return 0, fmt.Errorf("lock of %s: %w", run, err)
+		return 0, err
 	}
 	defer locks.Close()
 	pid, err := lockHolder(bufio.NewScanner(locks), unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
 	if err == nil && pid == 0 {
-		err = errors.New("held, but not listed in /proc/locks")
+		err = errLockUnlisted
 	}
-	if err != nil {
-		return 0, fmt.Errorf("lock of %s: %w", run, err)
-	}
-	return pid, nil
+	return pid, err
 }
 
 // lockHolder finds the FLOCK of the file (major:minor, ino) in the lines
