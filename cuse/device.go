@@ -110,7 +110,8 @@ type OpenRequest struct {
 	// was given to open(2); the kernel strips O_CREAT, O_EXCL, O_NOCTTY and
 	// O_TRUNC).
 	Flags uint32
-	// Wake is this handle's Waker.
+	// Wake is this handle's Waker; nil where nothing can poll the handle
+	// (the FUSE fallback has no poll).
 	Wake Waker
 }
 

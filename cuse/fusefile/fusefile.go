@@ -153,7 +153,7 @@ func callerOf(ctx context.Context) cuse.Caller {
 func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	// O_NONBLOCK stays for the open itself (ENXIO instead of waiting for
 	// a peer); reads and writes never see it (see the package doc).
-	h, err := n.g.open(ctx, n.file.Device, &cuse.OpenRequest{Caller: callerOf(ctx), Flags: flags, Wake: func() {}})
+	h, err := n.g.open(ctx, n.file.Device, &cuse.OpenRequest{Caller: callerOf(ctx), Flags: flags})
 	if err != nil {
 		return nil, 0, errnoOf(err)
 	}

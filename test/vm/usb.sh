@@ -64,6 +64,21 @@ ureset() {
     uon $h "cd $UR && for g in */*; do rmdir \"\$g\" 2>/dev/null || :; done; for x in *; do rmdir \"\$x\" 2>/dev/null || :; done" >/dev/null 2>&1
   done
 }
+# ualive PID: PID runs (a zombie has exited: an orphan of a step's
+# subshell waits for PID 1, this shell, to reap it).
+ualive() {
+  s=$(sed 's/.*) //' /proc/$1/stat 2>/dev/null | cut -d' ' -f1)
+  [ -n "$s" ] && [ "$s" != Z ]
+}
+# ustop HOST: SIGTERM HOST's daemon, if it runs, and wait until it exits.
+ustop() {
+  sp=$(cat $URUN/$1/pid 2>/dev/null) || return 0
+  ualive "$sp" || return 0
+  kill "$sp"
+  for i in $(seq 100); do ualive "$sp" || return 0; sleep 0.2; done
+  echo "$1 (pid $sp) did not stop within 20 s of SIGTERM"
+  return 1
+}
 uwait_paired() {
   for i in $(seq ${1:-240}); do upaired && return 0; sleep 0.5; done
   return 1
@@ -279,12 +294,18 @@ fi
 # Bad inputs and tbstream up -cable usb (test/vm/usbbad.sh, staged by vm.sh).
 [ -f /usbbad.sh ] && . /usbbad.sh
 
-for h in host1 host2; do kill "$(cat $URUN/$h/pid 2>/dev/null)" 2>/dev/null; done
-sleep 2
-if [ ! -d $UG ]; then
+# Both must have exited before usb-bench: a host daemon still polling
+# would claim the benchmark's gadget, which has the same IDs.
+udown() {
+  ustop host1 || return 1
+  ustop host2 || return 1
+  [ -d $UG ] && { echo "$UG left behind: $(ls $UG)"; return 1; }
+  return 0
+}
+if urun 60 udown /tmp/udown.out; then
   ok "usb-down: SIGTERM stops both daemons; the gadget is gone from configfs"
 else
-  bad "usb-down: $UG left behind: $(ls $UG)"
+  bad "usb-down: $(tail -n 4 /tmp/udown.out | tr '\n' ' ')"
 fi
 
 # ---- the benchmark: the backup's rate against a bare FunctionFS → libusb

@@ -2,7 +2,8 @@
 # Bad inputs to the USB cable, and `tbstream up -cable usb` (issue 15), in
 # the VM. Sourced by test/vm/usb.sh before its usb-down check, with its
 # helpers (uon, urecv, usend, uclean, urun, ulogs, upaired, uwait_paired,
-# ustart_host2) and the two daemons running; leaves them running again.
+# ualive, ustop, ustart_host2) and the two daemons running; leaves them
+# running again.
 #
 #   usb-bad-descriptors  a gadget with the cable's IDs but other descriptors
 #                        (test/vm/cmd/usbfake): host2 says so once, claims
@@ -29,21 +30,6 @@ export LD_LIBRARY_PATH=$LIB
 ustart_host1() {
   tbstreamd -name host1 -run-dir $URUN/host1 -device-prefix host1/ -adapter 3 -peer-route 503 \
     -cable usb-gadget:dummy_udc.0 >>$URUN/host1/log 2>&1 &
-}
-# ualive PID: PID runs (a zombie has exited: an orphan of a step's
-# subshell waits for PID 1, this shell, to reap it).
-ualive() {
-  s=$(sed 's/.*) //' /proc/$1/stat 2>/dev/null | cut -d' ' -f1)
-  [ -n "$s" ] && [ "$s" != Z ]
-}
-# ustop HOST: SIGTERM HOST's daemon, if it runs, and wait until it exits.
-ustop() {
-  sp=$(cat $URUN/$1/pid 2>/dev/null) || return 0
-  ualive "$sp" || return 0
-  kill "$sp"
-  for i in $(seq 100); do ualive "$sp" || return 0; sleep 0.2; done
-  echo "$1 (pid $sp) did not stop within 20 s of SIGTERM"
-  return 1
 }
 # urunning HOST: HOST's daemon runs.
 urunning() { ualive "$(cat $URUN/$1/pid 2>/dev/null)"; }

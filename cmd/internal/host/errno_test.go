@@ -275,6 +275,49 @@ func stuckClose(t *testing.T, w cuse.Handle) (closed chan struct{}) {
 	return closed
 }
 
+// TestCloseWithFullRingSendsClose: a last close right after writes that
+// filled the TX ring (the peer has the device open but has not read yet)
+// waits for a free slot for the CLOSE frame, so the reader, once it reads,
+// gets every byte and then EOF. Linux posts the CLOSE only if a slot is
+// free at close; otherwise the frame is lost and the reader blocks until
+// its own close.
+func TestCloseWithFullRingSendsClose(t *testing.T) {
+	h1, h2, _ := twoHosts(t)
+	ctx := context.Background()
+	i1, i2 := pairStream(t, h1, h2, "full")
+	require.NoError(t, i1.Store(ctx, configfs.AttrRingSize, 32))
+	require.NoError(t, i2.Store(ctx, configfs.AttrRingSize, 32))
+	r := open(t, h2, node(t, i2), syscall.O_RDONLY)
+	defer r.Release(ctx)
+	w := open(t, h1, node(t, i1), syscall.O_WRONLY)
+	// Non-blocking writes until EAGAIN: host2's RX ring is full, then
+	// host1's TX ring.
+	var sent []byte
+	chunk := make([]byte, 64<<10)
+	for seed := byte(1); ; seed++ {
+		for i := range chunk {
+			chunk[i] = seed + byte(i>>8)
+		}
+		n, err := w.Write(ctx, &cuse.WriteRequest{Data: [][]byte{chunk}, Flags: syscall.O_NONBLOCK})
+		if errors.Is(err, syscall.EAGAIN) {
+			break
+		}
+		require.NoError(t, err)
+		sent = append(sent, chunk[:n]...)
+	}
+	closed := make(chan struct{})
+	go func() {
+		w.Release(ctx)
+		close(closed)
+	}()
+	// The release finds the ring full before anything is read.
+	time.Sleep(100 * time.Millisecond)
+	got := readAll(t, r)
+	require.Equal(t, len(sent), len(got), "bytes before EOF")
+	require.Equal(t, sha256.Sum256(sent), sha256.Sum256(got))
+	<-closed
+}
+
 // TestRemoveWhileClosing: an rmdir while the last close is still taking
 // the rings and paths down must leave the HopIDs and the index taken
 // until the close is done; a stream that got them at once found its

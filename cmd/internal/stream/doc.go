@@ -60,11 +60,13 @@
 //
 // close(2) of the last handle of a ring pair (Release) is bounded:
 //
-//   - busy-poll mode only: up to flushIdle (500 ms) reaping TX for a free
-//     slot for the CLOSE frame, as Linux 7.3;
-//   - the TX drain: it ends when the ring is empty, after flushIdle (500 ms)
-//     without a completed frame, after drainMax (10 s) in all, or at once
-//     when the peer goes away; a close with no peer does not drain;
+//   - a free TX slot for the CLOSE frame, and then the TX drain: they end
+//     when the ring is empty, after flushIdle (500 ms) without a completed
+//     frame, after drainMax (10 s) in all, or at once when the peer goes
+//     away; a close with no peer does not drain. Linux posts the CLOSE
+//     only if a slot is free (7.3 in busy mode reaps up to 500 ms for one)
+//     and otherwise loses it: a close right after writes that filled the
+//     ring leaves the peer's reader without EOF;
 //   - disabling the DMA paths: control-channel writes to our own host
 //     router, bounded by pathTimeout (5 s), normally well under 1 ms.
 //

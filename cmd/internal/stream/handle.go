@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"syscall"
+	"time"
 
 	"tbstream/cuse"
 )
@@ -131,6 +132,9 @@ func (st *Stream) admitLocked(d *rings, req *cuse.OpenRequest) *handle {
 	st.mu.Unlock()
 	st.sigMu.Lock()
 	st.wakers[h] = struct{}{}
+	if h.wake != nil {
+		st.pollers++
+	}
 	st.sigMu.Unlock()
 	return h
 }
@@ -203,7 +207,7 @@ func (h *handle) Flush(ctx context.Context) error {
 	wait, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(d.gone, cancel)()
-	reason := waitSent(wait, d)
+	reason := waitSent(wait, d, time.Now().Add(drainMax))
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -222,6 +226,9 @@ func (h *handle) Flush(ctx context.Context) error {
 func (h *handle) Release(ctx context.Context) {
 	st, d := h.st, h.d
 	st.sigMu.Lock()
+	if _, ok := st.wakers[h]; ok && h.wake != nil {
+		st.pollers--
+	}
 	delete(st.wakers, h)
 	st.sigMu.Unlock()
 	st.mu.Lock()

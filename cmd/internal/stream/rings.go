@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -251,16 +252,10 @@ func (st *Stream) stop(d *rings, peer bool) closeResult {
 // drain posts the CLOSE frame and waits for the TX ring to empty.
 func (st *Stream) drain(d *rings) closeResult {
 	var res closeResult
-	if d.p.busyPoll {
-		// No interrupt frees a slot: reap by hand, as Linux 7.3 does.
-		deadline := time.Now().Add(flushIdle)
-		for d.tx.TxFree() == 0 && time.Now().Before(deadline) && d.gone.Err() == nil {
-			d.tx.Poll()
-			runtime.Gosched()
-		}
-	}
+	deadline := time.Now().Add(drainMax)
 	closePosted := false
-	if err := d.tx.TxReserve(&d.txBufs, 1); err == nil {
+	res.reason = reserveClose(d, deadline)
+	if res.reason == "" {
 		clear(d.txBufs.Runs()[0][:CloseFrameSize])
 		if _, err := d.tx.TxCommit(&d.txBufs, CloseFrameSize, PDFFrameStart, PDFClose); err == nil {
 			d.txFrames++
@@ -268,23 +263,64 @@ func (st *Stream) drain(d *rings) closeResult {
 		}
 		d.txBufs.Release()
 	}
-	if d.flushGaveUp.Load() {
+	switch {
+	case res.reason != "":
+	case d.flushGaveUp.Load():
 		// The FLUSH before this release waited already and told close(2).
 		res.reason = "the flush at close(2) gave up"
-	} else {
-		res.reason = waitSent(d.gone, d)
+	default:
+		res.reason = waitSent(d.gone, d, deadline)
 	}
 	res.eofSent = closePosted && d.tx.Stats().Completed >= d.txFrames
 	return res
 }
 
+// reserveClose reserves the TX slot for the CLOSE frame, waiting for one
+// while the ring keeps moving (flushIdle without progress, the peer's
+// going or deadline ends the wait). Linux takes a slot only if one is free
+// (reaping for flushIdle in busy mode): a close right after writes that
+// filled the ring loses the CLOSE, and the peer's reader never sees EOF.
+// It returns why no slot was reserved, "" if one was.
+func reserveClose(d *rings, deadline time.Time) string {
+	for {
+		err := d.tx.TxReserve(&d.txBufs, 1)
+		if err == nil {
+			return ""
+		}
+		if !errors.Is(err, nhi.ErrRingFull) {
+			return "no slot for the CLOSE frame: " + err.Error()
+		}
+		before := d.tx.Stats().Completed
+		wait := min(flushIdle, time.Until(deadline))
+		if d.p.busyPoll {
+			// No interrupt frees a slot: reap by hand, as Linux 7.3 does.
+			end := time.Now().Add(wait)
+			for d.tx.TxFree() == 0 && time.Now().Before(end) && d.gone.Err() == nil {
+				d.tx.Poll()
+				runtime.Gosched()
+			}
+		} else {
+			c, cancel := context.WithTimeout(d.gone, wait)
+			d.tx.WaitTx(c)
+			cancel()
+		}
+		switch {
+		case d.gone.Err() != nil:
+			return "peer gone"
+		case d.tx.Stats().Completed == before:
+			return "no slot for the CLOSE frame: no progress for " + flushIdle.String()
+		case !time.Now().Before(deadline):
+			return "no slot for the CLOSE frame after " + drainMax.String()
+		}
+	}
+}
+
 // waitSent waits until the TX ring has sent all that was posted: Linux
 // gives the flush 500 ms in all; losing queued data because a slow reader
 // took longer is not what a user wants, so it waits while the ring keeps
-// moving, up to drainMax. It returns why it stopped early, "" if it did
+// moving, up to deadline. It returns why it stopped early, "" if it did
 // not; ctx (or the peer's going) ends it at once.
-func waitSent(ctx context.Context, d *rings) string {
-	deadline := time.Now().Add(drainMax)
+func waitSent(ctx context.Context, d *rings, deadline time.Time) string {
 	for {
 		before := d.tx.Stats().Completed
 		c, cancel := context.WithTimeout(ctx, min(flushIdle, time.Until(deadline)))

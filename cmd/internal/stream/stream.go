@@ -33,6 +33,7 @@ type Stream struct {
 	sigMu   sync.Mutex
 	changed chan struct{} // closed and replaced on every change of state
 	wakers  map[*handle]struct{}
+	pollers int // handles in wakers with a waker: no kick without one
 	// kick (capacity 1) tells the notifier goroutine that the wakers are
 	// due; done ends it once the stream is finished.
 	kick chan struct{}
@@ -126,7 +127,11 @@ func (st *Stream) signal() {
 	st.sigMu.Lock()
 	close(st.changed)
 	st.changed = make(chan struct{})
+	pollers := st.pollers
 	st.sigMu.Unlock()
+	if pollers == 0 {
+		return // a goroutine wake-up per frame saved
+	}
 	select {
 	case st.kick <- struct{}{}:
 	default: // a round of wakers is due already
