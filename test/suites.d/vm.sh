@@ -222,7 +222,11 @@ vfio_append="intel_iommu=on no_timer_check"
 echo "vm: booting (timeout ${timeout_s}s)${stall:+, with$stall}"
 start=$(date +%s)
 # The guest's result, progress and stall lines are shown as they come.
-timeout "$timeout_s" qemu-system-x86_64 -accel tcg,thread=single -m "$mem" -smp 2 -nographic -no-reboot \
+# thread=multi (MTTCG): one host thread per vCPU. The whole suite then takes
+# about half as long as with one thread for both vCPUs (370 s against 730 s
+# here); a single-threaded copy in the guest is somewhat slower, and the
+# guest's ratios to its own pipe stay about the same.
+timeout "$timeout_s" qemu-system-x86_64 -accel tcg,thread=multi -m "$mem" -smp 2 -nographic -no-reboot \
   -nic none $vfio_qemu -kernel "$kernel" -initrd "$work/initrd.gz" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -append "console=ttyS0 quiet panic=-1 $vfio_append vmtest.mib=$mib$stall" </dev/null 2>&1 |

@@ -79,6 +79,23 @@ ustop() {
   echo "$1 (pid $sp) did not stop within 20 s of SIGTERM"
   return 1
 }
+# uwait_open HOST NODE: wait until HOST's stream on NODE is open (column
+# OPEN of tbstream list; in a tbstream shell the node is /dev/NODE, so
+# /proc/PID/fd cannot tell the hosts apart). A reader opens first: a
+# writer's close gives up on bytes nobody reads for 500 ms, and under TCG
+# a reader's shell can start later than a small writer's whole run (as on
+# Linux, data moves only while both ends are open).
+uwait_open() {
+  for i in $(seq 240); do
+    timeout 10 $UTB list 2>/dev/null | awk -v h="$1" -v n="$2" '
+      /^Host / { cur = $2 }
+      cur == h && ($3 == n || $3 ~ "/" n "$") && $8 >= 1 { found = 1 }
+      END { exit !found }' && return 0
+    sleep 0.5
+  done
+  echo "$1's $2 not open after 120 s: $($UTB list 2>&1 | tr '\n' '|')"
+  return 1
+}
 uwait_paired() {
   for i in $(seq ${1:-240}); do upaired && return 0; sleep 0.5; done
   return 1
@@ -119,6 +136,7 @@ ubackup() {
   uon host2 "dd if=/dev/tbstream0 bs=256k 2>/dev/null | sha256sum > /tmp/ubackup.sum" &
   r=$!
   usend backup || { echo "no HopIDs"; kill $r; return 1; }
+  uwait_open host2 tbstream0 || return 1
   t0=$(cut -d' ' -f1 /proc/uptime)
   uon host1 "dd if=/tmp/uimg of=/dev/tbstream0 bs=256k 2>/dev/null"
   wait $r
@@ -146,6 +164,7 @@ utargz() {
   uon host2 "cd /tmp/urecv && gunzip < /dev/tbstream0 | tar xf -" &
   r=$!
   usend data || { kill $r; return 1; }
+  uwait_open host2 tbstream0 || return 1
   uon host1 "cd /tmp/ut && tar cf - mydir | gzip > /dev/tbstream0"
   wait $r
   uclean data
@@ -170,6 +189,8 @@ utwo() {
   r1=$!
   uon host1 "cat /dev/tbstream1 > /tmp/ub.recv" &
   r2=$!
+  uwait_open host2 tbstream0 || return 1
+  uwait_open host1 tbstream1 || return 1
   uon host1 "cat /tmp/ua > /dev/tbstream0" &
   w1=$!
   uon host2 "cat /tmp/ub > /dev/tbstream1"
@@ -193,13 +214,7 @@ ugst() {
   uon host2 "gnu gst-launch-1.0 -q filesrc location=/dev/tbstream0 ! jpegdec ! videoconvert ! pngenc ! multifilesink location=/tmp/uframes/%05d.png" &
   r=$!
   usend video || { kill $r; return 1; }
-  # The sender starts once the receiver has the node open: a writer's
-  # close gives up on bytes nobody reads for 500 ms, and under TCG the
-  # receiver's start can take longer than the sender's whole run.
-  for i in $(seq 240); do
-    ls -l /proc/[0-9]*/fd 2>/dev/null | grep -q 'tbstream0$' && break
-    sleep 0.5
-  done
+  uwait_open host2 tbstream0 || return 1
   uon host1 "gnu gst-launch-1.0 -q videotestsrc num-buffers=30 ! jpegenc quality=90 ! filesink location=/dev/tbstream0"
   wait $r
   uclean video
@@ -243,6 +258,7 @@ ureplug() {
   head -c 1000000 /bin/busybox >/tmp/urp1
   uon host2 "head -c 1000000 /dev/tbstream0 > /tmp/urp1.recv" &
   r=$!
+  uwait_open host2 tbstream0 || return 1
   uon host1 "cat /tmp/urp1 > /dev/tbstream0"
   wait $r
   cmp /tmp/urp1 /tmp/urp1.recv || return 1
@@ -254,6 +270,7 @@ ureplug() {
   uon host2 "head -c 1000000 /dev/tbstream0 > /tmp/urp2.recv" &
   r=$!
   for i in $(seq 120); do [ "$(uon host1 "cat $UR/0-503.0/rp/out_hopid")" -gt 0 ] && break; sleep 0.5; done
+  uwait_open host2 tbstream0 || return 1
   uon host1 "cat /tmp/urp1 > /dev/tbstream0"
   wait $r
   cmp /tmp/urp1 /tmp/urp2.recv || return 1

@@ -2,8 +2,8 @@
 # Bad inputs to the USB cable, and `tbstream up -cable usb` (issue 15), in
 # the VM. Sourced by test/vm/usb.sh before its usb-down check, with its
 # helpers (uon, urecv, usend, uclean, urun, ulogs, upaired, uwait_paired,
-# ualive, ustop, ustart_host2) and the two daemons running; leaves them
-# running again.
+# ualive, ustop, uwait_open, ustart_host2) and the two daemons running;
+# leaves them running again.
 #
 #   usb-bad-descriptors  a gadget with the cable's IDs but other descriptors
 #                        (test/vm/cmd/usbfake): host2 says so once, claims
@@ -185,6 +185,7 @@ utbup() {
   usend tu || return 1
   uon host2 "head -c 1000000 /dev/tbstream0 > /tmp/utu.recv" &
   r=$!
+  uwait_open host2 tbstream0 || return 1
   uon host1 "cat /tmp/utu > /dev/tbstream0"
   wait $r
   cmp /tmp/utu /tmp/utu.recv || return 1
