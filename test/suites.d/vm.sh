@@ -183,6 +183,7 @@ for m in $usb_modules; do
   [ -f "$kdir/$(basename "$m").ko" ] && basename "$m"
 done >"$stage/lib/modules/usb.order"
 cp test/vm/gnu.sh "$stage/bin/gnu"
+cp test/vm/waitopen.sh "$stage/bin/wait-open"
 mkdir -p "$stage/host"
 mknod "$stage/dev/console" c 5 1 || fail_all "mknod /dev/console"
 cmds="./test/vm/cmd/loopdev ./test/vm/cmd/vmcheck ./test/vm/cmd/vfioedu"

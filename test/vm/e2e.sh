@@ -65,6 +65,7 @@ transfer() {
   on host2 "$3" &
   recv=$!
   sender "$1" || { no_hopids "$1" $recv; return 1; }
+  wait-open $RUN host2 tbstream0 || return 1
   t0=$(now_cs)
   on host1 "dd if=$2 of=/dev/tbstream0 bs=256k 2>/dev/null"
   wait $recv
@@ -299,6 +300,7 @@ targz() {
   on host2 "cd /tmp/recv && gunzip < /dev/tbstream0 | tar xf -" &
   recv=$!
   sender data || { no_hopids data $recv; return; }
+  wait-open $RUN host2 tbstream0 || { verdict bad "the receiver did not open"; return; }
   on host1 "cd /tmp/t && tar cf - mydir | gzip > /dev/tbstream0"
   wait $recv
   if diff -r /tmp/t/mydir /tmp/recv/mydir >/tmp/diff.txt 2>&1 && [ "$(find /tmp/recv/mydir -type l | wc -l)" = 100 ]; then
@@ -351,6 +353,7 @@ video() {
   on host2 "gnu gst-launch-1.0 -q filesrc location=/dev/tbstream0 ! jpegdec ! videoconvert ! pngenc ! multifilesink location=/tmp/frames/%05d.png" >/tmp/gst.recv 2>&1 &
   recv=$!
   sender video || { no_hopids video $recv; return; }
+  wait-open $RUN host2 tbstream0 || { verdict bad "the receiver did not open"; return; }
   on host1 "gnu gst-launch-1.0 -q videotestsrc num-buffers=$frames ! jpegenc quality=90 ! filesink location=/dev/tbstream0" >/tmp/gst.send 2>&1
   wait $recv
   n=$(ls /tmp/frames | wc -l)
@@ -403,6 +406,7 @@ twostreams() {
   r1=$!
   on host1 "cat /dev/tbstream1 > /tmp/b.recv" &
   r2=$!
+  wait-open $RUN host2 tbstream0 && wait-open $RUN host1 tbstream1 || { verdict bad "a receiver did not open"; return; }
   on host1 "cat /tmp/a > /dev/tbstream0" &
   w1=$!
   on host2 "cat /tmp/b > /dev/tbstream1"

@@ -79,23 +79,9 @@ ustop() {
   echo "$1 (pid $sp) did not stop within 20 s of SIGTERM"
   return 1
 }
-# uwait_open HOST NODE: wait until HOST's stream on NODE is open (column
-# OPEN of tbstream list; in a tbstream shell the node is /dev/NODE, so
-# /proc/PID/fd cannot tell the hosts apart). A reader opens first: a
-# writer's close gives up on bytes nobody reads for 500 ms, and under TCG
-# a reader's shell can start later than a small writer's whole run (as on
-# Linux, data moves only while both ends are open).
-uwait_open() {
-  for i in $(seq 240); do
-    timeout 10 $UTB list 2>/dev/null | awk -v h="$1" -v n="$2" '
-      /^Host / { cur = $2 }
-      cur == h && ($3 == n || $3 ~ "/" n "$") && $8 >= 1 { found = 1 }
-      END { exit !found }' && return 0
-    sleep 0.5
-  done
-  echo "$1's $2 not open after 120 s: $($UTB list 2>&1 | tr '\n' '|')"
-  return 1
-}
+# uwait_open HOST NODE: HOST's stream on NODE is open (the writer starts
+# after its reader: see test/vm/waitopen.sh).
+uwait_open() { wait-open $URUN "$1" "$2"; }
 uwait_paired() {
   for i in $(seq ${1:-240}); do upaired && return 0; sleep 0.5; done
   return 1
