@@ -253,26 +253,39 @@ func (st *Stream) stop(d *rings, peer bool) closeResult {
 func (st *Stream) drain(d *rings) closeResult {
 	var res closeResult
 	deadline := time.Now().Add(drainMax)
-	closePosted := false
-	res.reason = reserveClose(d, deadline)
-	if res.reason == "" {
-		clear(d.txBufs.Runs()[0][:CloseFrameSize])
-		if _, err := d.tx.TxCommit(&d.txBufs, CloseFrameSize, PDFFrameStart, PDFClose); err == nil {
-			d.txFrames++
-			closePosted = true
+	gaveUp := d.flushGaveUp.Load()
+	noSlot := ""
+	if gaveUp {
+		// The FLUSH before this release waited already and told close(2):
+		// the CLOSE goes if a slot is free, and nothing waits again.
+		if d.tx.TxReserve(&d.txBufs, 1) != nil {
+			noSlot = "no slot for the CLOSE frame"
 		}
-		d.txBufs.Release()
+	} else {
+		noSlot = reserveClose(d, deadline)
 	}
+	closePosted := noSlot == "" && postClose(d)
 	switch {
-	case res.reason != "":
-	case d.flushGaveUp.Load():
-		// The FLUSH before this release waited already and told close(2).
+	case gaveUp:
 		res.reason = "the flush at close(2) gave up"
+	case noSlot != "":
+		res.reason = noSlot
 	default:
 		res.reason = waitSent(d.gone, d, deadline)
 	}
 	res.eofSent = closePosted && d.tx.Stats().Completed >= d.txFrames
 	return res
+}
+
+// postClose posts the CLOSE frame into the slot reserved in d.txBufs.
+func postClose(d *rings) bool {
+	defer d.txBufs.Release()
+	clear(d.txBufs.Runs()[0][:CloseFrameSize])
+	if _, err := d.tx.TxCommit(&d.txBufs, CloseFrameSize, PDFFrameStart, PDFClose); err != nil {
+		return false
+	}
+	d.txFrames++
+	return true
 }
 
 // reserveClose reserves the TX slot for the CLOSE frame, waiting for one
