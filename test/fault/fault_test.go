@@ -158,6 +158,10 @@ func (f *fabric) start(host, script string) (wait func() (string, error)) {
 	var out bytes.Buffer
 	c := f.shellCmd(host, script)
 	c.Stdout, c.Stderr = &out, &out
+	// The guard kills the script's whole process group, and Wait does
+	// not wait for a straggler that still holds the output pipe.
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.WaitDelay = 5 * time.Second
 	require.NoError(f.t, c.Start())
 	done := make(chan error, 1)
 	go func() { done <- c.Wait() }()
@@ -166,7 +170,7 @@ func (f *fabric) start(host, script string) (wait func() (string, error)) {
 		case err := <-done:
 			return out.String(), err
 		case <-time.After(2 * time.Minute):
-			c.Process.Kill()
+			syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
 			<-done
 			f.t.Fatalf("%s: still running after 2 minutes: %s\n%s", host, script, out.String())
 			return "", nil
@@ -373,8 +377,9 @@ func TestNoLeaksOverCycles(t *testing.T) {
 	before := f.counts()
 	// host2 reads, so that each close's CLOSE frame is taken at once;
 	// each CLOSE ends one cat.
-	stop := filepath.Join(t.TempDir(), "stop")
-	reader := f.start("host2", fmt.Sprintf("while [ ! -e %s ]; do cat %s > /dev/null; done", stop, dev2))
+	tmp := t.TempDir()
+	stop, stopped := filepath.Join(tmp, "stop"), filepath.Join(tmp, "stopped")
+	reader := f.start("host2", fmt.Sprintf("while [ ! -e %s ]; do cat %s > /dev/null; done; touch %s", stop, dev2, stopped))
 	// In rounds, so that each shell stays well inside start's hang guard
 	// (a close that finds host2's cat between two opens waits up to
 	// 500 ms for its CLOSE frame).
@@ -382,7 +387,10 @@ func TestNoLeaksOverCycles(t *testing.T) {
 		f.must("host1", fmt.Sprintf("for i in $(seq %d); do exec 3<>%s; exec 3>&-; done", min(500, opens-done), dev1))
 	}
 	require.NoError(t, os.WriteFile(stop, nil, 0o644))
-	f.must("host1", fmt.Sprintf("exec 3<>%s; exec 3>&-", dev1))
+	// One more CLOSE ends the last cat; a CLOSE that finds host2 between
+	// two cats is lost (as on Linux, nothing is delivered while the peer
+	// is closed), so close again until the reader has seen stop.
+	f.must("host1", fmt.Sprintf("for i in $(seq 600); do [ -e %s ] && exit 0; exec 3<>%s; exec 3>&-; sleep 0.1; done; exit 1", stopped, dev1))
 	out, err := reader()
 	require.NoError(t, err, out)
 	for done := 0; done < mkdirs; done += 500 {
