@@ -48,6 +48,34 @@ func mkItemIn(t *testing.T, h *testHost, group, name string) configfs.Item {
 	return it
 }
 
+// pairSmallStream is pairStream with rings of 32 on both hosts, which a
+// test fills quickly.
+func pairSmallStream(t *testing.T, h1, h2 *testHost, name string) (i1, i2 configfs.Item) {
+	t.Helper()
+	i1, i2 = pairStream(t, h1, h2, name)
+	ctx := context.Background()
+	require.NoError(t, i1.Store(ctx, configfs.AttrRingSize, 32))
+	require.NoError(t, i2.Store(ctx, configfs.AttrRingSize, 32))
+	return i1, i2
+}
+
+// writeUntilFull writes data with non-blocking writes of 64 KiB until
+// EAGAIN (the rings are full: nobody reads) or the end, and returns the
+// bytes written.
+func writeUntilFull(t *testing.T, w cuse.Handle, data []byte) int {
+	t.Helper()
+	sent := 0
+	for sent < len(data) {
+		n, err := w.Write(context.Background(), &cuse.WriteRequest{Data: [][]byte{data[sent:min(len(data), sent+64<<10)]}, Flags: syscall.O_NONBLOCK})
+		if errors.Is(err, syscall.EAGAIN) {
+			break
+		}
+		require.NoError(t, err)
+		sent += n
+	}
+	return sent
+}
+
 func node(t *testing.T, it configfs.Item) string {
 	return "tbstream" + strconv.FormatInt(show(t, it, configfs.AttrIndex), 10)
 }
@@ -185,9 +213,7 @@ func TestCloseAndRemove(t *testing.T) {
 func TestSlowReaderStallsWriterWithoutLoss(t *testing.T) {
 	h1, h2, _ := twoHosts(t)
 	ctx := context.Background()
-	i1, i2 := pairStream(t, h1, h2, "s")
-	require.NoError(t, i1.Store(ctx, configfs.AttrRingSize, 32))
-	require.NoError(t, i2.Store(ctx, configfs.AttrRingSize, 32))
+	i1, i2 := pairSmallStream(t, h1, h2, "s")
 
 	r := open(t, h2, node(t, i2), syscall.O_RDONLY)
 	w := open(t, h1, node(t, i1), syscall.O_WRONLY)
@@ -195,15 +221,7 @@ func TestSlowReaderStallsWriterWithoutLoss(t *testing.T) {
 	fill(data, 3)
 	// Nobody reads: writes succeed until both rings are full, then a
 	// non-blocking write is EAGAIN.
-	sent := 0
-	for sent < len(data) {
-		n, err := w.Write(ctx, &cuse.WriteRequest{Data: [][]byte{data[sent:min(len(data), sent+64<<10)]}, Flags: syscall.O_NONBLOCK})
-		if errors.Is(err, syscall.EAGAIN) {
-			break
-		}
-		require.NoError(t, err)
-		sent += n
-	}
+	sent := writeUntilFull(t, w, data)
 	require.Less(t, sent, len(data), "the writer stalls")
 	require.LessOrEqual(t, sent, 2*31*4096, "at most a TX ring and an RX ring of frames are in flight")
 	res, err := r.Read(ctx, &cuse.ReadRequest{Size: 10, Flags: syscall.O_NONBLOCK})
@@ -284,27 +302,15 @@ func stuckClose(t *testing.T, w cuse.Handle) (closed chan struct{}) {
 func TestCloseWithFullRingSendsClose(t *testing.T) {
 	h1, h2, _ := twoHosts(t)
 	ctx := context.Background()
-	i1, i2 := pairStream(t, h1, h2, "full")
-	require.NoError(t, i1.Store(ctx, configfs.AttrRingSize, 32))
-	require.NoError(t, i2.Store(ctx, configfs.AttrRingSize, 32))
+	i1, i2 := pairSmallStream(t, h1, h2, "full")
 	r := open(t, h2, node(t, i2), syscall.O_RDONLY)
 	defer r.Release(ctx)
 	w := open(t, h1, node(t, i1), syscall.O_WRONLY)
-	// Non-blocking writes until EAGAIN: host2's RX ring is full, then
-	// host1's TX ring.
-	var sent []byte
-	chunk := make([]byte, 64<<10)
-	for seed := byte(1); ; seed++ {
-		for i := range chunk {
-			chunk[i] = seed + byte(i>>8)
-		}
-		n, err := w.Write(ctx, &cuse.WriteRequest{Data: [][]byte{chunk}, Flags: syscall.O_NONBLOCK})
-		if errors.Is(err, syscall.EAGAIN) {
-			break
-		}
-		require.NoError(t, err)
-		sent = append(sent, chunk[:n]...)
-	}
+	// Writes until EAGAIN: host2's RX ring is full, then host1's TX ring.
+	data := make([]byte, 4096*200)
+	fill(data, 5)
+	sent := data[:writeUntilFull(t, w, data)]
+	require.Less(t, len(sent), len(data), "the rings are full")
 	closed := make(chan struct{})
 	go func() {
 		w.Release(ctx)
@@ -325,9 +331,7 @@ func TestCloseWithFullRingSendsClose(t *testing.T) {
 func TestRemoveWhileClosing(t *testing.T) {
 	h1, h2, _ := twoHosts(t)
 	ctx := context.Background()
-	i1, i2 := pairStream(t, h1, h2, "a")
-	require.NoError(t, i1.Store(ctx, configfs.AttrRingSize, 32))
-	require.NoError(t, i2.Store(ctx, configfs.AttrRingSize, 32))
+	i1, i2 := pairSmallStream(t, h1, h2, "a")
 	in, out := show(t, i1, configfs.AttrInHopID), show(t, i1, configfs.AttrOutHopID)
 	r := open(t, h2, node(t, i2), syscall.O_RDWR)
 	defer r.Release(ctx)
@@ -356,9 +360,7 @@ func TestRemoveWhileClosing(t *testing.T) {
 func TestHopIDsRetakenWhenFreed(t *testing.T) {
 	h1, h2, _ := twoHosts(t)
 	ctx := context.Background()
-	i1, i2 := pairStream(t, h1, h2, "a")
-	require.NoError(t, i1.Store(ctx, configfs.AttrRingSize, 32))
-	require.NoError(t, i2.Store(ctx, configfs.AttrRingSize, 32))
+	i1, i2 := pairSmallStream(t, h1, h2, "a")
 	r := open(t, h2, node(t, i2), syscall.O_RDWR)
 	closed := stuckClose(t, open(t, h1, node(t, i1), syscall.O_RDWR))
 	require.NoError(t, i1.Remove(ctx))
