@@ -66,6 +66,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchFlags, error) {
 	fs.IntVar(&f.rounds, "rounds", 0, "-lat: round trips per size (default 1000, fewer for messages over 64 KiB)")
 	fs.IntVar(&f.attrs.ring, "ring", 0, "ring_size of the streams on the emulated hosts (default: the driver's)")
 	fs.IntVar(&f.attrs.throttling, "throttling", -1, "throttling (ns) of the streams on the emulated hosts (default: the driver's)")
+	fs.BoolVar(&f.attrs.busyPoll, "busy-poll", false, "busy_poll on the streams on the emulated hosts: readers and writers spin instead of sleeping on interrupts")
 	fs.StringVar(&f.serve, "serve", "", "serve the tests clients ask for on these devices")
 	fs.StringVar(&f.connect, "connect", "", "run the tests against a server on the other end of these devices")
 	fs.BoolVar(&f.json, "json", false, "one JSON document on standard output (progress on standard error)")
@@ -378,7 +379,10 @@ func setupStreams(ctx context.Context, run string, n int, attrs itemAttrs) (*str
 
 // itemAttrs are the attributes written to each stream before its HopIDs
 // (zero ring, negative throttling: the driver's default).
-type itemAttrs struct{ ring, throttling int }
+type itemAttrs struct {
+	ring, throttling int
+	busyPoll         bool
+}
 
 func (a itemAttrs) write(item string) error {
 	if a.ring > 0 {
@@ -387,7 +391,12 @@ func (a itemAttrs) write(item string) error {
 		}
 	}
 	if a.throttling >= 0 {
-		return writeAttr(item, "throttling", strconv.Itoa(a.throttling))
+		if err := writeAttr(item, "throttling", strconv.Itoa(a.throttling)); err != nil {
+			return err
+		}
+	}
+	if a.busyPoll {
+		return writeAttr(item, "busy_poll", "1")
 	}
 	return nil
 }

@@ -180,6 +180,32 @@ mkdir /sys/kernel/config/thunderbolt/stream/0-503.0/backup`)
 	must(t, "host2", "cd /sys/kernel/config/thunderbolt/stream/ && rmdir -p 0-1.0/backup")
 }
 
+// TestBackupsBackToBack runs the backup four times in a row on one
+// stream, as a script would: host2's loop reopens for the next copy as
+// soon as dd has exited, host1's starts the next dd a moment later (the
+// reader first). The last reader's release, which FUSE sends once dd has
+// gone, may still be running when the next reader opens and the next
+// writer starts. Every copy must be whole.
+func TestBackupsBackToBack(t *testing.T) {
+	needHosts(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "img")
+	must(t, "host1", "dd if=/dev/urandom of="+img+" bs=1M count=256 status=none")
+	must(t, "host2", receiver("again"))
+	defer cleanup(t, "again")
+	must(t, "host1", sender("again"))
+	d2, d1 := dev(t, "host2", "0-1.0", "again"), dev(t, "host1", "0-503.0", "again")
+	recv := start("host2", "for i in 0 1 2 3; do dd if="+d2+" of="+dir+"/copy$i bs=256k status=none; done")
+	must(t, "host1", "for i in 0 1 2 3; do sleep 0.3; dd if="+img+" of="+d1+" bs=256k status=none; done")
+	out, err := recv()
+	require.NoError(t, err, out)
+	sums := strings.Fields(must(t, "host2", "cd "+dir+" && sha256sum img copy0 copy1 copy2 copy3 && stat -c %s copy0 copy1 copy2 copy3"))
+	require.Len(t, sums, 14)
+	for i := range 4 {
+		require.Equal(t, sums[0], sums[2+2*i], "copy %d: sha256 (%s of %d bytes)", i, sums[10+i], 256<<20)
+	}
+}
+
 func TestTarGzipVerbatim(t *testing.T) {
 	needHosts(t)
 	dir := t.TempDir()

@@ -27,16 +27,19 @@ import (
 //	tb_ring_start RX                   DMA paths enabled (RX, TX)
 //	RX buffers posted (tb_ring_rx)
 //	…                                  …
-//	tb_ring_stop TX, tb_ring_stop RX   the same
+//	tb_ring_stop TX, tb_ring_stop RX   tb_ring_stop RX, tb_ring_stop TX
 //	tb_xdomain_disable_paths           the same
 //
-// The start differs on purpose: with the paths first, frames the peer
-// sends at once find an RX ring with no buffer (thunderbolt-net primes RX
-// before the paths for that reason).
+// Both differ on purpose. With the paths first, frames the peer sends at
+// once find an RX ring with no buffer (thunderbolt-net primes RX before
+// the paths for that reason). With RX stopped last, frames the peer sends
+// while the close drains TX (a writer of the peer's next session) fill
+// slots nobody reads and are lost with them; stopped first, the RX ring
+// takes its credits back and they wait at the peer.
 var streamOrder = []string{
 	"tx ring started", "rx ring started", "rx ring primed",
 	"DMA RX path enabled", "DMA TX path enabled",
-	"tx ring stopped", "rx ring stopped",
+	"rx ring stopped", "tx ring stopped",
 	"DMA RX path disabled", "DMA TX path disabled",
 }
 

@@ -58,7 +58,16 @@
 //
 // # Close
 //
-// close(2) of the last handle of a ring pair (Release) is bounded:
+// close(2) of the last handle of a ring pair (Release) first stops the RX
+// ring, which hands its E2E credits back: frames the peer sends from then
+// on (the first frames of a writer the peer opened for its next session,
+// while this close drains) wait at the peer for the next ring pair rather
+// than filling slots that are about to go. Linux stops RX last and loses
+// them. A pair that never sent a frame and has seen the peer's CLOSE
+// (read, or waiting in the RX ring) then stops without a CLOSE of its own
+// or a drain: the session it belonged to is over on both ends, and the
+// CLOSE could only reach the peer's next session as a stale EOF. Any other
+// last close is bounded:
 //
 //   - a free TX slot for the CLOSE frame, and then the TX drain: they end
 //     when the ring is empty, after flushIdle (500 ms) without a completed

@@ -256,7 +256,7 @@ func (h *handle) Release(ctx context.Context) {
 	case res.undelivered > 0:
 		st.g.s.log.Warn("stream closed with undelivered data", "stream", st.path(),
 			"undelivered_bytes", res.undelivered, "reason", res.reason, "eof_sent", res.eofSent)
-	case peer && !res.eofSent && !peerClosed:
+	case peer && !res.eofSent && !peerClosed && !res.peerEnded:
 		// After the peer's own CLOSE nobody waits for ours.
 		st.g.s.log.Info("stream closed without the peer seeing EOF", "stream", st.path(), "reason", res.reason)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -222,6 +223,7 @@ type closeResult struct {
 	undelivered uint64 // bytes written and never sent
 	eofSent     bool   // the CLOSE frame left the TX ring
 	reason      string // why the drain ended early, "" if it did not
+	peerEnded   bool   // no CLOSE and no drain: the peer had closed (see peerEnded)
 }
 
 // stop is the last close of d (no handle of it is left): while the peer
@@ -230,14 +232,25 @@ type closeResult struct {
 // rings stopped, the paths disabled and the rings freed. It runs with no
 // lock held and returns what did not reach the peer.
 func (st *Stream) stop(d *rings, peer bool) closeResult {
+	ended := st.peerEnded(d)
+	// Nothing reads d any more, so RX stops first: its credits go back at
+	// once, and what the peer sends from now on (a writer opened for the
+	// next session, while this close drains) waits at the peer for the
+	// next ring pair instead of filling these slots and going with them.
+	// Linux stops RX last and loses those frames.
+	d.rx.Stop()
 	var res closeResult
-	if !peer {
+	switch {
+	case !peer:
 		res.reason = "peer gone"
-	} else {
+	case ended:
+		// The session this pair was part of is over on both ends: a CLOSE
+		// now could only reach the peer's next session, as a stale EOF.
+		res.peerEnded = true
+	default:
 		res = st.drain(d)
 	}
 	d.tx.Stop()
-	d.rx.Stop()
 	// The path entries are in our own host router: they outlive an
 	// unplugged peer, and left behind they would route the next stream
 	// given these rings to the old HopIDs. So they go, attached or not.
@@ -247,6 +260,24 @@ func (st *Stream) stop(d *rings, peer bool) closeResult {
 	d.rx.Free()
 	d.cancelGone()
 	return res
+}
+
+// peerEnded reports whether d only ever read (it sent no frame) and the
+// peer's CLOSE has arrived on it: read, or waiting behind unread data.
+func (st *Stream) peerEnded(d *rings) bool {
+	if d.txFrames > 0 {
+		return false
+	}
+	st.mu.Lock()
+	closed := st.closed
+	st.mu.Unlock()
+	if closed {
+		return true
+	}
+	if d.p.busyPoll {
+		d.rx.Poll()
+	}
+	return d.rx.RxGather(d.rxRuns[:0], d.rxOff, math.MaxInt, 0, 1<<PDFClose).Stopped
 }
 
 // drain posts the CLOSE frame and waits for the TX ring to empty.
