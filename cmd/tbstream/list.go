@@ -111,6 +111,10 @@ func printStatus(w io.Writer, st daemon.Status, verbose bool) {
 	if verbose {
 		p := st.Process
 		fmt.Fprintf(w, "  tbstreamd pid %d: %d goroutines, %d threads, %d open files, %d panics recovered\n", p.PID, p.Goroutines, p.Threads, p.FDs, p.Panics)
+		if f := st.Fabric; f != nil {
+			fmt.Fprintf(w, "  emulated NHI: frames dropped: rx no path %d, rx ring stopped %d, rx overflow %d, rx PDF mismatch %d, tx no path %d, tx unplugged %d, DMA faults %d; control frames bad %d, undeliverable %d; cables malformed %d, refused %d\n",
+				f.RxNoPath, f.RxRingStopped, f.RxOverflow, f.RxPDFMismatch, f.TxNoPath, f.TxUnplugged, f.DMAFault, f.CtlBadFrame, f.CtlDropped, f.CableMalformed, f.CableRefused)
+		}
 	}
 	for _, p := range st.Peers {
 		fmt.Fprintf(w, "  XDomain %s: %s %s, uuid %s, state %s, maxhopid %d, generation %d, requests %d, dropped %d\n",

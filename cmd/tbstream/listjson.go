@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"tbstream/cmd/internal/daemon"
+	"tbstream/nhi/emu"
 )
 
 // The document `tbstream list -json` prints: what `list` shows, the sysfs
@@ -29,6 +30,8 @@ type (
 		XDomains []xdomainJSON                `json:"xdomains"`
 		Groups   []groupJSON                  `json:"groups"`
 		Process  *daemon.Process              `json:"process,omitempty"`
+		// Fabric: the emulated NHI's dropped frames, per reason.
+		Fabric *emu.Counters `json:"fabric,omitempty"`
 	}
 	xdomainJSON struct {
 		Name       string        `json:"name"`
@@ -83,7 +86,7 @@ type (
 // listJSONOf turns a daemon's status into its host's part of the document.
 func listJSONOf(st daemon.Status) hostJSON {
 	h := hostJSON{Name: st.Name, Devices: st.Devices, DeviceDir: st.DeviceDir, Sysfs: st.Sysfs,
-		XDomains: []xdomainJSON{}, Groups: []groupJSON{}, Process: &st.Process}
+		XDomains: []xdomainJSON{}, Groups: []groupJSON{}, Process: &st.Process, Fabric: st.Fabric}
 	for _, p := range st.Peers {
 		x := xdomainJSON{
 			Name: p.ID.String(), State: p.State.String(), UniqueID: p.RemoteUUID.String(),

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"tbstream/nhi/emu"
 )
 
 // Issue 13: programs written for the kernel driver discover before they
@@ -144,6 +146,7 @@ func discover() (discovered, error) {
 // listHost is the part of `tbstream list -json` the tests read.
 type listHost struct {
 	Name     string                       `json:"name"`
+	Fabric   *emu.Counters                `json:"fabric"`
 	Sysfs    map[string]map[string]string `json:"sysfs"`
 	XDomains []struct {
 		Name       string `json:"name"`

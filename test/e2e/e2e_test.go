@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"tbstream/nhi/emu"
 )
 
 var (
@@ -195,6 +197,7 @@ func TestBackupsBackToBack(t *testing.T) {
 	defer cleanup(t, "again")
 	must(t, "host1", sender("again"))
 	d2, d1 := dev(t, "host2", "0-1.0", "again"), dev(t, "host1", "0-503.0", "again")
+	before := listJSON(t)
 	recv := start("host2", "for i in 0 1 2 3; do dd if="+d2+" of="+dir+"/copy$i bs=256k status=none; done")
 	must(t, "host1", "for i in 0 1 2 3; do sleep 0.3; dd if="+img+" of="+d1+" bs=256k status=none; done")
 	out, err := recv()
@@ -204,6 +207,19 @@ func TestBackupsBackToBack(t *testing.T) {
 	for i := range 4 {
 		require.Equal(t, sums[0], sums[2+2*i], "copy %d: sha256 (%s of %d bytes)", i, sums[10+i], 256<<20)
 	}
+	// No frame was dropped on the way, not even one counted.
+	for name, h := range listJSON(t) {
+		require.NotNil(t, h.Fabric, "%s: list -json has the emulated NHI's counters", name)
+		require.Equal(t, rxDrops(before[name].Fabric), rxDrops(h.Fabric), "%s: frames dropped: %+v", name, *h.Fabric)
+	}
+}
+
+// rxDrops sums the frames a host's emulated NHI dropped on arrival.
+func rxDrops(c *emu.Counters) uint64 {
+	if c == nil {
+		return 0
+	}
+	return c.RxNoPath + c.RxRingStopped + c.RxOverflow + c.RxPDFMismatch
 }
 
 func TestTarGzipVerbatim(t *testing.T) {

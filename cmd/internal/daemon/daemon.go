@@ -452,6 +452,9 @@ type Status struct {
 	Peers     []Peer
 	Groups    []stream.GroupInfo
 	Process   Process
+	// Fabric is the emulated NHI's counters: frames it dropped, and why
+	// (nil on real hardware).
+	Fabric *emu.Counters `json:",omitempty"`
 	// Sysfs is what the sysfs view shows: per directory below /sys, each
 	// file's text (less its final newline) and each link's target.
 	Sysfs map[string]map[string]string `json:",omitempty"`
@@ -496,6 +499,10 @@ type Service struct {
 func (d *Daemon) Status() Status {
 	st := Status{Name: d.opts.Name, Devices: d.deviceKind(), DeviceDir: d.deviceDir(), Groups: d.host.Streams.Snapshot(), Process: processStatus()}
 	st.Process.Panics = d.config.Panics() + d.devices.Panics()
+	if d.emu != nil {
+		c := d.emu.Counters()
+		st.Fabric = &c
+	}
 	if d.sysfs != nil {
 		st.Sysfs = d.sysfs.Attributes()
 	}
