@@ -70,6 +70,22 @@ func logs() string {
 	return b.String()
 }
 
+// logTails is the last lines of both daemons' logs, less DEBUG lines.
+func logTails() string {
+	var b strings.Builder
+	for _, h := range []string{"host1", "host2"} {
+		out, _ := os.ReadFile(filepath.Join(runRoot, h, "log"))
+		var lines []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if l != "" && !strings.Contains(l, "level=DEBUG") {
+				lines = append(lines, l)
+			}
+		}
+		fmt.Fprintf(&b, "--- %s log, last lines\n%s\n", h, strings.Join(lines[max(0, len(lines)-30):], "\n"))
+	}
+	return b.String()
+}
+
 func needHosts(t *testing.T) {
 	t.Helper()
 	if setup != nil {
@@ -93,7 +109,7 @@ func sh(host, script string) (string, error) {
 func must(t *testing.T, host, script string) string {
 	t.Helper()
 	out, err := sh(host, script)
-	require.NoError(t, err, "%s: %s\n%s", host, script, out)
+	require.NoError(t, err, "%s: %s\n%s\n%s", host, script, out, logTails())
 	return out
 }
 
@@ -139,6 +155,7 @@ func sender(name string) string {
 	return fmt.Sprintf(`mkdir -p %[1]s/0-503.0
 mkdir %[1]s/0-503.0/%[2]s
 for i in $(seq 200); do [ "$(cat %[1]s/0-503.0/%[2]s/out_hopid)" -gt 0 ] && break; sleep 0.05; done
+[ "$(cat %[1]s/0-503.0/%[2]s/out_hopid)" -gt 0 ] || { echo "%[2]s: no HopIDs from host2's announcement after 10 s" >&2; exit 1; }
 `, root, name)
 }
 

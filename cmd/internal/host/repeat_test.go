@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"tbstream/configfs"
 	"tbstream/cuse"
 )
 
@@ -94,4 +95,29 @@ func readToEOF(hd cuse.Handle) ([]byte, error) {
 			return out.Bytes(), nil
 		}
 	}
+}
+
+// TestHopIDsFreedAfterGroupRemoved: a stream removed with its group
+// (rmdir -p) while still open holds its HopIDs until its close; a stream
+// of the group made again meanwhile, which wants the same HopIDs from the
+// peer's announcement, gets them at that close.
+func TestHopIDsFreedAfterGroupRemoved(t *testing.T) {
+	h1, h2, _ := twoHosts(t)
+	ctx := context.Background()
+	i1, i2 := pairStream(t, h1, h2, "s")
+	w := open(t, h1, node(t, i1), syscall.O_WRONLY)
+	require.NoError(t, i1.Remove(ctx))
+	require.NoError(t, h1.Streams.GroupFor("0-503.0").Remove(ctx))
+	require.NoError(t, i2.Remove(ctx))
+
+	// host2 announces u on the HopIDs s had; host1's s still holds them.
+	u2 := mkItemIn(t, h2, "0-1.0", "u")
+	require.NoError(t, u2.Store(ctx, configfs.AttrInHopID, -1))
+	require.NoError(t, u2.Store(ctx, configfs.AttrOutHopID, -1))
+	u1 := mkItemIn(t, h1, "0-503.0", "u")
+	time.Sleep(100 * time.Millisecond) // the announcement arrives, the allocation fails
+	w.Release(ctx)
+	require.Eventually(t, func() bool {
+		return show(t, u1, configfs.AttrInHopID) >= 8 && show(t, u1, configfs.AttrOutHopID) >= 8
+	}, 10*time.Second, 5*time.Millisecond, "u on host1: HopIDs %d/%d", show(t, u1, configfs.AttrInHopID), show(t, u1, configfs.AttrOutHopID))
 }

@@ -179,6 +179,20 @@ func (s *Service) Remove(svc *xdomain.Service) {
 	s.log.Info("stream service gone", "service", name)
 }
 
+// retakeHopIDs gives every group's streams that take their HopIDs from
+// the peer another try (see Group.retakeHopIDs).
+func (s *Service) retakeHopIDs() {
+	s.mu.Lock()
+	groups := make([]*Group, 0, len(s.groups))
+	for _, g := range s.groups {
+		groups = append(groups, g)
+	}
+	s.mu.Unlock()
+	for _, g := range groups {
+		g.retakeHopIDs()
+	}
+}
+
 // allocIndex returns the lowest free device index (Linux: a global IDA).
 func (s *Service) allocIndex() int {
 	s.idxMu.Lock()

@@ -233,7 +233,9 @@ func (st *Stream) finish(sync bool) {
 	}
 	st.g.s.freeIndex(st.index)
 	close(st.done)
-	st.g.retakeHopIDs()
+	// The HopID spaces are the host's: streams of any group may have
+	// wanted these, and st's own group may be gone (rmdir -p).
+	st.g.s.retakeHopIDs()
 }
 
 // ---- configfs attributes ----
