@@ -113,8 +113,8 @@ func NewHost(cfg Config) (*Host, error) {
 		misc: map[nhi.Reg]uint32{},
 	}
 	for i := range cfg.Rings {
-		h.tx = append(h.tx, &ring{host: h, hop: i})
-		h.rx = append(h.rx, &ring{host: h, hop: i, rx: true})
+		h.tx = append(h.tx, &ring{hop: i})
+		h.rx = append(h.rx, &ring{hop: i, rx: true})
 	}
 	for i := range h.lanes {
 		h.lanes[i] = &lane{adapter: uint8(firstLaneAdapter + i)}
@@ -277,7 +277,7 @@ func (h *Host) reset() {
 		r.mu.Lock()
 		r.base, r.count, r.frameSize, r.pdfMasks = 0, 0, 0, 0
 		r.head.Store(0)
-		r.unlock()
+		r.mu.Unlock()
 	}
 	for i := range h.irq.enable {
 		h.irq.enable[i].Store(0)

@@ -15,14 +15,10 @@ const maxBatch = 256
 // ring is the NHI side of one TX or RX ring: its registers and the
 // hardware's tail.
 type ring struct {
-	host *Host
-	hop  int
-	rx   bool
-	head atomic.Uint32 // software head, from the doorbell
-	// grantPending: an RX doorbell found the ring busy; whoever holds mu
-	// grants on unlock (see grantSoon).
-	grantPending atomic.Bool
-	hwTail       atomic.Uint32 // TX: tail as of the last pass, for the engine's idle check
+	hop    int
+	rx     bool
+	head   atomic.Uint32 // software head, from the doorbell
+	hwTail atomic.Uint32 // TX: tail as of the last pass, for the engine's idle check
 
 	// mu protects the fields below; the engine holds it while it works on
 	// the ring, so a disable returns only when the ring is idle.
@@ -46,7 +42,7 @@ type ring struct {
 
 func (r *ring) readBlock(f nhi.Reg) uint32 {
 	r.mu.Lock()
-	defer r.unlock()
+	defer r.mu.Unlock()
 	switch f {
 	case nhi.RingAddrLo:
 		return uint32(r.base)
@@ -65,7 +61,7 @@ func (r *ring) readBlock(f nhi.Reg) uint32 {
 
 func (r *ring) readOptions(f nhi.Reg) uint32 {
 	r.mu.Lock()
-	defer r.unlock()
+	defer r.mu.Unlock()
 	switch f {
 	case 0:
 		return r.flags
@@ -96,11 +92,11 @@ func (h *Host) writeBlock(r *ring, f nhi.Reg, v uint32) {
 	case nhi.RingAddrLo:
 		r.mu.Lock()
 		r.base = r.base&^0xffffffff | uint64(v)
-		r.unlock()
+		r.mu.Unlock()
 	case nhi.RingAddrHi:
 		r.mu.Lock()
 		r.base = r.base&0xffffffff | uint64(v)<<32
-		r.unlock()
+		r.mu.Unlock()
 	case nhi.RingIndices:
 		if r.rx {
 			r.head.Store(v & nhi.RingIndexMask)
@@ -112,8 +108,9 @@ func (h *Host) writeBlock(r *ring, f nhi.Reg, v uint32) {
 			// only makes it wait), not at the engine's next pass: one
 			// wake-up less per round trip. A doorbell that grants nothing
 			// (a stopping ring's reset, under the driver's locks) writes
-			// nothing.
-			if h.grantSoon(r, false) {
+			// nothing. Taking mu may wait for one frame being filled:
+			// nothing holding an RX ring's mu calls the driver or waits.
+			if h.grant(r) {
 				h.flushCables()
 			}
 		} else {
@@ -126,7 +123,7 @@ func (h *Host) writeBlock(r *ring, f nhi.Reg, v uint32) {
 		if r.rx {
 			r.frameSize = int(v >> nhi.RingFrameSizeShift)
 		}
-		r.unlock()
+		r.mu.Unlock()
 	}
 }
 
@@ -135,13 +132,13 @@ func (h *Host) writeOptions(r *ring, f nhi.Reg, v uint32) {
 	case nhi.RingOptionsPDF:
 		r.mu.Lock()
 		r.pdfMasks = v
-		r.unlock()
+		r.mu.Unlock()
 	case 0:
 		if v&nhi.RingFlagEnable == 0 {
 			h.disableRing(r)
 			r.mu.Lock()
 			r.flags = v
-			r.unlock()
+			r.mu.Unlock()
 			h.kick() // the credit reset goes out with the engine's flush
 			return
 		}
@@ -155,7 +152,7 @@ func (h *Host) writeOptions(r *ring, f nhi.Reg, v uint32) {
 			if r.desc == nil {
 				h.counters.dmaFault.Add(1)
 				h.log.Warn("emu: ring enabled with unmapped descriptors", "hop", r.hop, "rx", r.rx, "base", r.base, "count", r.count)
-				r.unlock()
+				r.mu.Unlock()
 				return
 			}
 			r.tail = 0
@@ -168,7 +165,7 @@ func (h *Host) writeOptions(r *ring, f nhi.Reg, v uint32) {
 		if r.rx {
 			h.grantLocked(r)
 		}
-		r.unlock()
+		r.mu.Unlock()
 		h.kick()
 	}
 }
@@ -185,7 +182,7 @@ func (h *Host) replayPlugEvents(r *ring) {
 	}
 	r.mu.Lock()
 	room := r.enabled && r.postedLocked() >= len(cables)
-	r.unlock()
+	r.mu.Unlock()
 	if !room || !h.replayPlug.CompareAndSwap(true, false) {
 		return
 	}
@@ -199,7 +196,7 @@ func (h *Host) replayPlugEvents(r *ring) {
 // withdrawn.
 func (h *Host) disableRing(r *ring) {
 	r.mu.Lock()
-	defer r.unlock()
+	defer r.mu.Unlock()
 	if !r.enabled {
 		return
 	}
@@ -230,8 +227,14 @@ func (h *Host) doorbellTx(r *ring) {
 	if !h.idle.Load() {
 		return
 	}
+	// A held ring is being moved already (by the engine waking up, or by
+	// another doorbell): waiting for it gains nothing, and a doorbell rung
+	// under the driver's locks (a ring stop) must not wait for a pass that
+	// may call into the driver (a control-ring pass delivers the router's
+	// reply and its interrupt inline). The kick makes the engine look
+	// again.
 	if !r.mu.TryLock() {
-		h.kick() // the engine's last pass holds the ring and may have missed us
+		h.kick()
 		return
 	}
 	if h.txPassLocked(r) {
@@ -247,7 +250,7 @@ func (h *Host) doorbellTx(r *ring) {
 // txPassLocked is txPass with r.mu held; it unlocks.
 func (h *Host) txPassLocked(r *ring) bool {
 	if !r.enabled || int(r.head.Load()) >= r.count {
-		r.unlock()
+		r.mu.Unlock()
 		return false
 	}
 	head := int(r.head.Load())
@@ -280,7 +283,7 @@ loop:
 	}
 	r.hwTail.Store(uint32(r.tail))
 	idx := r.irqIndex(h.hopCount)
-	r.unlock()
+	r.mu.Unlock()
 	if irq {
 		h.irq.raise(idx)
 	}
@@ -336,7 +339,7 @@ func (h *Host) deliver(l *lane, hopID uint16, sof, eof uint8, p []byte) {
 	r := h.rx[ringIdx]
 	r.mu.Lock()
 	irq := h.fillLocked(r, sof, eof, p)
-	r.unlock()
+	r.mu.Unlock()
 	if irq {
 		setBit(h.irqPending, r.irqIndex(h.hopCount))
 	}
@@ -360,7 +363,7 @@ func (h *Host) deliverControl(pdf uint8, frame []byte) {
 	r := h.rx[0]
 	r.mu.Lock()
 	irq := h.fillLocked(r, pdf, pdf, frame)
-	r.unlock()
+	r.mu.Unlock()
 	if irq {
 		h.irq.raise(r.irqIndex(h.hopCount))
 	}
@@ -423,39 +426,11 @@ func (h *Host) fillLocked(r *ring, sof, eof uint8, p []byte) (irq bool) {
 }
 
 // grant offers the sender one E2E credit per posted descriptor of RX ring
-// r not yet offered.
-func (h *Host) grant(r *ring) {
+// r not yet offered, and reports whether it queued anything for the cable.
+func (h *Host) grant(r *ring) (queued bool) {
 	r.mu.Lock()
-	h.grantLocked(r)
-	r.unlock()
-}
-
-// grantSoon is grant for RX doorbells, which must not wait for a ring the
-// DMA engine is filling: when the ring is busy, its holder grants when it
-// unlocks. The doorbell stores the flag and then tries the lock; the
-// holder unlocks and then loads the flag; so one of them sees the other.
-// The doorbell flushes what it granted itself; a holder that grants for it
-// (deferred) has the engine flush.
-func (h *Host) grantSoon(r *ring, deferred bool) (queued bool) {
-	r.grantPending.Store(true)
-	for r.grantPending.Load() && r.mu.TryLock() {
-		if r.grantPending.Swap(false) && h.grantLocked(r) {
-			queued = true
-			if deferred {
-				h.kick()
-			}
-		}
-		r.mu.Unlock()
-	}
-	return queued
-}
-
-// unlock releases mu and serves a grant a doorbell left pending.
-func (r *ring) unlock() {
-	r.mu.Unlock()
-	if r.grantPending.Load() {
-		r.host.grantSoon(r, true)
-	}
+	defer r.mu.Unlock()
+	return h.grantLocked(r)
 }
 
 // grantLocked offers the credits of r's new posted descriptors (and
