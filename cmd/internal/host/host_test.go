@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -140,13 +141,23 @@ func open(t *testing.T, h *testHost, node string, flags uint32) cuse.Handle {
 	return hd
 }
 
+// readAll reads hd until EOF (see readToEOF).
 func readAll(t *testing.T, hd cuse.Handle) []byte {
+	b, err := readToEOF(hd)
+	require.NoError(t, err)
+	return b
+}
+
+// readToEOF reads hd until EOF; a read that waits 20 s is an error.
+func readToEOF(hd cuse.Handle) ([]byte, error) {
 	var out bytes.Buffer
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		res, err := hd.Read(ctx, &cuse.ReadRequest{Size: 128 << 10})
 		cancel()
-		require.NoError(t, err)
+		if err != nil {
+			return out.Bytes(), fmt.Errorf("read after %d bytes: %w", out.Len(), err)
+		}
 		for _, b := range res.Data {
 			out.Write(b)
 		}
@@ -155,7 +166,7 @@ func readAll(t *testing.T, hd cuse.Handle) []byte {
 			res.Done(true)
 		}
 		if n == 0 {
-			return out.Bytes()
+			return out.Bytes(), nil
 		}
 	}
 }

@@ -3,7 +3,6 @@ package host
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"syscall"
 	"testing"
 	"time"
@@ -72,29 +71,6 @@ func TestNextSessionWhileReaderCloses(t *testing.T) {
 		require.True(t, bytes.Equal(data, res.data), "round %d: %d of %d bytes received, or not in order", round, len(res.data), len(data))
 	}
 	<-released
-}
-
-// readToEOF reads hd until EOF; a read that waits 20 s is an error.
-func readToEOF(hd cuse.Handle) ([]byte, error) {
-	var out bytes.Buffer
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		res, err := hd.Read(ctx, &cuse.ReadRequest{Size: 128 << 10})
-		cancel()
-		if err != nil {
-			return out.Bytes(), fmt.Errorf("read after %d bytes: %w", out.Len(), err)
-		}
-		for _, b := range res.Data {
-			out.Write(b)
-		}
-		n := res.Len()
-		if res.Done != nil {
-			res.Done(true)
-		}
-		if n == 0 {
-			return out.Bytes(), nil
-		}
-	}
 }
 
 // TestHopIDsFreedAfterGroupRemoved: a stream removed with its group
