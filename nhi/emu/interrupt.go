@@ -34,8 +34,13 @@ func (v *msix) signal() {
 }
 
 // fire delivers the interrupt, delayed so that two deliveries are at
-// least the throttling interval apart. The delivery runs with no lock of
-// the vector held (the handler reaps the driver's rings).
+// least the throttling interval apart. A held interrupt goes out with the
+// first completion after the interval has passed, on that completion's
+// goroutine, as a moderating NHI does; the timer delivers it only when no
+// completion follows (the end of a burst). So a transfer in flight does
+// not wait for a timer's goroutine, and the interval is honoured to the
+// nanosecond rather than to the timer's wake-up. The delivery runs with
+// no lock of the vector held (the handler reaps the driver's rings).
 func (v *msix) fire() {
 	interval := time.Duration(v.interval.Load())
 	if interval == 0 {
@@ -43,30 +48,45 @@ func (v *msix) fire() {
 		return
 	}
 	v.mu.Lock()
-	if v.pending {
-		v.mu.Unlock()
-		return // the deferred delivery covers this one
-	}
 	now := time.Now()
 	if wait := v.last.Add(interval).Sub(now); wait > 0 {
-		v.pending = true
-		if v.timer == nil {
-			v.timer = time.AfterFunc(wait, v.deferred)
-		} else {
-			v.timer.Reset(wait)
+		if !v.pending {
+			v.pending = true
+			if v.timer == nil {
+				v.timer = time.AfterFunc(wait, v.deferred)
+			} else {
+				v.timer.Reset(wait)
+			}
 		}
 		v.mu.Unlock()
 		return
+	}
+	if v.pending {
+		v.pending = false // this delivery covers the held one
+		v.timer.Stop()
 	}
 	v.last = now
 	v.mu.Unlock()
 	v.signal()
 }
 
+// deferred is the timer's delivery of a held interrupt.
 func (v *msix) deferred() {
 	v.mu.Lock()
+	if !v.pending {
+		v.mu.Unlock()
+		return // a completion delivered it first
+	}
+	now := time.Now()
+	if wait := v.last.Add(time.Duration(v.interval.Load())).Sub(now); wait > 0 {
+		// A run of the timer that Stop came too late for, after a
+		// later delivery: hold the new one for the rest of its interval.
+		v.timer.Reset(wait)
+		v.mu.Unlock()
+		return
+	}
 	v.pending = false
-	v.last = time.Now()
+	v.last = now
 	v.mu.Unlock()
 	v.signal()
 }
