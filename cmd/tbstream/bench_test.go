@@ -353,6 +353,44 @@ func TestClientAndServerOverAPipe(t *testing.T) {
 	}
 }
 
+// chunkReader returns its chunks one per Read (cut to the caller's
+// buffer) and records how much each Read asked for.
+type chunkReader struct {
+	chunks [][]byte
+	asked  []int
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	r.asked = append(r.asked, len(p))
+	if len(r.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.chunks[0])
+	if r.chunks[0] = r.chunks[0][n:]; len(r.chunks[0]) == 0 {
+		r.chunks = r.chunks[1:]
+	}
+	return n, nil
+}
+
+// A ping-pong message takes first what the buffered reader holds, then
+// reads only the bytes missing from the device: a read(2) of
+// readBufferSize would make FUSE pin that much memory for a small message.
+func TestReadMessageAsksTheDeviceForWhatIsMissing(t *testing.T) {
+	dev := &chunkReader{chunks: [][]byte{[]byte("abc"), []byte("defgh"), []byte("ij")}}
+	c := newBenchConn(duplex{dev, io.Discard})
+	b, err := c.r.ReadByte() // a control message's last byte; "bc" stays buffered
+	require.NoError(t, err)
+	require.Equal(t, byte('a'), b)
+
+	msg := make([]byte, 7)
+	require.NoError(t, c.readMessage(msg))
+	require.Equal(t, "bcdefgh", string(msg))
+	require.NoError(t, c.readMessage(msg[:2]))
+	require.Equal(t, "ij", string(msg[:2]))
+	require.Equal(t, []int{readBufferSize, 5, 2}, dev.asked)
+	require.ErrorIs(t, c.readMessage(msg[:1]), io.EOF)
+}
+
 func zeroTimes(d directionReport) directionReport {
 	d.Seconds, d.MBps = 0, 0
 	return d
