@@ -67,6 +67,7 @@ commands:
 `
 
 func main() {
+	daemon.RaiseProcs()
 	fs := flag.NewFlagSet("tbstream", flag.ContinueOnError)
 	run := fs.String("run", defaultRun, "run root holding one directory per host")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
