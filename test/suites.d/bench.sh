@@ -165,7 +165,11 @@ if ! out=$("$tb" -run "$run" up 2>&1); then
   exit 0
 fi
 mkdir -p "$work/mnt"
-"$work/loopdev" -fuse "$work/mnt" pipe0 rtt0 2>"$work/loopdev.log" &
+# The baselines written in Go run with the Ps tbstream's processes give
+# themselves (daemon.MinProcs): a go-fuse server is as slowed by too few
+# as the daemons are.
+procs=8
+GOMAXPROCS=${GOMAXPROCS:-$procs} "$work/loopdev" -fuse "$work/mnt" pipe0 rtt0 2>"$work/loopdev.log" &
 loopdev_pid=$!
 for _ in $(seq 200); do [ -e "$work/mnt/rtt0" ] && break; sleep 0.05; done
 if [ ! -e "$work/mnt/rtt0" ]; then
@@ -352,7 +356,7 @@ m_nc() {
 rtt() {
   local name=$1 out
   shift
-  "$work/rtt" "$@" -size 4096 -rounds 2000 -warmup 200 >"$work/$name.out" 2>&1 &
+  GOMAXPROCS=${GOMAXPROCS:-$procs} "$work/rtt" "$@" -size 4096 -rounds 2000 -warmup 200 >"$work/$name.out" 2>&1 &
   local pid=$!
   guard "$name" "$pid" "$pid" &
   guard=$!
