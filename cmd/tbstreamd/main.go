@@ -14,7 +14,6 @@ import (
 )
 
 func main() {
-	daemon.RaiseProcs()
 	opts, err := daemon.ParseFlags(os.Args[0], os.Args[1:])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -293,6 +293,9 @@ func (d *Daemon) openDevices() (devices, error) {
 	case "cuse":
 		return newCuseDevices(d.opts.RunDir, d.opts.DevicePrefix, node, d.log)
 	case "fuse":
+		if RaiseProcs() {
+			d.log.Info("FUSE fallback devices: GOMAXPROCS raised", "procs", MinProcs)
+		}
 		return newFuseDevices(d.opts.RunDir, node, d.log)
 	}
 	return nil, fmt.Errorf("devices %q: want auto, cuse or fuse", kind)
