@@ -207,10 +207,16 @@ func bench(ctx context.Context, stdout, stderr io.Writer, run string, args []str
 
 // ---- the two roles on devices given by path ----
 
+// openDevice opens a stream device. A FUSE fallback device is a regular
+// file, whose reads and writes block in the kernel outside Go's poller:
+// the process then takes the Ps the daemons take (daemon.RaiseProcs).
 func openDevice(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open stream device: %w", err)
+	}
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		daemon.RaiseProcs()
 	}
 	return f, nil
 }

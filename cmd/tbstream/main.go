@@ -113,7 +113,6 @@ func main() {
 	case "profile":
 		err = profile(os.Stdout, *run, args[1:])
 	case "bench":
-		daemon.RaiseProcs() // its reads and writes of the FUSE fallback's files block
 		err = bench(ctx, os.Stdout, os.Stderr, *run, args[1:])
 	case "pair-daemon":
 		err = pairDaemon(ctx, *run)
