@@ -36,8 +36,9 @@ func newBenchConn(rw io.ReadWriter) *benchConn {
 // holds, then the rest straight from the device in reads of the bytes
 // missing, as a latency client does (ib_send_lat, an os.read of the
 // message size). Through the buffered reader every read(2) would ask for
-// readBufferSize, and a FUSE or CUSE read pins that many bytes of user
-// pages whatever arrives: 256 pages per 4 KiB message.
+// readBufferSize, and a FUSE or CUSE read pins the user pages of the whole
+// request whatever arrives: on the FUSE fallback, 256 pages per 4 KiB
+// message.
 func (c *benchConn) readMessage(msg []byte) error {
 	n := 0
 	if k := c.r.Buffered(); k > 0 {

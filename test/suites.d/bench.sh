@@ -165,9 +165,9 @@ if ! out=$("$tb" -run "$run" up 2>&1); then
   exit 0
 fi
 mkdir -p "$work/mnt"
-# The baselines written in Go run with the Ps tbstream's processes give
-# themselves (daemon.MinProcs): a go-fuse server is as slowed by too few
-# as the daemons are.
+# The baselines written in Go run with the Ps tbstream's processes take on
+# the FUSE fallback (daemon.MinProcs): a go-fuse server, and a client of
+# its files, are as slowed by too few as the daemons and the bench are.
 procs=8
 GOMAXPROCS=${GOMAXPROCS:-$procs} "$work/loopdev" -fuse "$work/mnt" pipe0 rtt0 2>"$work/loopdev.log" &
 loopdev_pid=$!
