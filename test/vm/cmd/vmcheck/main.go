@@ -159,7 +159,10 @@ func pollCheck(path string) error {
 		return fmt.Errorf("read of an empty device: %v, want EAGAIN", err)
 	}
 	fds := []unix.PollFd{{Fd: int32(rfd), Events: unix.POLLIN}}
-	if n, err := unix.Poll(fds, 0); err != nil || n != 0 {
+	// Even a zero timeout can end in EINTR: poll(2) checks for a pending
+	// signal before it looks at the timeout, and the CUSE round trip for
+	// POLL leaves room for one of Go's preemption signals (SIGURG).
+	if n, err := pollRetry(fds, 0); err != nil || n != 0 {
 		return fmt.Errorf("poll of an empty device: n=%d revents=%#x err=%v, want not ready", n, fds[0].Revents, err)
 	}
 	go func() {
