@@ -19,7 +19,8 @@ type Transport interface {
 	// session. A read of 0 bytes and no error (a ZLP) is allowed.
 	ReadTransfer(p []byte) (int, error)
 	// WriteTransfer sends p as one bulk transfer; len(p) == 0 sends a
-	// zero-length packet. An error ends the session.
+	// zero-length packet. An error ends the session. It must not keep p
+	// once it returns: Conn reuses the buffer for a later transfer.
 	WriteTransfer(p []byte) error
 	// MaxPacket is the OUT/IN endpoints' wMaxPacketSize, for the ZLP rule
 	// (a multiple of every speed's value will do where it is unknown).
@@ -77,6 +78,11 @@ type Conn struct {
 	closeOnce sync.Once
 	// free recycles read buffers (a chunk is handed to Read, then back).
 	free chan []byte
+	// txFree recycles write buffers (queued by Write, sent by the writer,
+	// then back), so that a stream of writes allocates nothing: a new
+	// MaxTransfer buffer per transfer was most of the gadget daemon's
+	// garbage collection during a backup.
+	txFree chan []byte
 }
 
 // txQueue is how many transfers may wait for the writer: with MaxTransfer
@@ -93,6 +99,7 @@ func NewConn(t Transport) *Conn {
 		done:      make(chan struct{}),
 		wdone:     make(chan struct{}),
 		free:      make(chan []byte, ReadsInFlight+2),
+		txFree:    make(chan []byte, txQueue+2), // queued, being sent, being queued
 		dlChanged: make(chan struct{}),
 	}
 	go c.readLoop()
@@ -148,6 +155,10 @@ func (c *Conn) writeLoop() {
 				c.mu.Unlock()
 				c.t.Close()
 				return
+			}
+			select {
+			case c.txFree <- p[:cap(p)]:
+			default:
 			}
 		case <-c.done:
 			return
@@ -304,7 +315,13 @@ func (c *Conn) Write(p []byte) (int, error) {
 
 // queue hands one transfer to the writer goroutine.
 func (c *Conn) queue(p []byte) error {
-	chunk := make([]byte, len(p))
+	var chunk []byte
+	select {
+	case chunk = <-c.txFree:
+		chunk = chunk[:len(p)]
+	default:
+		chunk = make([]byte, len(p), MaxTransfer)
+	}
 	copy(chunk, p)
 	for {
 		dl, changed := c.deadline(true)

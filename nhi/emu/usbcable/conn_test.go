@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -288,4 +289,67 @@ func TestConnWaitData(t *testing.T) {
 	assert.Equal(t, "hello", string(buf), "WaitData keeps what it saw for Read")
 	ca.Close()
 	assert.Error(t, cb.WaitData(context.Background()))
+}
+
+// sink is a Transport that takes every transfer and sends nothing back.
+type sink struct {
+	sent   chan int // bytes of each transfer written
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (s *sink) ReadTransfer([]byte) (int, error) { <-s.closed; return 0, io.ErrClosedPipe }
+func (s *sink) WriteTransfer(b []byte) error {
+	select {
+	case s.sent <- len(b):
+		return nil
+	case <-s.closed:
+		return io.ErrClosedPipe
+	}
+}
+func (s *sink) MaxPacket() int { return 512 }
+func (s *sink) Close() error   { s.once.Do(func() { close(s.closed) }); return nil }
+func (s *sink) Name() string   { return "sink" }
+
+// A steady stream of writes reuses the transfers' buffers: a new 64 KiB
+// buffer per transfer was most of the gadget daemon's garbage collection.
+func TestConnWritesReuseTheirBuffers(t *testing.T) {
+	s := &sink{sent: make(chan int), closed: make(chan struct{})}
+	c := NewConn(s)
+	defer c.Close()
+	taken := make(chan int) // transfers the sink took so far, on request
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-s.sent:
+				n++
+			case taken <- n:
+			case <-s.closed:
+				return
+			}
+		}
+	}()
+	p := make([]byte, 256<<10)
+	perWrite := len(Packing(len(p), MaxTransfer, s.MaxPacket())) // 4 × 64 KiB and a ZLP
+	writes := 0
+	write := func(n int) {
+		for range n {
+			_, err := c.Write(p)
+			require.NoError(t, err)
+		}
+		writes += n
+		for <-taken < writes*perWrite {
+			runtime.Gosched()
+		}
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	write(50)
+	runtime.ReadMemStats(&after)
+	// About one buffer for each transfer that can be in flight at once
+	// (queued, being sent, being queued; twice that as the bound), and
+	// Packing's small slices. A buffer per transfer was 200 buffers,
+	// 12.5 MiB, here.
+	assert.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(2*(txQueue+2)*MaxTransfer), "bytes allocated by 50 writes of 256 KiB")
 }
