@@ -251,12 +251,30 @@ if [ "$lib_failed" -gt 0 ]; then
   tail -n 60 "$work/serial.log"
 fi
 
-# Benchmarks: MB/s of each and the ratios, measured in this run.
-awk '/^VMBENCH /{ mbs[$2] = $3 / $4 / 1e6; printf "vm bench: %-10s %8.1f MB/s (%d bytes in %.3f s)\n", $2, mbs[$2], $3, $4 }
-  END { if (mbs["zero-null"] <= 0 || mbs["pipe"] <= 0) exit
-        n = split("cuse-write cuse-read cuse-pipe", k, " ")
-        for (i = 1; i <= n; i++) if (mbs[k[i]] > 0)
-          printf "vm bench: %-10s / zero-null = %.3f, / pipe = %.3f\n", k[i], mbs[k[i]] / mbs["zero-null"], mbs[k[i]] / mbs["pipe"] }' \
+# Benchmarks: MB/s of each and the ratios, measured in this run. A name
+# measured in several rounds (init.sh's) is reported as its median, its
+# ratios as medians of the rounds' ratios.
+awk 'function median(a, n,   i, j, t) {
+       for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+       return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+  /^VMBENCH / { r = ++rounds[$2]; v[$2, r] = $3 / $4 / 1e6; bytes[$2] = $3; if (!($2 in seen)) { seen[$2] = 1; order[++names] = $2 } }
+  END {
+    for (i = 1; i <= names; i++) {
+      k = order[i]; split("", a); for (r = 1; r <= rounds[k]; r++) a[r] = v[k, r]
+      mbs[k] = median(a, rounds[k])
+      if (rounds[k] > 1) {
+        s = ""; for (r = 1; r <= rounds[k]; r++) s = s sprintf(" %.1f", v[k, r])
+        printf "vm bench: %-10s %8.1f MB/s, median of %d rounds of %d bytes:%s\n", k, mbs[k], rounds[k], bytes[k], s
+      } else printf "vm bench: %-10s %8.1f MB/s (%d bytes in %.3f s)\n", k, mbs[k], bytes[k], bytes[k] / mbs[k] / 1e6
+    }
+    n = split("cuse-write cuse-read cuse-pipe", c, " ")
+    for (i = 1; i <= n; i++) {
+      k = c[i]
+      if (rounds[k] == 0 || rounds[k] != rounds["zero-null"] || rounds[k] != rounds["pipe"]) continue
+      split("", a); split("", b)
+      for (r = 1; r <= rounds[k]; r++) { a[r] = v[k, r] / v["zero-null", r]; b[r] = v[k, r] / v["pipe", r] }
+      printf "vm bench: %-10s / zero-null = %.3f, / pipe = %.3f (medians of the rounds)\n", k, median(a, rounds[k]), median(b, rounds[k])
+    } }' \
   "$work/serial.log"
 
 echo "vm: $lib_passed passed, $lib_failed failed, $lib_skipped skipped"
