@@ -117,46 +117,41 @@ fi
 while [ "$(stat -c %s /tmp/uimg)" -lt $((UMIB * 1048576)) ]; do cat /bin/tbstream /bin/busybox >>/tmp/uimg; done
 truncate -s $((UMIB * 1048576)) /tmp/uimg
 uwant=$(sha256sum </tmp/uimg | cut -d' ' -f1)
-ubackup() {
-  urecv backup
-  uon host2 "dd if=/dev/tbstream0 bs=256k 2>/dev/null | sha256sum > /tmp/ubackup.sum" &
+# usendimg STREAM BENCH RECEIVER: /tmp/uimg host1 → host2 with dd bs=256k
+# into RECEIVER (a command on host2), timed as VMBENCH BENCH.
+usendimg() {
+  urecv $1
+  uon host2 "$3" &
   r=$!
-  usend backup || { echo "no HopIDs"; kill $r; return 1; }
+  usend $1 || { echo "no HopIDs"; kill $r; return 1; }
   uwait_open host2 tbstream0 || return 1
   t0=$(cut -d' ' -f1 /proc/uptime)
   uon host1 "dd if=/tmp/uimg of=/dev/tbstream0 bs=256k 2>/dev/null"
   wait $r
   t1=$(cut -d' ' -f1 /proc/uptime)
-  echo "VMBENCH usb-backup $((UMIB * 1048576)) $(awk -v a=$t0 -v b=$t1 'BEGIN { printf "%.3f", b - a }')"
-  uclean backup
+  echo "VMBENCH $2 $((UMIB * 1048576)) $(awk -v a=$t0 -v b=$t1 'BEGIN { printf "%.3f", b - a }')"
+  uclean $1
+}
+ubackup() {
+  usendimg backup usb-backup "dd if=/dev/tbstream0 bs=256k 2>/dev/null | sha256sum > /tmp/ubackup.sum" || return 1
   [ "$(cut -d' ' -f1 /tmp/ubackup.sum)" = "$uwant" ]
 }
 usb_backup_s=
 if urun 900 ubackup /tmp/ubackup.out; then
   grep VMBENCH /tmp/ubackup.out
   usb_backup_s=$(awk '/^VMBENCH usb-backup/ { print $4 }' /tmp/ubackup.out)
-  ok "usb-backup: $UMIB MiB host1 → host2 over USB with dd bs=256k, sha256 equal ($(grep -o '[0-9.]*$' /tmp/ubackup.out | tail -n1) s)"
+  ok "usb-backup: $UMIB MiB host1 → host2 over USB with dd bs=256k, sha256 equal (${usb_backup_s} s)"
 else
   bad "usb-backup: sha256 $(cat /tmp/ubackup.sum 2>&1), want $uwant; $(tail -n 3 /tmp/ubackup.out) $(ulogs)"
 fi
 
 # ---- the cable's rate: the same bytes into /dev/null, counted by GNU dd
 # (busybox dd prints no byte count; through a pipe into busybox wc the
-# same transfer took three times as long). The backup's
-# sha256sum takes half of the guest's two vCPUs, which the bare loopback
-# (usb-bench) does not hash: this is the like-for-like rate.
+# same transfer took three times as long). The backup's sha256sum takes
+# half of the guest's two vCPUs, which the bare loopback (usb-bench) does
+# not hash: this is the like-for-like rate.
 ustream() {
-  urecv rate
-  uon host2 "gnu dd if=/dev/tbstream0 of=/dev/null bs=256k 2>/tmp/urate.dd" &
-  r=$!
-  usend rate || { echo "no HopIDs"; kill $r; return 1; }
-  uwait_open host2 tbstream0 || return 1
-  t0=$(cut -d' ' -f1 /proc/uptime)
-  uon host1 "dd if=/tmp/uimg of=/dev/tbstream0 bs=256k 2>/dev/null"
-  wait $r
-  t1=$(cut -d' ' -f1 /proc/uptime)
-  echo "VMBENCH usb-stream $((UMIB * 1048576)) $(awk -v a=$t0 -v b=$t1 'BEGIN { printf "%.3f", b - a }')"
-  uclean rate
+  usendimg rate usb-stream "gnu dd if=/dev/tbstream0 of=/dev/null bs=256k 2>/tmp/urate.dd" || return 1
   grep -q "^$((UMIB * 1048576)) bytes" /tmp/urate.dd
 }
 usb_stream_s=
