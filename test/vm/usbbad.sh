@@ -33,11 +33,11 @@ ustart_host1() {
 }
 # urunning HOST: HOST's daemon runs.
 urunning() { ualive "$(cat $URUN/$1/pid 2>/dev/null)"; }
-# udummy_bus: the USB bus number of dummy_hcd's root hub; the gadget is
-# device BUS-1 on its one port.
+# udummy_bus: the USB bus number of the root hub of dummy_hcd.0 (the
+# daemons' dummy_udc.0); the gadget is device BUS-1 on its one port.
 udummy_bus() {
   for u in /sys/bus/usb/devices/usb*; do
-    case $(readlink -f $u) in */dummy_hcd.*) cat $u/busnum; return 0 ;; esac
+    case $(readlink -f $u) in */dummy_hcd.0/*) cat $u/busnum; return 0 ;; esac
   done
   return 1
 }

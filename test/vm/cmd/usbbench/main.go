@@ -5,11 +5,17 @@
 // (libusb) code and transfer sizes as the cable, moving bytes and nothing
 // else — no cable framing, no emulated NHI, no CUSE.
 //
-//	usbbench gadget BYTES   make the gadget, wait for the host's start
-//	                        byte, write BYTES in 256 KiB writes (as emu's
-//	                        passes do), wait for the host's end byte
-//	usbbench host BYTES     open the device, send the start byte, read
+//	usbbench gadget BYTES UDC VID:PID
+//	                        make the gadget on UDC with those IDs, wait
+//	                        for the host's start byte, write BYTES in
+//	                        256 KiB writes (as emu's passes do), wait for
+//	                        the host's end byte
+//	usbbench host BYTES VID:PID
+//	                        open the device, send the start byte, read
 //	                        BYTES, print "VMBENCH usb-bare BYTES SECONDS"
+//
+// Other IDs and another UDC than the daemons' cable let it run while the
+// daemons are up, in rounds between theirs.
 package main
 
 import (
@@ -28,24 +34,32 @@ import (
 const writeSize = 256 << 10
 
 func main() {
-	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: usbbench gadget|host BYTES")
+	usage := func() {
+		fmt.Fprintln(os.Stderr, "usage: usbbench gadget BYTES UDC VID:PID | host BYTES VID:PID")
 		os.Exit(2)
+	}
+	if len(os.Args) < 4 {
+		usage()
 	}
 	n, err := strconv.ParseInt(os.Args[2], 10, 64)
 	if err != nil || n <= 0 {
 		fmt.Fprintln(os.Stderr, "usbbench: BYTES:", os.Args[2])
 		os.Exit(2)
 	}
+	id, err := usbcable.ParseID(os.Args[len(os.Args)-1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "usbbench:", err)
+		os.Exit(2)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	switch os.Args[1] {
-	case "gadget":
-		err = gadgetSide(ctx, n)
-	case "host":
-		err = hostSide(ctx, n)
+	switch {
+	case os.Args[1] == "gadget" && len(os.Args) == 5:
+		err = gadgetSide(ctx, n, os.Args[3], id)
+	case os.Args[1] == "host" && len(os.Args) == 4:
+		err = hostSide(ctx, n, id)
 	default:
-		err = fmt.Errorf("unknown side %q", os.Args[1])
+		usage()
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "usbbench:", err)
@@ -53,9 +67,9 @@ func main() {
 	}
 }
 
-func gadgetSide(ctx context.Context, n int64) error {
+func gadgetSide(ctx context.Context, n int64, udc string, id usbcable.ID) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	g, err := gadget.Start(gadget.Config{Name: "tbbench", MountDir: "/tmp/usbbench-ffs", Logger: log})
+	g, err := gadget.Start(gadget.Config{Name: "tbbench", UDC: udc, ID: id, MountDir: "/tmp/usbbench-ffs", Logger: log})
 	if err != nil {
 		return err
 	}
@@ -83,11 +97,11 @@ func gadgetSide(ctx context.Context, n int64) error {
 	}
 }
 
-func hostSide(ctx context.Context, n int64) error {
+func hostSide(ctx context.Context, n int64, id usbcable.ID) error {
 	var conn *usbcable.Conn
 	var err error
 	for ctx.Err() == nil {
-		if conn, err = usbhost.Open(ctx, usbcable.Selector{ID: usbcable.DefaultID}); err == nil {
+		if conn, err = usbhost.Open(ctx, usbcable.Selector{ID: id}); err == nil {
 			break
 		}
 		time.Sleep(250 * time.Millisecond)
