@@ -155,13 +155,13 @@ func pollCheck(path string) error {
 		return err
 	}
 	buf := make([]byte, 16)
-	if _, err := syscall.Read(rfd, buf); err != syscall.EAGAIN {
+	if _, err := retry(func() (int, error) { return syscall.Read(rfd, buf) }); err != syscall.EAGAIN {
 		return fmt.Errorf("read of an empty device: %v, want EAGAIN", err)
 	}
 	fds := []unix.PollFd{{Fd: int32(rfd), Events: unix.POLLIN}}
 	// Even a zero timeout can end in EINTR: poll(2) checks for a pending
 	// signal before it looks at the timeout, and the CUSE round trip for
-	// POLL leaves room for one of Go's preemption signals (SIGURG).
+	// POLL leaves room for one of Go's signals.
 	if n, err := pollRetry(fds, 0); err != nil || n != 0 {
 		return fmt.Errorf("poll of an empty device: n=%d revents=%#x err=%v, want not ready", n, fds[0].Revents, err)
 	}
@@ -191,10 +191,5 @@ func pollCheck(path string) error {
 }
 
 func pollRetry(fds []unix.PollFd, ms int) (int, error) {
-	for {
-		n, err := unix.Poll(fds, ms)
-		if err != syscall.EINTR {
-			return n, err
-		}
-	}
+	return retry(func() (int, error) { return unix.Poll(fds, ms) })
 }

@@ -12,7 +12,7 @@ func nonblocking(mode, path string) string {
 	if mode == "nbopen" {
 		flags |= unix.O_NONBLOCK
 	}
-	fd, err := unix.Open(path, flags, 0)
+	fd, err := retry(func() (int, error) { return unix.Open(path, flags, 0) })
 	if err != nil {
 		return err.Error()
 	}
@@ -23,8 +23,20 @@ func nonblocking(mode, path string) string {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return err.Error()
 	}
-	if _, err := unix.Read(fd, make([]byte, 1)); err != nil {
+	if _, err := retry(func() (int, error) { return unix.Read(fd, make([]byte, 1)) }); err != nil {
 		return err.Error()
 	}
 	return "ok"
+}
+
+// retry calls f again while it fails with EINTR, as a C program would: a
+// request to the CUSE server waits interruptibly, and a signal (one of
+// Go's own) may land while it does, even for a non-blocking open or read.
+func retry(f func() (int, error)) (int, error) {
+	for {
+		n, err := f()
+		if err != unix.EINTR {
+			return n, err
+		}
+	}
 }
