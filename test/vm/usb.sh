@@ -15,7 +15,7 @@
 # usb-bench compares the rate of usb-stream (the bytes counted, not
 # hashed) and of the backup with a bare loopback of the same gadget and
 # host code and transfer sizes (test/vm/cmd/usbbench: bytes and nothing
-# else), which has reached 25-47 MB/s in this guest.
+# else), run in rounds between usb-stream's.
 UR=/sys/kernel/config/thunderbolt/stream
 URUN=/run/tbstream-usb
 UTB="tbstream -run $URUN"
@@ -173,7 +173,7 @@ ustream() {
     ubare || { echo "round $round: the bare loopback failed"; return 1; }
   done
 }
-# umedian NAME FILE: the median of the seconds of VMBENCH NAME in FILE.
+# umedian NAME FILE: the median of the three VMBENCH NAME times in FILE.
 umedian() { awk -v k="$1" '$1 == "VMBENCH" && $2 == k { print $4 }' "$2" | sort -n | sed -n 2p; }
 usb_stream_s= bare_s=
 if urun 900 ustream /tmp/urate.out; then
