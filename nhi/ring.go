@@ -103,6 +103,7 @@ type Ring struct {
 	head       int           // next descriptor to post
 	tail       int           // next descriptor to complete
 	cons       int           // RX: next completed frame to hand out
+	consSeq    uint64        // RX: frames released since Start (the sequence number of cons)
 	throttleNs uint32        // applied at Start
 	waitCh     chan struct{} // closed on progress; nil when nobody waits
 	irqHead    int           // TX: 1 + the index of the last descriptor posted with an interrupt, 0 none
@@ -254,6 +255,7 @@ func (r *Ring) program() error {
 		n.setInterrupt(r, true)
 	}
 	r.head, r.tail, r.cons, r.irqHead = 0, 0, 0, 0
+	r.consSeq = 0
 	r.running = true
 	if r.rx {
 		for range r.size - 1 {
@@ -732,6 +734,40 @@ func (r *Ring) RxGather(dst [][]byte, offset, max, maxRuns int, stopEOF uint16) 
 	return g
 }
 
+// RxFind looks for a frame whose EOF PDF is a bit of eofMask among the
+// completed, unreleased frames, from the one with sequence number from on
+// (frames are numbered in order of arrival from 0 at Start; the oldest
+// unreleased one is RxSeq's). It returns the first such frame's number,
+// or found false and end, the number of the next frame to complete: the
+// frames before end hold none, so a later search may start there. It only
+// reads descriptors (after reaping), so it is cheap to run on every
+// completion.
+func (r *Ring) RxFind(from uint64, eofMask uint16) (at uint64, found bool, end uint64) {
+	r.mu.Lock()
+	defer r.unlock()
+	if !r.running {
+		return 0, false, from
+	}
+	r.reapLocked()
+	ready := uint64((r.tail - r.cons + r.size) % r.size)
+	end = r.consSeq + ready
+	for seq := max(from, r.consSeq); seq < end; seq++ {
+		idx := (r.cons + int(seq-r.consSeq)) % r.size
+		if eofMask>>(ControlEOF(LoadDescControl(r.desc, idx))&0xf)&1 != 0 {
+			return seq, true, end
+		}
+	}
+	return 0, false, end
+}
+
+// RxSeq returns the sequence number of the oldest completed, unreleased
+// frame (every frame before it was released), see RxFind.
+func (r *Ring) RxSeq() uint64 {
+	r.mu.Lock()
+	defer r.unlock()
+	return r.consSeq
+}
+
 // RxRelease gives the n oldest completed frames back to the NHI, re-posting
 // their slots with one doorbell.
 func (r *Ring) RxRelease(n int) error {
@@ -750,6 +786,7 @@ func (r *Ring) RxRelease(n int) error {
 		r.cons = (r.cons + 1) % r.size
 		r.postRxLocked()
 	}
+	r.consSeq += uint64(n)
 	head := r.head
 	r.unlock()
 	if n > 0 {

@@ -488,6 +488,63 @@ func TestRxGatherRuns(t *testing.T) {
 	require.Zero(t, s2.rx.RxReady())
 }
 
+// TestRxFind: the search for a frame by its EOF PDF looks only at
+// completed, unreleased frames, numbered from 0 at Start in order of
+// arrival across the ring's wrap; with nothing found it says where a
+// later search may start; released frames are never found again.
+func TestRxFind(t *testing.T) {
+	f := newFabric(t, "inproc")
+	const size = 8 // 7 slots
+	s1 := openStream(t, f.host1, lane1, 8, 8, streamOpts{size: size})
+	s2 := openStream(t, f.host2, lane2, 8, 8, streamOpts{size: size})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	send := func(n int, eof uint8) {
+		_, err := s1.tx.Write(ctx, make([]byte, n), pdfFrameStart, eof)
+		require.NoError(t, err)
+	}
+	waitFrames := func(n int) {
+		require.Eventually(t, func() bool { return s2.rx.RxReady() == n }, waitLong, time.Millisecond)
+	}
+	const closeEOF = 1 << pdfClose
+
+	_, found, end := s2.rx.RxFind(0, closeEOF)
+	require.False(t, found)
+	require.Zero(t, end, "nothing completed")
+	send(4096, pdfData)
+	send(10, pdfData)
+	waitFrames(2)
+	_, found, end = s2.rx.RxFind(0, closeEOF)
+	require.False(t, found)
+	require.Equal(t, uint64(2), end)
+	send(256, pdfClose)
+	send(5, pdfData)
+	waitFrames(4)
+	at, found, _ := s2.rx.RxFind(end, closeEOF)
+	require.True(t, found)
+	require.Equal(t, uint64(2), at, "the third frame")
+	at, found, _ = s2.rx.RxFind(0, 1<<pdfData)
+	require.True(t, found)
+	require.Zero(t, at)
+
+	require.NoError(t, s2.rx.RxRelease(3))
+	require.Equal(t, uint64(3), s2.rx.RxSeq())
+	_, found, end = s2.rx.RxFind(0, closeEOF)
+	require.False(t, found, "a released CLOSE is not found again")
+	require.Equal(t, uint64(4), end)
+	require.NoError(t, s2.rx.RxRelease(1))
+
+	// Across the ring's end (slots 4..7, 0..2): numbers go on.
+	for range 5 {
+		send(100, pdfData)
+	}
+	send(256, pdfClose)
+	waitFrames(6)
+	at, found, _ = s2.rx.RxFind(4, closeEOF)
+	require.True(t, found)
+	require.Equal(t, uint64(9), at)
+}
+
 func lens(runs [][]byte) []int {
 	var n []int
 	for _, r := range runs {

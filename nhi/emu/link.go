@@ -440,11 +440,18 @@ func (e *streamEnd) failLocked(err error) {
 	go e.cable.unplug()
 }
 
+// sendData and sendControl write the credits and resets queued before
+// them first: a withdrawal (a path disabled, a ring stopped) happened
+// before the frame was sent, and the peer must see it in that order, as
+// it would on a link (a frame sent after its path went down cannot
+// arrive first).
 func (e *streamEnd) sendData(hopID uint16, sof, eof uint8, p []byte) {
+	e.writeCredits()
 	e.write(CableData, sof, eof, hopID, p)
 }
 
 func (e *streamEnd) sendControl(pdf uint8, frame []byte) {
+	e.writeCredits()
 	e.write(CableControl, pdf, pdf, 0, frame)
 }
 
@@ -465,19 +472,25 @@ func (e *streamEnd) sendCreditReset(hopID uint16) {
 	}
 }
 
-func (e *streamEnd) flush() {
-	if e.dirty.Swap(false) {
-		var count [cableCreditSize]byte
-		for hop := range e.credits {
-			if e.resets[hop].Swap(false) {
-				e.write(CableCreditReset, 0, 0, uint16(hop), nil)
-			}
-			if n := e.credits[hop].Swap(0); n > 0 {
-				binary.BigEndian.PutUint32(count[:], uint32(n))
-				e.write(CableCredit, 0, 0, uint16(hop), count[:])
-			}
+// writeCredits writes the queued credits and resets into the buffer.
+func (e *streamEnd) writeCredits() {
+	if !e.dirty.Swap(false) {
+		return
+	}
+	var count [cableCreditSize]byte
+	for hop := range e.credits {
+		if e.resets[hop].Swap(false) {
+			e.write(CableCreditReset, 0, 0, uint16(hop), nil)
+		}
+		if n := e.credits[hop].Swap(0); n > 0 {
+			binary.BigEndian.PutUint32(count[:], uint32(n))
+			e.write(CableCredit, 0, 0, uint16(hop), count[:])
 		}
 	}
+}
+
+func (e *streamEnd) flush() {
+	e.writeCredits()
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
 	if e.werr == nil && e.w.Buffered() > 0 {
