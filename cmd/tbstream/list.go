@@ -128,18 +128,18 @@ func printStatus(w io.Writer, st daemon.Status, verbose bool) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  GROUP\tSTREAM\tDEVICE\tIN\tOUT\tRING\tSTATE\tOPEN\tTX BYTES\tTX FRAMES\tRX BYTES\tRX FRAMES\tUNDELIVERED")
+	fmt.Fprintln(tw, "  GROUP\tSTREAM\tDEVICE\tIN\tOUT\tRING\tSTATE\tOPEN\tTX BYTES\tTX FRAMES\tRX BYTES\tRX FRAMES\tUNDELIVERED\tRX DISCARDED")
 	for _, g := range st.Groups {
 		if len(g.Streams) == 0 {
 			att := "detached"
 			if g.Attached {
 				att = "attached"
 			}
-			fmt.Fprintf(tw, "  %s\t-\t-\t-\t-\t-\t%s\t-\t-\t-\t-\t-\t-\n", g.Name, att)
+			fmt.Fprintf(tw, "  %s\t-\t-\t-\t-\t-\t%s\t-\t-\t-\t-\t-\t-\t-\n", g.Name, att)
 		}
 		for _, s := range g.Streams {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", g.Name, s.Name, s.Device,
-				s.InHopID, s.OutHopID, s.RingSize, s.State, s.Users, s.TxBytes, s.TxFrames, s.RxBytes, s.RxFrames, s.Undelivered)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", g.Name, s.Name, s.Device,
+				s.InHopID, s.OutHopID, s.RingSize, s.State, s.Users, s.TxBytes, s.TxFrames, s.RxBytes, s.RxFrames, s.Undelivered, s.RxDiscarded)
 		}
 	}
 	tw.Flush()

@@ -77,9 +77,13 @@ type (
 		RxBytes       uint64 `json:"rx_bytes"`
 		RxFrames      uint64 `json:"rx_frames"`
 		RxFrameErrors uint64 `json:"rx_frame_errors"`
-		// Undelivered: bytes write(2) queued that the last close could
-		// not send.
+		// Undelivered: bytes write(2) queued that no reader of their
+		// session got (discarded when the peer's session ended first, or
+		// left by the last close).
 		Undelivered uint64 `json:"undelivered"`
+		// RxDiscarded: bytes that arrived for a session whose reader had
+		// gone, thrown away rather than given to a later one.
+		RxDiscarded uint64 `json:"rx_discarded"`
 	}
 )
 
@@ -107,7 +111,7 @@ func listJSONOf(st daemon.Status) hostJSON {
 				Name: s.Name, Index: s.Index, Device: s.Device, InHopID: s.InHopID, OutHopID: s.OutHopID,
 				RingSize: s.RingSize, Throttling: s.Throttling, BusyPoll: s.BusyPoll, State: s.State, Open: s.Users,
 				TxBytes: s.TxBytes, TxFrames: s.TxFrames, TxLentBytes: s.TxLentBytes, RxBytes: s.RxBytes, RxFrames: s.RxFrames,
-				RxFrameErrors: s.RxFrameErrors, Undelivered: s.Undelivered,
+				RxFrameErrors: s.RxFrameErrors, Undelivered: s.Undelivered, RxDiscarded: s.RxDiscarded,
 			})
 		}
 		h.Groups = append(h.Groups, gj)

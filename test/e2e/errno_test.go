@@ -145,5 +145,5 @@ func TestErrnoCloseWithUndeliveredData(t *testing.T) {
 	fails(t, "host1", "head -c 100000 /dev/zero | dd of="+d1+" bs=64k status=none", "closing output file")
 	out, err := exec.Command(binary, "-run", runRoot, "list").CombinedOutput()
 	require.NoError(t, err, string(out))
-	require.Regexp(t, `0-503\.0\s+u\s.*\s100000\n`, string(out), "UNDELIVERED counts the bytes")
+	require.Regexp(t, `0-503\.0\s+u\s.*\s100000\s+\d+\n`, string(out), "UNDELIVERED counts the bytes")
 }

@@ -200,9 +200,9 @@ mkstream() {
   echo "$(devpath host1 "$(cat "$s1/index")") $(devpath host2 "$(cat "$s2/index")")"
 }
 # open_on HOST STREAM: how many handles HOST's daemon counts on STREAM (in
-# tbstream list, OPEN is the column before the five counters: STATE may
+# tbstream list, OPEN is the column before the six counters: STATE may
 # be several words)
-open_on() { "$tb" -run "$run" list 2>/dev/null | awk -v h="$1" -v s="$2" '/^Host / { host = $2 } host == h && $2 == s { print $(NF - 5) }'; }
+open_on() { "$tb" -run "$run" list 2>/dev/null | awk -v h="$1" -v s="$2" '/^Host / { host = $2 } host == h && $2 == s { print $(NF - 6) }'; }
 
 if ! devs=$(mkstream dd); then
   fail "bench: could not make the dd stream"

@@ -93,11 +93,14 @@ func TestTwoStreamsBothDirections(t *testing.T) {
 		w := open(t, from, node(t, fi), syscall.O_WRONLY)
 		data := make([]byte, 3<<20+77)
 		fill(data, seed)
-		got := make(chan []byte)
-		go func() { got <- readAll(t, r) }()
+		got := make(chan []byte, 1)
+		errc := make(chan error, 1)
+		go func() { b, err := readToEOF(r); got <- b; errc <- err }()
 		writeAll(t, w, data)
 		w.Release(context.Background())
-		require.Equal(t, sha256.Sum256(data), sha256.Sum256(<-got))
+		b := <-got
+		require.NoError(t, <-errc)
+		require.Equal(t, sha256.Sum256(data), sha256.Sum256(b))
 		r.Release(context.Background())
 	}
 	wg.Add(2)

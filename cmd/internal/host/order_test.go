@@ -27,20 +27,29 @@ import (
 //	tb_ring_start RX                   DMA paths enabled (RX, TX)
 //	RX buffers posted (tb_ring_rx)
 //	…                                  …
-//	tb_ring_stop TX, tb_ring_stop RX   tb_ring_stop RX, tb_ring_stop TX
+//	tb_ring_stop TX, tb_ring_stop RX   tb_ring_stop TX, tb_ring_stop RX
 //	tb_xdomain_disable_paths           the same
 //
-// Both differ on purpose. With the paths first, frames the peer sends at
-// once find an RX ring with no buffer (thunderbolt-net primes RX before
-// the paths for that reason). With RX stopped last, frames the peer sends
-// while the close drains TX (a writer of the peer's next session) fill
-// slots nobody reads and are lost with them; stopped first, the RX ring
-// takes its credits back and they wait at the peer.
+// The start differs on purpose: with the paths first, frames the peer
+// sends at once find an RX ring with no buffer (thunderbolt-net primes RX
+// before the paths for that reason). The stop is Linux's order when no
+// peer session answers (here: host2 never opens): RX stays up while the
+// close waits for TX, so that what the peer sends for the ending session
+// is taken and discarded rather than left to reach its next one. When the
+// peer's CLOSE comes (streamOrderAnswered), the RX path goes down at once
+// after it, so that what the peer sends next waits for our next session.
 var streamOrder = []string{
 	"tx ring started", "rx ring started", "rx ring primed",
 	"DMA RX path enabled", "DMA TX path enabled",
-	"rx ring stopped", "tx ring stopped",
+	"tx ring stopped", "rx ring stopped",
 	"DMA RX path disabled", "DMA TX path disabled",
+}
+
+var streamOrderAnswered = []string{
+	"tx ring started", "rx ring started", "rx ring primed",
+	"DMA RX path enabled", "DMA TX path enabled",
+	"DMA RX path disabled", "tx ring stopped", "rx ring stopped",
+	"DMA TX path disabled",
 }
 
 // timeline names, in order, the steps of the stream's rings (hop ≥ 1; ring
@@ -165,4 +174,21 @@ func TestStreamStartAndStopOrder(t *testing.T) {
 	hd := open(t, h1, node(t, i1), syscall.O_RDWR)
 	hd.Release(context.Background())
 	require.Equal(t, streamOrder, tl.take())
+}
+
+// With host2's session open, host1's close waits for host2's answer, and
+// takes its RX path down as soon as it has it.
+func TestStreamStopOrderWhenAnswered(t *testing.T) {
+	h1, tl := startOrderedHost(t, "host1")
+	h2 := startHost(t, "host2")
+	connect(t, h1, h2)
+	i1, i2 := pairStream(t, h1, h2, "s")
+	r := open(t, h2, node(t, i2), syscall.O_RDONLY)
+	tl.take()
+
+	hd := open(t, h1, node(t, i1), syscall.O_RDWR)
+	hd.Release(context.Background())
+	require.Equal(t, streamOrderAnswered, tl.take())
+	require.Empty(t, readAll(t, r), "host2's reader: EOF")
+	r.Release(context.Background())
 }

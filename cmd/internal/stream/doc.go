@@ -1,10 +1,11 @@
 // Package stream is the USB4STREAM service of one host, with Linux 7.3's
-// semantics: the objects behind the configfs directories (groups named
-// after remote services, stream items with their attributes), the binding
-// of groups to the peer's `stream` service, HopID allocation and the
-// per-stream announcements in the property block, and the character
-// devices: open, read, write, poll and close over an NHI TX/RX ring pair
-// with the CLOSE frame and EOF.
+// semantics, 7.4's handling of CLOSE on the write side, and session
+// boundaries of its own (see Sessions): the objects behind the configfs
+// directories (groups named after remote services, stream items with
+// their attributes), the binding of groups to the peer's `stream`
+// service, HopID allocation and the per-stream announcements in the
+// property block, and the character devices: open, read, write, poll and
+// close over an NHI TX/RX ring pair with the CLOSE frame and EOF.
 //
 // It fixes the upstream defects named in the design: RX is primed and the
 // rings started before the DMA paths are enabled; attaching allocates both
@@ -56,36 +57,108 @@
 // writes NOTIFY_POLL) run on the stream's notifier goroutine, with no lock
 // held, after each signal.
 //
+// # Sessions
+//
+// A session, on one host, is the life of one ring pair: from the open
+// that starts it to the release of the last handle that shares it. Through
+// CUSE, close(2) returns only once the release is done, so a process that
+// opens the node after another closed it starts a new session. The FUSE
+// fallback sends RELEASE after close(2) has returned; there, an open that
+// finds every handle of the session closed by its process (FLUSH) and
+// unused since waits up to flushIdle for their release, and then starts
+// the next session (a handle still in use, a descriptor dup'ed before the
+// close, shows itself by its I/O; the open then joins it).
+//
+// USB4STREAM has no session number on the wire: each direction carries
+// the sender's DATA frames and, at the end of each of its sessions that
+// met one of the peer's, one CLOSE frame. The CLOSE frames are the only
+// boundaries, and the rule kept here is: **no DATA or CLOSE of an ended
+// session reaches a later one; a byte is delivered once, in order, to the
+// session it was written for, or the writer is told.** Each end does the
+// following, with only DATA and CLOSE frames (a Linux peer sees a
+// stream as from another Linux host):
+//
+//  1. The peer's CLOSE is seen as soon as it completes in the RX ring (the
+//     RX completion path reads each new frame's EOF PDF), not only when a
+//     reader reaches it. On an open session it means the peer's session
+//     ended first ("closed by peer" in Info.State):
+//     - writes, and a write waiting for a TX slot, fail with ENXIO, and
+//     poll reports OUT (a write no longer blocks);
+//     - the RX path goes down at once: nothing more is taken for this
+//     session (reads still return what came before the CLOSE, then EOF),
+//     and what the peer sends next waits at the peer for our next session;
+//     - what write(2) had queued and the peer had not taken is discarded
+//     (the TX ring is stopped and started again empty) and counted in
+//     Counters.Undelivered, with one log line; the fallback's close(2)
+//     then fails with EIO (Flush);
+//     - to a peer that keeps sessions (StnsSessions in its service's
+//     protocol settings), our CLOSE goes at once as the answer: it leaves
+//     after the RX path went down, so the peer knows that what it sends
+//     after it cannot land in this session.
+//  2. The last close of a session the peer has not ended ("ends first",
+//     linger): our CLOSE goes behind what write(2) queued, and the RX ring
+//     keeps taking frames: what the peer sent for this session is
+//     discarded as it comes (Counters.RxDiscarded), until the peer's CLOSE
+//     arrives: its answer, or its own CLOSE when both sessions ended at
+//     once. What follows that CLOSE belongs to the peer's next session:
+//     the RX path goes down, and it is carried over to our next session,
+//     which reads it first. The close is bounded: the TX drain as before
+//     (flushIdle without progress, drainMax in all); a CLOSE with nothing
+//     before it, from a session that exchanged nothing with the peer, is
+//     taken back when the peer has not taken it within closeProbe (there
+//     is no peer session to tell, and a later one must not get it); the
+//     answer is waited for flushIdle after our CLOSE left, and then
+//     awaited by the next session (4). A Linux peer sends its CLOSE only at
+//     its own last close: the close ends when ours has left.
+//  3. The last close of a session the peer ended: our answer must leave
+//     (flushIdle without progress); one that cannot is owed, and the next
+//     session sends it before anything else.
+//  4. A session that starts while the peer owes us a CLOSE (its answer was
+//     late) discards what arrives before that CLOSE, and its reads and
+//     writes wait until it has come.
+//
+// So a frame queued for an ended session never leaves afterwards (it is
+// discarded at 1, or waits behind our CLOSE, which the peer's closing
+// session takes at 2), and one that arrives for an ended session is
+// discarded (2, 4); a CLOSE is consumed by the session it ends (1, 2) or
+// by the await it answers (4). What is right in Linux stays: bytes
+// written before the reader opens wait in TX for credits and are
+// delivered when it opens (within the writer's close's bounds); a
+// writer's close gives the reader every byte and then EOF.
+//
+// What is left, and said so: frames the peer sends for its next session
+// in the instant between our closing session seeing its CLOSE and our RX
+// path going down, and still on the cable when it goes down, are dropped
+// by the link as real hardware drops them (what has arrived by then is
+// carried over); that takes the peer closing, opening again and writing
+// within that instant. A session that exchanged nothing and closes while
+// a peer session is only just starting (within closeProbe) may end it.
+// With a Linux peer, nothing answers: a CLOSE Linux sends after our close
+// has ended reaches our next session, as between two Linux hosts.
+//
+// Differences from Linux, on purpose: Linux notices the peer's CLOSE only
+// when read() reaches it (7.3; 7.4's "Improve CLOSE handling on write
+// side" makes writes see it, which we follow), keeps taking frames after
+// it, sends what was queued into the peer's next session, and answers
+// nothing; its last close stops RX after TX (a 500 ms RX flush that always
+// times out), losing what the peer's next session sent meanwhile; it
+// posts its CLOSE only if a TX slot is free and otherwise loses it (7.3 in
+// busy mode reaps up to 500 ms for one), so a close right after writes
+// that filled the ring leaves the peer's reader without EOF; it loses a
+// CLOSE that waited longer than its 500 ms flush, and delivers one that
+// did not to whichever session the peer opens next. Its protocol settings
+// are 0 where ours have StnsSessions.
+//
 // # Close
 //
-// close(2) of the last handle of a ring pair (Release) first stops the RX
-// ring, which hands its E2E credits back: frames the peer sends from then
-// on (the first frames of a writer the peer opened for its next session,
-// while this close drains) wait at the peer for the next ring pair rather
-// than filling slots that are about to go. Linux stops RX last and loses
-// them. A pair that never sent a frame and has seen the peer's CLOSE
-// (read, or waiting in the RX ring) then stops without a CLOSE of its own
-// or a drain: the session it belonged to is over on both ends, and the
-// CLOSE could only reach the peer's next session as a stale EOF. Any other
-// last close is bounded:
-//
-//   - a free TX slot for the CLOSE frame, and then the TX drain: they end
-//     when the ring is empty, after flushIdle (500 ms) without a completed
-//     frame, after drainMax (10 s) in all, or at once when the peer goes
-//     away; a close with no peer does not drain. Linux posts the CLOSE
-//     only if a slot is free (7.3 in busy mode reaps up to 500 ms for one)
-//     and otherwise loses it: a close right after writes that filled the
-//     ring leaves the peer's reader without EOF;
-//   - disabling the DMA paths: control-channel writes to our own host
-//     router, bounded by pathTimeout (5 s), normally well under 1 ms.
-//
-// Linux gives the TX flush 500 ms in all, then flushes RX for another
-// 500 ms (which always times out, RX buffers being posted) and cancels what
-// is left. A stuck peer (no reader, stopped reader) costs the same 500 ms
-// here. A peer that keeps reading gets up to drainMax instead: cutting off
-// a slow but live reader loses data that was about to arrive, and CUSE's
-// close(2) waits for RELEASE, so the bound keeps close(2) finite. There is
-// no RX flush: nothing can be delivered to our own RX ring after close.
+// The last close waits (no lock held) for the session's end as above,
+// then stops both rings and takes the paths down (control-channel writes
+// to our own host router, bounded by pathTimeout, normally well under
+// 1 ms). Linux gives the TX flush 500 ms in all; a stuck peer (no
+// reader, stopped reader) costs the same 500 ms here. A peer that keeps
+// reading gets up to drainMax instead: cutting off a slow but live reader
+// loses data that was about to arrive, and CUSE's close(2) waits for
+// RELEASE, so the bound keeps close(2) finite.
 //
 // Bytes that write(2) queued and the close could not send are counted in
 // Counters.Undelivered, and the close logs one line with the count and the

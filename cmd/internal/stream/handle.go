@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -46,6 +47,7 @@ func (st *Stream) wait(ctx context.Context, ch <-chan struct{}, d *rings, busy b
 // progress wait for it, O_NONBLOCK ones too (Linux's open waits on the
 // stream's mutex); ctx ends any wait.
 func (st *Stream) Open(ctx context.Context, req *cuse.OpenRequest) (cuse.Handle, error) {
+	patient := false // the wait for flushed handles' releases is over
 	for {
 		ch := st.waitChan()
 		st.mu.Lock()
@@ -64,6 +66,20 @@ func (st *Stream) Open(ctx context.Context, req *cuse.OpenRequest) (cuse.Handle,
 			continue
 		}
 		if d := st.data; d != nil {
+			if d.flushed > 0 && d.flushed == d.users && !patient {
+				// Every handle's descriptor was closed (FLUSH, the FUSE
+				// fallback) and nothing used it since: its RELEASE is on
+				// its way (FUSE sends it after close(2) returns), and this
+				// open is the next session, which starts once they are
+				// gone. A handle still in use (a descriptor dup'ed before
+				// the close) shows itself by its I/O; after flushIdle the
+				// open joins the session anyway.
+				st.mu.Unlock()
+				if err := st.waitFlushed(ctx, ch, &patient); err != nil {
+					return nil, err
+				}
+				continue
+			}
 			return st.admitLocked(d, req), nil
 		}
 		if len(st.live) > 0 {
@@ -77,12 +93,17 @@ func (st *Stream) Open(ctx context.Context, req *cuse.OpenRequest) (cuse.Handle,
 		d := newRings(startParams{
 			svc: st.svc, in: st.in, out: st.out,
 			ringSize: st.ringSize, throttling: st.throttling, busyPoll: st.busyPoll,
+			sessions: st.svc.PrtcStns&StnsSessions != 0,
 		})
+		owe := st.owe // no other pair runs: nothing changes it meanwhile
 		st.live = append(st.live, d)
 		st.users++ // attribute writes are EBUSY from here on
 		st.mu.Unlock()
 
 		err := st.start(ctx, d)
+		if err == nil && owe > 0 {
+			d.postOwed(owe) // before any handle can write
+		}
 
 		st.mu.Lock()
 		if err != nil {
@@ -109,11 +130,39 @@ func (st *Stream) Open(ctx context.Context, req *cuse.OpenRequest) (cuse.Handle,
 		d.state = ringOpen
 		st.data = d
 		st.closed = false
+		st.owe = 0 // until this pair's stop finds some still there
+		d.awaiting = st.await > 0
+		d.carry, d.carryClose = st.carry, st.carryClose
+		st.carry, st.carryClose = nil, false
+		if d.carryClose {
+			// The peer's next session ended already: this one starts
+			// closed by the peer, once it has read what was carried.
+			d.closeAt.Store(carryMark)
+			d.closeFound.Store(true)
+			go st.peerClose(d)
+		}
 		st.users-- // admitLocked counts the handle
 		h := st.admitLocked(d, req)
 		st.signal()
 		return h, nil
 	}
+}
+
+// waitFlushed is an open's wait for flushed handles to be released: for
+// the next change, or until flushIdle has passed (then patient).
+func (st *Stream) waitFlushed(ctx context.Context, ch <-chan struct{}, patient *bool) error {
+	t := time.NewTimer(flushIdle)
+	defer t.Stop()
+	st.waiting.Add(1)
+	defer st.waiting.Add(-1)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-ch:
+	case <-t.C:
+		*patient = true
+	}
+	return nil
 }
 
 // waitOpen is an open's wait for the next change, counted in
@@ -144,6 +193,9 @@ type handle struct {
 	st   *Stream
 	d    *rings
 	wake cuse.Waker
+	// flushed: the handle's descriptor was closed (FLUSH) and nothing
+	// used it since (set and cleared under Stream.mu, read without it).
+	flushed atomic.Bool
 }
 
 // check is the validity test every read and write starts with: ENXIO
@@ -158,7 +210,7 @@ func (h *handle) check(write bool) (busy bool, err error) {
 	if h.d.stale {
 		return false, syscall.ENXIO
 	}
-	if write && (st.closed || st.removed) {
+	if write && (st.closed || st.removed || h.d.peerClosed) {
 		return false, syscall.ENXIO
 	}
 	return h.d.p.busyPoll, nil
@@ -181,19 +233,25 @@ func acquire(ctx context.Context, sem chan struct{}, nonblock bool) error {
 	}
 }
 
-// Flush is the FUSE fallback's FLUSH, at close(2) of a descriptor. On the
-// ring pair's last handle it gives the bytes still queued the chance the
-// release's drain would give them (see waitSent), before the release: when
-// they cannot all arrive (no reader on the peer, the peer gone), close(2)
-// fails with EIO, and the release that follows does not wait again.
-// Linux's close(2) returns 0 then; through CUSE, which has no FLUSH, so
-// does ours. A descriptor of a handle other descriptors share (dup, fork)
-// waits the same way, as no close can tell it is not the last.
+// Flush is the FUSE fallback's FLUSH, at close(2) of a descriptor. It
+// marks the handle as on its way out (see Open), and on the ring pair's
+// last handle gives the bytes still queued the chance the release's close
+// would give them (see waitSent), before the release: when they cannot
+// all arrive (no reader on the peer, the peer's session ended, the peer
+// gone), close(2) fails with EIO, and the release that follows does not
+// wait again. Linux's close(2) returns 0 then; through CUSE, which has no
+// FLUSH, so does ours. A descriptor of a handle other descriptors share
+// (dup, fork) waits the same way, as no close can tell it is not the
+// last.
 func (h *handle) Flush(ctx context.Context) error {
 	st, d := h.st, h.d
 	st.mu.Lock()
+	if !h.flushed.Swap(true) {
+		d.flushed++
+	}
 	last := d.users == 1 && d.state == ringOpen
 	st.mu.Unlock()
+	st.signal() // an open waiting for this session's end looks again
 	if !last {
 		return nil
 	}
@@ -201,21 +259,39 @@ func (h *handle) Flush(ctx context.Context) error {
 		return err
 	}
 	defer func() { <-d.writeSem }()
+	if err := h.undeliveredErr(); err != nil {
+		return err
+	}
 	if d.unsent(d.tx.Stats().Completed) == 0 {
 		return nil
 	}
 	wait, cancel := context.WithCancel(ctx)
 	defer cancel()
-	defer context.AfterFunc(d.gone, cancel)()
+	defer context.AfterFunc(d.ended, cancel)()
 	reason := waitSent(wait, d, time.Now().Add(drainMax))
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if n := d.unsent(d.tx.Stats().Completed); n > 0 {
 		d.flushGaveUp.Store(true)
+		if d.ended.Err() != nil {
+			reason = "the peer's session ended"
+		}
 		return fmt.Errorf("close %s: %d bytes will not be delivered (%s): %w", st.path(), n, reason, syscall.EIO)
 	}
 	return nil
+}
+
+// undeliveredErr is EIO once bytes written through the pair were
+// discarded because the peer's session ended first.
+func (h *handle) undeliveredErr() error {
+	h.st.mu.Lock()
+	n := h.d.undelivered
+	h.st.mu.Unlock()
+	if n == 0 {
+		return nil
+	}
+	return fmt.Errorf("close %s: %d bytes were not delivered (the peer's session ended): %w", h.st.path(), n, syscall.EIO)
 }
 
 // Release is close(2) of one handle; the last one of its ring pair stops
@@ -234,8 +310,12 @@ func (h *handle) Release(ctx context.Context) {
 	st.mu.Lock()
 	st.users--
 	d.users--
+	if h.flushed.Swap(false) {
+		d.flushed--
+	}
 	if d.users > 0 {
 		st.mu.Unlock()
+		st.signal() // an open waiting for flushed handles looks again
 		return
 	}
 	if st.data == d {
@@ -250,14 +330,13 @@ func (h *handle) Release(ctx context.Context) {
 
 	st.mu.Lock()
 	st.stats.Undelivered += res.undelivered
-	peerClosed := st.closed
+	st.stats.RxDiscarded += res.discarded
 	st.mu.Unlock()
 	switch {
 	case res.undelivered > 0:
 		st.g.s.log.Warn("stream closed with undelivered data", "stream", st.path(),
 			"undelivered_bytes", res.undelivered, "reason", res.reason, "eof_sent", res.eofSent)
-	case peer && !res.eofSent && !peerClosed && !res.peerEnded:
-		// After the peer's own CLOSE nobody waits for ours.
+	case peer && !res.eofSent && !res.answered && res.reason != "no peer session":
 		st.g.s.log.Info("stream closed without the peer seeing EOF", "stream", st.path(), "reason", res.reason)
 	}
 	st.signal()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -69,19 +68,22 @@ type startParams struct {
 	ringSize   int
 	throttling uint32
 	busyPoll   bool
+	// sessions: the peer keeps session boundaries too (StnsSessions in
+	// its service's protocol settings): it answers our CLOSE with its own,
+	// and we answer its.
+	sessions bool
 }
 
 // rings is the TX/RX ring pair of an open stream and the DMA paths between
-// them and the lane adapter. A stream has one ring pair its new opens
-// share (Stream.data); a pair whose peer went away keeps serving its old
-// handles ENXIO until they close.
+// them and the lane adapter: one session (see the package doc). A stream
+// has one ring pair its new opens share (Stream.data); a pair whose peer
+// went away keeps serving its old handles ENXIO until they close.
 type rings struct {
 	p     startParams
 	route ctl.Route
 	// Set by the opener while starting, read-only once the pair is open.
-	tx, rx  *nhi.Ring
-	paths   xdomain.DMAPaths
-	pathsUp bool // EnableDMAPaths succeeded
+	tx, rx *nhi.Ring
+	paths  xdomain.DMAPaths
 
 	// Under Stream.mu.
 	state ringState
@@ -91,14 +93,42 @@ type rings struct {
 	// re-attach: the pair's paths are for the old HopIDs, and new opens
 	// get a fresh pair.
 	stale bool
+	// peerClosed: the peer's session ended while this one was open (its
+	// CLOSE completed in RX): writes fail with ENXIO, reads return what
+	// came before the CLOSE and then EOF. handled is closed once
+	// peerClose has stopped RX taking frames, discarded TX and answered.
+	peerClosed bool
+	handled    chan struct{}
+	// awaiting: the pair started while the stream awaited the peer's
+	// CLOSE (Stream.await); until it arrives, what arrives before it is
+	// discarded, and reads and writes wait.
+	awaiting bool
+	// undelivered: bytes discarded from TX when the peer closed.
+	undelivered uint64
+	// flushed counts the handles whose descriptor was closed (FLUSH) with
+	// no I/O since: the FUSE fallback sends RELEASE after close(2)
+	// returns, so such a handle is most likely on its way out.
+	flushed int
+
+	// The CLOSE search on every RX completion (rxNotify): the frames
+	// before scanFrom hold no CLOSE; closeFound once one has arrived, the
+	// frame numbered closeAt.
+	scanFrom   atomic.Uint64
+	closeFound atomic.Bool
+	closeAt    atomic.Uint64
 
 	// gone is cancelled at detach: a close draining toward a peer that is
-	// no longer there stops at once.
-	gone       context.Context
-	cancelGone context.CancelFunc
-	// pathsOff disables the paths once, by whoever gets there first (the
-	// detach's retirement or the last close); the others wait for it.
-	pathsOff sync.Once
+	// no longer there stops at once. ended is cancelled too when the
+	// peer's session ends: a FLUSH waiting for the drain stops.
+	gone, ended       context.Context
+	cancelGone, endIt context.CancelFunc
+	// pathMu serializes path I/O; rxUp and txUp are the directions still
+	// enabled. pathsOff drops the pair from Stream.live once its paths
+	// are down, by whoever gets there first (the detach's retirement or
+	// the last close).
+	pathMu     sync.Mutex
+	rxUp, txUp bool
+	pathsOff   sync.Once
 	// flushGaveUp: a FLUSH found bytes that would not go and failed
 	// close(2) with EIO; the release after it does not wait again.
 	flushGaveUp atomic.Bool
@@ -106,16 +136,30 @@ type rings struct {
 	readSem  chan struct{} // one READ at a time owns the RX frames
 	writeSem chan struct{} // one WRITE at a time fills TX slots
 	// Owned by the holder of readSem: the bytes of the oldest RX frame
-	// already read, and the gather's scratch runs.
-	rxOff  int
-	rxRuns [][]byte
+	// already read, the gather's scratch runs, and what the last session
+	// left for this one (Stream.carry), read before the RX ring.
+	rxOff      int
+	rxRuns     [][]byte
+	carry      [][]byte
+	carryClose bool
 	// Owned by the holder of writeSem, then by the last close: the copy
-	// path's reservation of TX ring buffers, the frames posted so far, and the last batches posted (at
-	// most ring_size-1 frames are in flight, so no older batch can be).
+	// path's reservation of TX ring buffers, the frames posted so far
+	// (txFrames, counted against the ring's Completed), the bytes Write
+	// posted, and the last batches posted (at most ring_size-1 frames
+	// are in flight, so no older batch can be).
 	txBufs   nhi.TxBuffers
 	txFrames uint64
+	txBytes  uint64
 	txLog    []txBatch
 	txSeq    int
+	// The CLOSE frames this pair sent, each gone once the TX ring has
+	// completed the frame count given: the ones the stream owed, posted
+	// first (frames owedStart..owedEnd), and its own (ownEnd), our CLOSE
+	// when initiated, else the answer; matched: the peer's CLOSE that
+	// ends its side came (linger). stop settles Stream.owe and await.
+	owedStart, owedEnd, ownEnd uint64
+	owedWant                   int
+	initiated, matched         bool
 }
 
 // txBatch is one TxCommit: end is txFrames after it.
@@ -135,12 +179,14 @@ func newRings(p startParams) *rings {
 		txLog:    make([]txBatch, p.ringSize),
 	}
 	d.gone, d.cancelGone = context.WithCancel(context.Background())
+	d.ended, d.endIt = context.WithCancel(d.gone)
 	return d
 }
 
 // logTx records a batch of frames posted by Write.
 func (d *rings) logTx(frames, bytes int) {
 	d.txFrames += uint64(frames)
+	d.txBytes += uint64(bytes)
 	d.txLog[d.txSeq%len(d.txLog)] = txBatch{end: d.txFrames, frames: frames, bytes: bytes}
 	d.txSeq++
 }
@@ -165,6 +211,17 @@ func (d *rings) unsent(completed uint64) uint64 {
 	return n
 }
 
+// discardTx stops the TX ring, which cancels what it had not sent, and
+// starts it again empty; it returns the bytes of Write that went. The
+// caller holds writeSem (or is the last close).
+func (d *rings) discardTx() (uint64, error) {
+	d.tx.Stop()
+	completed := d.tx.Stats().Completed
+	n := d.unsent(completed)
+	d.txFrames, d.txSeq = completed, 0
+	return n, d.tx.Start()
+}
+
 // start is tbstream_dev_start in the order thunderbolt-net uses and the
 // design asks for: allocate both rings, start them with RX primed, then
 // enable the paths, so that no frame arrives before a buffer waits. It
@@ -183,12 +240,14 @@ func (st *Stream) start(ctx context.Context, d *rings) error {
 	rx, err := s.cfg.Data.NHI.AllocRxRing(nhi.RingConfig{
 		Hop: -1, Size: d.p.ringSize, Flags: flags, E2ETxHop: tx.Hop(),
 		SOFMask: 1 << PDFFrameStart, EOFMask: 1<<PDFData | 1<<PDFClose,
-		Notify: st.ringNotify,
+		Notify: func() { st.rxNotify(d) },
 	})
 	if err != nil {
 		tx.Free()
 		return fmt.Errorf("allocate rx ring: %w", err)
 	}
+	// Before anything can complete: rxNotify looks at d.rx.
+	d.tx, d.rx = tx, rx
 	fail := func(err error) error {
 		rx.Free()
 		tx.Free()
@@ -214,97 +273,38 @@ func (st *Stream) start(ctx context.Context, d *rings) error {
 	if err := xdomain.EnableDMAPaths(pctx, s.cfg.Data.Control, d.route, paths); err != nil {
 		return fail(fmt.Errorf("enable paths %+v: %w", paths, err))
 	}
-	d.tx, d.rx, d.paths, d.pathsUp = tx, rx, paths, true
+	d.pathMu.Lock()
+	d.paths, d.rxUp, d.txUp = paths, true, true
+	d.pathMu.Unlock()
 	return nil
 }
 
-// closeResult is what a last close could not do.
-type closeResult struct {
-	undelivered uint64 // bytes written and never sent
-	eofSent     bool   // the CLOSE frame left the TX ring
-	reason      string // why the drain ended early, "" if it did not
-	peerEnded   bool   // no CLOSE and no drain: the peer had closed (see peerEnded)
-}
-
 // stop is the last close of d (no handle of it is left): while the peer
-// is there, one CLOSE frame and the TX drain (while the ring keeps moving:
-// flushIdle without progress, or drainMax in all, ends it); then both
-// rings stopped, the paths disabled and the rings freed. It runs with no
-// lock held and returns what did not reach the peer.
+// is there, the session's end (endSession: our answer to the peer's
+// CLOSE, or our CLOSE and the wait for the peer's); then both rings
+// stopped, the paths disabled and the rings freed. It runs with no lock
+// held and returns what did not reach the peer.
 func (st *Stream) stop(d *rings, peer bool) closeResult {
-	ended := st.peerEnded(d)
-	// Nothing reads d any more, so RX stops first: its credits go back at
-	// once, and what the peer sends from now on (a writer opened for the
-	// next session, while this close drains) waits at the peer for the
-	// next ring pair instead of filling these slots and going with them.
-	// Linux stops RX last and loses those frames.
-	d.rx.Stop()
 	var res closeResult
-	switch {
-	case !peer:
+	if peer {
+		res = st.endSession(d)
+	} else {
 		res.reason = "peer gone"
-	case ended:
-		// The session this pair was part of is over on both ends: a CLOSE
-		// now could only reach the peer's next session, as a stale EOF.
-		res.peerEnded = true
-	default:
-		res = st.drain(d)
 	}
 	d.tx.Stop()
+	d.rx.Stop()
 	// The path entries are in our own host router: they outlive an
 	// unplugged peer, and left behind they would route the next stream
 	// given these rings to the old HopIDs. So they go, attached or not.
 	st.disablePaths(d)
-	res.undelivered = d.unsent(d.tx.Stats().Completed)
+	completed := d.tx.Stats().Completed
+	res.undelivered += d.unsent(completed)
+	if peer && d.p.sessions {
+		st.settle(d, completed)
+	}
 	d.tx.Free()
 	d.rx.Free()
 	d.cancelGone()
-	return res
-}
-
-// peerEnded reports whether d only ever read (it sent no frame) and the
-// peer's CLOSE has arrived on it: read, or waiting behind unread data.
-func (st *Stream) peerEnded(d *rings) bool {
-	if d.txFrames > 0 {
-		return false
-	}
-	st.mu.Lock()
-	closed := st.closed
-	st.mu.Unlock()
-	if closed {
-		return true
-	}
-	if d.p.busyPoll {
-		d.rx.Poll()
-	}
-	return d.rx.RxGather(d.rxRuns[:0], d.rxOff, math.MaxInt, 0, 1<<PDFClose).Stopped
-}
-
-// drain posts the CLOSE frame and waits for the TX ring to empty.
-func (st *Stream) drain(d *rings) closeResult {
-	var res closeResult
-	deadline := time.Now().Add(drainMax)
-	gaveUp := d.flushGaveUp.Load()
-	noSlot := ""
-	if gaveUp {
-		// The FLUSH before this release waited already and told close(2):
-		// the CLOSE goes if a slot is free, and nothing waits again.
-		if d.tx.TxReserve(&d.txBufs, 1) != nil {
-			noSlot = "no slot for the CLOSE frame"
-		}
-	} else {
-		noSlot = reserveClose(d, deadline)
-	}
-	closePosted := noSlot == "" && postClose(d)
-	switch {
-	case gaveUp:
-		res.reason = "the flush at close(2) gave up"
-	case noSlot != "":
-		res.reason = noSlot
-	default:
-		res.reason = waitSent(d.gone, d, deadline)
-	}
-	res.eofSent = closePosted && d.tx.Stats().Completed >= d.txFrames
 	return res
 }
 
@@ -385,19 +385,37 @@ func waitSent(ctx context.Context, d *rings, deadline time.Time) string {
 	}
 }
 
-// disablePaths takes d's DMA paths down once (whoever calls first does
-// the I/O, later callers wait for it) and then lets go of d's place in
-// Stream.live: a new ring pair may be started for the same HopIDs, and a
-// removed stream may release them.
+// takeDown disables the directions of d's paths that are still up among
+// rx and tx (control-channel writes to our own host router, bounded by
+// pathTimeout), one caller at a time.
+func (st *Stream) takeDown(d *rings, rx, tx bool) {
+	d.pathMu.Lock()
+	defer d.pathMu.Unlock()
+	var p xdomain.DMAPaths
+	if rx && d.rxUp {
+		p.ReceivePath, p.ReceiveRing = d.paths.ReceivePath, d.paths.ReceiveRing
+		d.rxUp = false
+	}
+	if tx && d.txUp {
+		p.TransmitPath, p.TransmitRing = d.paths.TransmitPath, d.paths.TransmitRing
+		d.txUp = false
+	}
+	if p == (xdomain.DMAPaths{}) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), pathTimeout)
+	defer cancel()
+	if err := xdomain.DisableDMAPaths(ctx, st.g.s.cfg.Data.Control, d.route, p); err != nil {
+		st.g.s.log.Warn("cannot disable DMA paths", "stream", st.path(), "err", err)
+	}
+}
+
+// disablePaths takes d's DMA paths down (later callers wait for the I/O)
+// and then, once, lets go of d's place in Stream.live: a new ring pair may
+// be started for the same HopIDs, and a removed stream may release them.
 func (st *Stream) disablePaths(d *rings) {
+	st.takeDown(d, true, true)
 	d.pathsOff.Do(func() {
-		if d.pathsUp {
-			ctx, cancel := context.WithTimeout(context.Background(), pathTimeout)
-			if err := xdomain.DisableDMAPaths(ctx, st.g.s.cfg.Data.Control, d.route, d.paths); err != nil {
-				st.g.s.log.Warn("cannot disable DMA paths", "stream", st.path(), "err", err)
-			}
-			cancel()
-		}
 		st.mu.Lock()
 		st.dropLiveLocked(d)
 		st.mu.Unlock()

@@ -11,11 +11,18 @@ import (
 // slots, adjacent slots merged (at most req.MaxSlices runs); the reply is
 // written from them and the slots are re-posted, with one doorbell, once
 // it has been delivered. A CLOSE frame is EOF when it is the first thing
-// to read; after it, and after rmdir, reads return EOF.
+// to read; after it, and after rmdir, reads return EOF. What the last
+// session carried over for this one (see the package doc) comes first;
+// while the session awaits the end of what the peer sent for the last
+// one, reads wait.
 func (h *handle) Read(ctx context.Context, req *cuse.ReadRequest) (cuse.ReadResult, error) {
 	st, d := h.st, h.d
+	h.touch()
 	busy, err := h.check(false)
 	if err != nil {
+		return cuse.ReadResult{}, err
+	}
+	if err := h.awaitWait(ctx, req.Nonblock()); err != nil {
 		return cuse.ReadResult{}, err
 	}
 	if err := acquire(ctx, d.readSem, req.Nonblock()); err != nil {
@@ -30,6 +37,9 @@ func (h *handle) Read(ctx context.Context, req *cuse.ReadRequest) (cuse.ReadResu
 		if eof {
 			release()
 			return cuse.ReadResult{}, nil
+		}
+		if len(d.carry) > 0 || d.carryClose {
+			return h.fromCarry(req, release), nil
 		}
 		if busy {
 			d.rx.Poll()
@@ -65,6 +75,11 @@ func (h *handle) gather(req *cuse.ReadRequest, release func()) (cuse.ReadResult,
 		st.mu.Lock()
 		st.closed = true
 		st.mu.Unlock()
+		// rxNotify's search may not have seen it: a reader can take the
+		// CLOSE between another goroutine's reap and its search.
+		if d.closeFound.CompareAndSwap(false, true) {
+			go st.peerClose(d)
+		}
 		st.signal()
 		release()
 		return cuse.ReadResult{}, nil
@@ -81,4 +96,44 @@ func (h *handle) gather(req *cuse.ReadRequest, release func()) (cuse.ReadResult,
 		}
 		release()
 	}}, nil
+}
+
+// fromCarry replies from what the last session carried over: its bytes,
+// then, if the peer's session ended there too, EOF.
+func (h *handle) fromCarry(req *cuse.ReadRequest, release func()) cuse.ReadResult {
+	st, d := h.st, h.d
+	if len(d.carry) == 0 {
+		d.carryClose = false
+		st.mu.Lock()
+		st.closed = true
+		st.mu.Unlock()
+		st.signal()
+		release()
+		return cuse.ReadResult{}
+	}
+	var data [][]byte
+	n := 0
+	for _, b := range d.carry {
+		if n == req.Size || req.MaxSlices > 0 && len(data) == req.MaxSlices {
+			break
+		}
+		b = b[:min(len(b), req.Size-n)]
+		data = append(data, b)
+		n += len(b)
+	}
+	return cuse.ReadResult{Data: data, Done: func(delivered bool) {
+		if delivered {
+			for left := n; left > 0; {
+				k := min(left, len(d.carry[0]))
+				if d.carry[0] = d.carry[0][k:]; len(d.carry[0]) == 0 {
+					d.carry = d.carry[1:]
+				}
+				left -= k
+			}
+			st.mu.Lock()
+			st.stats.RxBytes += uint64(n)
+			st.mu.Unlock()
+		}
+		release()
+	}}
 }

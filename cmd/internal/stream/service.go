@@ -16,14 +16,24 @@ import (
 	"tbstream/xdomain/xdp"
 )
 
-// Key and protocol of the service, as Linux registers them.
+// Key and protocol of the service, as Linux registers them, but for
+// PrtcStns.
 const (
 	Key      = "stream"
 	PrtcID   = 1
 	PrtcVers = 1
 	PrtcRevs = 0
-	PrtcStns = 0
+	// PrtcStns, the protocol settings, has StnsSessions set where Linux
+	// has 0: a peer that announces it keeps session boundaries as the
+	// package doc describes (it answers a CLOSE with its own).
+	PrtcStns = StnsSessions
 )
+
+// StnsSessions is the protocol-settings bit of a peer that keeps session
+// boundaries (see "Sessions" in the package doc). Linux's stream service
+// sets no bit; thunderbolt-net negotiates its options with bits of the
+// same field, from bit 0 up, so this one is the highest.
+const StnsSessions = 1 << 31
 
 // DirUUID is the UUID of the `stream` property directory.
 var DirUUID = xdp.MustParseUUID("3a1cb984-c4d9-4469-a277-ce2fdfd11f0d")

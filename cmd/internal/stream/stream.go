@@ -73,10 +73,18 @@ type Stream struct {
 	// live are the ring pairs whose DMA paths may be programmed: starting,
 	// open, stopping, or detached with their paths still going down. A new
 	// pair starts only when there is none (same HopIDs, same router).
-	live     []*rings
-	closed   bool // a CLOSE frame was read; reads give EOF, writes ENXIO
-	removed  bool // rmdir'd
-	finished bool // removed and done: HopIDs and index released
+	live    []*rings
+	closed  bool // a CLOSE frame was read; reads give EOF, writes ENXIO
+	removed bool // rmdir'd
+	// What one session leaves to the next (session.go): await, the
+	// CLOSEs the peer owes us (each ends what it sent for a session of
+	// ours that ended); owe, the CLOSEs we owe the peer; carry and
+	// carryClose, what the peer sent for our next session while the last
+	// was closing.
+	await, owe int
+	carry      [][]byte
+	carryClose bool
+	finished   bool // removed and done: HopIDs and index released
 	// retakeDue: the peer's announcement changed while the stream could
 	// not take it (open or closing); it is read again once idle.
 	retakeDue bool
@@ -93,11 +101,16 @@ type Counters struct {
 	// RxFrameErrors counts frames the NHI flagged (CRC error, buffer
 	// overrun); like Linux, their data is still delivered.
 	RxFrameErrors uint64
-	// Undelivered counts bytes that write(2) queued and the last close
-	// could not send: no reader on the peer (no progress for 500 ms), a
-	// peer that went away, or a drain cut off after drainMax. Each such
-	// close also logs one line with the count.
+	// Undelivered counts bytes that write(2) queued and that no reader
+	// of the session they were written for got: discarded when the
+	// peer's session ended first, or left when the last close could not
+	// send them (no reader on the peer for 500 ms, a peer that went away,
+	// a drain cut off after drainMax). Each such event logs one line.
 	Undelivered uint64
+	// RxDiscarded counts bytes that arrived for a session of ours that
+	// had ended (its reader gone) and were thrown away, never read by a
+	// later session.
+	RxDiscarded uint64
 }
 
 func newStream(g *Group, name string, index int) *Stream {
@@ -352,6 +365,7 @@ func (st *Stream) attach(svc *xdomain.Service) {
 		return
 	}
 	st.svc = svc
+	st.resetSessionsLocked()
 	in, out := st.inReq, st.outReq
 	if in <= 0 && out <= 0 {
 		rin, rout := remoteHopIDs(svc.RemoteProperties(), st.name)
@@ -456,6 +470,7 @@ func (st *Stream) detach() {
 	st.releaseHopIDsLocked()
 	st.svc = nil
 	st.data = nil
+	st.resetSessionsLocked()
 	for _, d := range st.live {
 		if d.stale {
 			continue
@@ -569,7 +584,7 @@ func (st *Stream) Info() Info {
 		info.State = "detached"
 	case err != nil:
 		info.State = "no hopids"
-	case st.closed:
+	case st.closed || st.data != nil && st.data.peerClosed:
 		info.State = "closed by peer"
 	case st.users > 0:
 		info.State = "open"

@@ -15,11 +15,18 @@ import (
 // descriptors, with one doorbell. A payload the CUSE server read into
 // buffers the stream lent (see lend.go) is posted from those buffers; any
 // other payload is copied once into the ring's own buffers. What does not
-// fit is a short write, as Linux 7.3.
+// fit is a short write, as Linux 7.3. Once the peer's session has ended,
+// writes (and a write waiting for a slot) fail with ENXIO; while the
+// session awaits the end of what the peer sent for the last one, they
+// wait (see the package doc).
 func (h *handle) Write(ctx context.Context, req *cuse.WriteRequest) (int, error) {
 	st, d := h.st, h.d
+	h.touch()
 	busy, err := h.check(true)
 	if err != nil {
+		return 0, err
+	}
+	if err := h.awaitWait(ctx, req.Nonblock()); err != nil {
 		return 0, err
 	}
 	if err := acquire(ctx, d.writeSem, req.Nonblock()); err != nil {
