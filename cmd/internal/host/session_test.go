@@ -173,6 +173,43 @@ func TestKilledWriterThenNewSession(t *testing.T) {
 	}
 }
 
+// Both ends close, the writer first (as CUSE releases them: no FLUSH),
+// with frames queued that the reader, which holds the node and reads
+// nothing, never took; the reader closes while the writer's close waits
+// for them to leave. Each end's CLOSE crosses the other's, and each is the
+// other's end of the session. The next session gets its own bytes.
+func TestBothEndsCloseAtOnce(t *testing.T) {
+	h1, h2, _ := twoHosts(t)
+	i1, i2 := pairStream(t, h1, h2, "x")
+	// Large rings: the writer's queue takes a while to drain into the
+	// reader's closing session, and its own CLOSE comes last.
+	for _, it := range []configfs.Item{i1, i2} {
+		require.NoError(t, it.Store(context.Background(), configfs.AttrRingSize, 4096))
+	}
+	stale := bytes.Repeat([]byte{0xee}, 40<<20)
+	for round := range 20 {
+		r := openNode(t, h2, i2, syscall.O_RDONLY)
+		w := openNode(t, h1, i1, syscall.O_WRONLY)
+		require.Less(t, writeUntilFull(t, w, stale), len(stale), "the rings are full")
+		wDone := releaseLater(w)
+		require.Eventually(t, func() bool { return infoOf(t, h1, "0-503.0", "x").State == "closing" }, hangGuard, time.Millisecond)
+		<-releaseLater(r)
+		<-wDone
+
+		want := make([]byte, 100<<10+round)
+		fill(want, uint64(round))
+		r2 := openNode(t, h2, i2, syscall.O_RDONLY)
+		got := make(chan []byte, 1)
+		go func() { b, _ := readToEOF(r2); got <- b }()
+		w2 := openNode(t, h1, i1, syscall.O_WRONLY)
+		writeAll(t, w2, want)
+		<-releaseLater(w2)
+		b := <-got
+		require.True(t, bytes.Equal(want, b), "round %d: the new reader got %d bytes, want %d (first %x)", round, len(b), len(want), b[:min(len(b), 8)])
+		<-releaseLater(r2)
+	}
+}
+
 // Back-to-back short sessions, as `head -c 10 /dev/tbstream0` against
 // `printf 'msg…' > /dev/tbstream0` in a loop: every reader gets the start
 // of its own message.

@@ -223,7 +223,7 @@ func (st *Stream) carryRest(d *rings) {
 
 // closeResult is what a last close could not do.
 type closeResult struct {
-	undelivered uint64 // bytes written and never sent
+	undelivered uint64 // bytes written and never sent, or discarded
 	discarded   uint64 // bytes received for this session and not read
 	eofSent     bool   // our CLOSE (an answer, or our own) left the TX ring
 	answered    bool   // the peer's session ended first
@@ -370,7 +370,7 @@ func (st *Stream) linger(d *rings) closeResult {
 			st.carryRest(d)
 			st.takeDown(d, true, false)
 			st.carryRest(d)
-			res.eofSent = closePosted && d.tx.Stats().Completed >= d.ownEnd
+			res.undelivered, res.eofSent = st.matchClose(d, closePosted)
 			return res
 		}
 		now := time.Now()
@@ -456,15 +456,41 @@ func (st *Stream) settle(d *rings, completed uint64) {
 	await := 0
 	switch {
 	case d.ownEnd == 0:
-	case !d.initiated && completed < d.ownEnd:
-		owe++
-	case d.initiated && !d.matched && completed >= d.ownEnd:
+	case completed < d.ownEnd && (!d.initiated || d.matched):
+		owe++ // our answer, or our CLOSE the peer lingers for
+	case completed >= d.ownEnd && d.initiated && !d.matched:
 		await++
 	}
 	st.mu.Lock()
 	st.owe += owe
 	st.await += await
 	st.mu.Unlock()
+}
+
+// matchClose is the end of a linger at the peer's CLOSE. If ours has
+// left, that CLOSE was the peer's answer, or its own CLOSE crossing ours;
+// either way it has ours. If ours has not (queued behind frames the peer
+// did not take), the peer's session ended on its own and lingers for our
+// CLOSE as we did for its: what we queued for that session is discarded,
+// and a CLOSE goes at once, in front (closed, to settle, as our own). It
+// returns the bytes discarded and whether our CLOSE left.
+func (st *Stream) matchClose(d *rings, posted bool) (undelivered uint64, sent bool) {
+	d.tx.Poll()
+	if posted && d.tx.Stats().Completed >= d.ownEnd || !d.p.sessions {
+		// (A Linux peer waits for nothing: what is left goes at stop.)
+		return 0, posted && d.tx.Stats().Completed >= d.ownEnd
+	}
+	n, err := d.discardTx()
+	if err == nil {
+		err = answer(d)
+	}
+	if err != nil {
+		st.g.s.log.Warn("cannot send the CLOSE the peer waits for", "stream", st.path(), "err", err)
+		return n, false
+	}
+	d.initiated = true
+	waitSent(d.gone, d, time.Now().Add(flushIdle))
+	return n, d.tx.Stats().Completed >= d.ownEnd
 }
 
 // awaitWait blocks while d awaits the peer's CLOSE (reads and writes of
