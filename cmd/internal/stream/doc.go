@@ -100,7 +100,9 @@
 //     keeps taking frames: what the peer sent for this session is
 //     discarded as it comes (Counters.RxDiscarded), until the peer's CLOSE
 //     arrives: its answer, or its own CLOSE when both sessions ended at
-//     once. What follows that CLOSE belongs to the peer's next session:
+//     once (then the peer waits for ours as we did for its: if ours has
+//     not left, what we queued is discarded and it goes at once). What
+//     follows the peer's CLOSE belongs to the peer's next session:
 //     the RX path goes down, and it is carried over to our next session,
 //     which reads it first. The close is bounded: the TX drain as before
 //     (flushIdle without progress, drainMax in all); a CLOSE with nothing
@@ -111,8 +113,9 @@
 //     awaited by the next session (4). A Linux peer sends its CLOSE only at
 //     its own last close: the close ends when ours has left.
 //  3. The last close of a session the peer ended: our answer must leave
-//     (flushIdle without progress); one that cannot is owed, and the next
-//     session sends it before anything else.
+//     (flushIdle without progress). A CLOSE the peer waits for that cannot
+//     leave (this answer, or ours in 2 when both ended at once) is owed:
+//     the next session sends it before anything else.
 //  4. A session that starts while the peer owes us a CLOSE (its answer was
 //     late) discards what arrives before that CLOSE, and its reads and
 //     writes wait until it has come.
