@@ -137,7 +137,6 @@ func (st *Stream) Open(ctx context.Context, req *cuse.OpenRequest) (cuse.Handle,
 		if d.carryClose {
 			// The peer's next session ended already: this one starts
 			// closed by the peer, once it has read what was carried.
-			d.closeAt.Store(carryMark)
 			d.closeFound.Store(true)
 			go st.peerClose(d)
 		}

@@ -111,11 +111,10 @@ type rings struct {
 	flushed int
 
 	// The CLOSE search on every RX completion (rxNotify): the frames
-	// before scanFrom hold no CLOSE; closeFound once one has arrived, the
-	// frame numbered closeAt.
+	// before scanFrom hold no CLOSE; closeFound once one has arrived (or
+	// the last session carried one over).
 	scanFrom   atomic.Uint64
 	closeFound atomic.Bool
-	closeAt    atomic.Uint64
 
 	// gone is cancelled at detach: a close draining toward a peer that is
 	// no longer there stops at once. ended is cancelled too when the

@@ -25,10 +25,6 @@ const closeProbe = 20 * time.Millisecond
 // frames may complete with no interrupt.
 const txPoll = time.Millisecond
 
-// carryMark is closeAt for a CLOSE that a session's carry holds (not the
-// RX ring).
-const carryMark = math.MaxUint64
-
 // resetSessionsLocked forgets what sessions left to the next: a new
 // attachment (or none) starts from a clean wire on both ends.
 func (st *Stream) resetSessionsLocked() {
@@ -45,13 +41,12 @@ func (st *Stream) rxNotify(d *rings) {
 	if d.closeFound.Load() {
 		return
 	}
-	at, found, end := d.rx.RxFind(d.scanFrom.Load(), 1<<PDFClose)
+	_, found, end := d.rx.RxFind(d.scanFrom.Load(), 1<<PDFClose)
 	if !found {
 		for cur := d.scanFrom.Load(); cur < end && !d.scanFrom.CompareAndSwap(cur, end); cur = d.scanFrom.Load() {
 		}
 		return
 	}
-	d.closeAt.Store(at)
 	if d.closeFound.CompareAndSwap(false, true) {
 		go st.peerClose(d)
 	}
@@ -261,7 +256,7 @@ func (st *Stream) endSession(d *rings) closeResult {
 	res := closeResult{answered: true}
 	if d.ownEnd > 0 {
 		// The answer was posted; the peer lingers for it. One that does
-		// not leave is owed (see stop).
+		// not leave is owed (settle).
 		res.reason = waitSent(d.gone, d, time.Now().Add(flushIdle))
 		res.eofSent = d.tx.Stats().Completed >= d.ownEnd
 	}
