@@ -446,7 +446,7 @@ rss_with() {
     sleep 0.05
   done
   local opened
-  opened=$("$tb" -run "$run" list | awk '$2 ~ /^rss/ && $(NF - 5) == 1' | wc -l)
+  opened=$("$tb" -run "$run" list | awk '$2 ~ /^rss/ && $(NF - 6) == 1' | wc -l)
   for h in host1 host2; do printf -v "rss_open_$h" %s "$(rss_of $h)"; done
   for i in $(seq 0 $((rss_streams - 1))); do rmdir "$(cfg host1)/0-503.0/rss$i" "$(cfg host2)/0-1.0/rss$i"; done
   kill "${holders[@]}" 2>/dev/null

@@ -149,28 +149,32 @@ func readAll(t *testing.T, hd cuse.Handle) []byte {
 }
 
 // readToEOF reads hd until EOF; a read that waits 20 s is an error.
+// Each reply is copied into a buffer of its own and joined at the end:
+// under the race detector, growing one buffer of megabytes (append's
+// copy, bytes.Buffer.Grow) takes hundreds of milliseconds, long enough
+// for a close to give up on a reader that makes no progress (500 ms).
 func readToEOF(hd cuse.Handle) ([]byte, error) {
-	// Grown once: under the race detector on two cores, growing a buffer
-	// of megabytes can hold the reader off its reads for longer than a
-	// close waits for a reader that makes no progress (500 ms).
-	var out bytes.Buffer
-	out.Grow(8 << 20)
+	var chunks [][]byte
+	total := 0
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		res, err := hd.Read(ctx, &cuse.ReadRequest{Size: 128 << 10})
 		cancel()
 		if err != nil {
-			return out.Bytes(), fmt.Errorf("read after %d bytes: %w", out.Len(), err)
+			return bytes.Join(chunks, nil), fmt.Errorf("read after %d bytes: %w", total, err)
 		}
 		for _, b := range res.Data {
-			out.Write(b)
+			c := make([]byte, len(b))
+			copy(c, b)
+			chunks = append(chunks, c)
+			total += len(b)
 		}
 		n := res.Len()
 		if res.Done != nil {
 			res.Done(true)
 		}
 		if n == 0 {
-			return out.Bytes(), nil
+			return bytes.Join(chunks, nil), nil
 		}
 	}
 }

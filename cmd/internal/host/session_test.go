@@ -141,9 +141,6 @@ func TestKilledWriterThenNewSession(t *testing.T) {
 			}
 		}()
 		_, err := readN(r, 10)
-		if err != nil {
-			t.Logf("HOLDER h1 %+v h2 %+v", h1.emu.Counters(), h2.emu.Counters())
-		}
 		require.NoError(t, err)
 		rDone := closeLater(r)
 		if round%2 == 1 {
@@ -162,14 +159,10 @@ func TestKilledWriterThenNewSession(t *testing.T) {
 		writeAll(t, w2, want)
 		<-closeLater(w2)
 		b := <-got
-		if !bytes.Equal(want, b) {
-			t.Logf("COUNTERS h1 %+v h2 %+v", h1.emu.Counters(), h2.emu.Counters())
-		}
 		require.True(t, bytes.Equal(want, b), "round %d: the new reader got %d bytes, want %d (first %x)", round, len(b), len(want), b[:min(len(b), 8)])
 		<-closeLater(r2)
 		<-rDone
 		<-wDone
-		t.Logf("ROUND %d h1 %+v h2 %+v", round, h1.emu.Counters(), h2.emu.Counters())
 	}
 }
 
