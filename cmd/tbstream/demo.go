@@ -100,6 +100,9 @@ func lastLines(out []byte, n int) string {
 
 // script runs a shell script on host and returns its combined output.
 func script(ctx context.Context, run, host, text string) ([]byte, error) {
+	if err := checkHostDirs(run, host); err != nil { // as shell does
+		return nil, err
+	}
 	st, err := daemon.ReadStatus(hostDir(run, host))
 	if err != nil {
 		return nil, err

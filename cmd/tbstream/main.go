@@ -13,7 +13,9 @@
 //	tbstream daemon FLAGS      one host (what tbstreamd runs)
 //
 // The hosts live under a run root (-run, default /run/tbstream): one run
-// directory per host.
+// directory per host. The run root and each run directory must be root's
+// alone (see the usage text); the daemons keep none of the descriptors
+// their starter had open beyond stdin, stdout and stderr.
 package main
 
 import (
@@ -21,6 +23,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -64,6 +67,11 @@ commands:
   daemon FLAGS      run one host in the foreground (tbstreamd; -h for flags)
   pair-daemon       run host1 and host2 in the foreground in one process,
                     joined by an in-process cable (what up -cable inproc runs)
+
+The run root (-run) and each host's directory in it must be directories
+only root can write: a symlink, a directory owned by another user, one that
+group or others can write, or one with such a parent (a sticky one such as
+/tmp aside) is refused with one line saying which and why.
 `
 
 func main() {
@@ -115,11 +123,15 @@ func main() {
 	case "bench":
 		err = bench(ctx, os.Stdout, os.Stderr, *run, args[1:])
 	case "pair-daemon":
-		err = pairDaemon(ctx, *run)
+		// First, as tbstreamd does (nothing above opens a file).
+		inherited, fdErr := daemon.CloseInherited()
+		err = pairDaemon(ctx, *run, func(log *slog.Logger) { daemon.LogInherited(log, inherited, fdErr) })
 	case "daemon":
+		inherited, fdErr := daemon.CloseInherited()
 		var opts daemon.Options
 		opts, err = daemon.ParseFlags("tbstream daemon", args[1:])
 		if err == nil {
+			daemon.LogInherited(opts.Logger, inherited, fdErr)
 			err = daemon.Run(ctx, opts)
 		}
 	default:

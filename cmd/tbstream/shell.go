@@ -79,6 +79,11 @@ exec "$@"
 // devices, and modprobe answers for thunderbolt_stream. The mounts are
 // private to the command and vanish with it.
 func shell(run, host string, cmd []string) error {
+	// The setup script mounts on and makes directories in the run
+	// directory, as root: not in one others could write.
+	if err := checkHostDirs(run, host); err != nil {
+		return err
+	}
 	dir := hostDir(run, host)
 	st, err := daemon.ReadStatus(dir)
 	if err != nil {

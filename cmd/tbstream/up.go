@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -123,6 +124,15 @@ func up(ctx context.Context, run, cable string) error {
 	if err != nil {
 		return err
 	}
+	// Before anything is asked, opened or started there: a run root or
+	// host directory that others could write is refused.
+	for _, h := range demoHosts {
+		dir, err := makeHostDir(run, h.name)
+		if err != nil {
+			return err
+		}
+		dir.Close()
+	}
 	started := map[string]*startedHost{}
 	running := 0
 	for _, h := range demoHosts {
@@ -231,21 +241,11 @@ func startPair(self, run string) (map[string]*startedHost, error) {
 	return started, nil
 }
 
-// openLog opens host's log for appending and says where this start's
-// lines begin.
+// openLog opens host's log for appending (openHostLog) and says where
+// this start's lines begin.
 func openLog(run, host string) (*os.File, *startedHost, error) {
-	dir := hostDir(run, host)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, nil, err
-	}
-	// The log holds peers' names and paths: not for every local user.
-	logPath := filepath.Join(dir, "log")
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	logf, err := openHostLog(run, host)
 	if err != nil {
-		return nil, nil, err
-	}
-	if err := logf.Chmod(0o640); err != nil {
-		logf.Close()
 		return nil, nil, err
 	}
 	from, err := logf.Seek(0, io.SeekEnd)
@@ -253,12 +253,65 @@ func openLog(run, host string) (*os.File, *startedHost, error) {
 		logf.Close()
 		return nil, nil, err
 	}
-	return logf, &startedHost{log: logPath, from: from, exited: make(chan struct{})}, nil
+	return logf, &startedHost{log: filepath.Join(hostDir(run, host), "log"), from: from, exited: make(chan struct{})}, nil
 }
 
-// startDaemon runs self with args in a session of its own, its output to
-// logf, and closes exited when it ends.
+// makeHostDir makes the run root and host's run directory in it where
+// missing and opens the latter, refusing either unless only root can
+// write it (daemon.MakeRunDir).
+func makeHostDir(run, host string) (*os.File, error) {
+	root, err := daemon.MakeRunDir(run)
+	if err != nil {
+		return nil, runDirError(err)
+	}
+	root.Close()
+	dir, err := daemon.MakeRunDir(hostDir(run, host))
+	if err != nil {
+		return nil, runDirError(err)
+	}
+	return dir, nil
+}
+
+// checkHostDirs checks the run root and the named hosts' run directories
+// (all of up's if none is named) that exist, for commands that only use
+// them.
+func checkHostDirs(run string, hosts ...string) error {
+	if len(hosts) == 0 {
+		for _, h := range demoHosts {
+			hosts = append(hosts, h.name)
+		}
+	}
+	dirs := []string{run}
+	for _, h := range hosts {
+		dirs = append(dirs, hostDir(run, h))
+	}
+	for _, dir := range dirs {
+		if err := daemon.CheckRunDir(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return runDirError(err)
+		}
+	}
+	return nil
+}
+
+// runDirError has a refused run directory's fix name the -run flag.
+func runDirError(err error) error {
+	var unsafe *daemon.UnsafeDirError
+	if errors.As(err, &unsafe) {
+		unsafe.Example = "-run " + defaultRun
+	}
+	return err
+}
+
+// startDaemon runs self with args in a session of its own, stdin
+// /dev/null and its output to logf, and closes exited when it ends.
 func startDaemon(self string, args []string, logf *os.File, exited chan struct{}) error {
+	// os/exec passes on, besides stdin, stdout and stderr, every
+	// descriptor without close-on-exec: those this process inherited
+	// (a lock its caller's script holds). The daemon closes them too
+	// (daemon.CloseInherited); this keeps them from reaching it at all.
+	if err := daemon.CloseOnExecAll(); err != nil {
+		return err
+	}
 	cmd := exec.Command(self, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -276,7 +329,7 @@ func startDaemon(self string, args []string, logf *os.File, exited chan struct{}
 // started (its exit message, "tbstream: ...", or an ERROR record), else
 // the last warning, else otherwise.
 func (s *startedHost) lastError(otherwise string) string {
-	f, err := os.Open(s.log)
+	f, err := os.OpenFile(s.log, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return otherwise
 	}
@@ -319,6 +372,10 @@ func hasStreamService(st daemon.Status) bool {
 // exited and their mounts are gone. It prints what it did, including
 // leftovers of a daemon that died, which it removes.
 func down(w io.Writer, run string) error {
+	// Refused as up refuses it, before anything is signalled.
+	if err := checkHostDirs(run); err != nil {
+		return err
+	}
 	reports := make([][]string, len(demoHosts))
 	errs := make([]error, len(demoHosts))
 	var wg sync.WaitGroup

@@ -3,7 +3,9 @@
 // Package fault does to the two emulated hosts what users and machines do
 // to them: kill -9 of a daemon in the middle of a transfer, down and up in
 // a row, stale files pointing at a process that is not ours, a host that
-// cannot start. Every case ends with a transfer checked by sha256, and
+// cannot start, a run directory another user planted symlinks in, a script
+// that starts the hosts while it holds a lock. Every case ends with a
+// transfer checked by sha256, and
 // each prints one row (case, figure, verdict) to the file named by
 // TBSTREAM_FAULT_TABLE, which test/suites.d/fault.sh shows as a table.
 // The figures are printed, never compared with a limit.
@@ -13,6 +15,7 @@ package fault
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -83,10 +86,16 @@ type fabric struct {
 
 func newFabric(t *testing.T) *fabric {
 	t.Helper()
+	return newFabricAt(t, filepath.Join(t.TempDir(), "run"))
+}
+
+// newFabricAt is newFabric on the run root run.
+func newFabricAt(t *testing.T, run string) *fabric {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (FUSE mounts, mount namespaces)")
 	}
-	f := &fabric{t: t, run: filepath.Join(t.TempDir(), "run"), bin: tbstreamBin}
+	f := &fabric{t: t, run: run, bin: tbstreamBin}
 	t.Cleanup(func() {
 		if out, err := f.tbstream("down"); err != nil {
 			t.Errorf("tbstream down: %v\n%s", err, out)
@@ -768,6 +777,13 @@ func TestConcurrencyStress(t *testing.T) {
 // would, with the given cable flags; the fabric's cleanup stops it.
 func (f *fabric) startDaemon(host string, args ...string) {
 	f.t.Helper()
+	f.startDaemonWith(host, nil, args...)
+}
+
+// startDaemonWith is startDaemon passing the daemon extra as its
+// descriptors 3...
+func (f *fabric) startDaemonWith(host string, extra []*os.File, args ...string) {
+	f.t.Helper()
 	dir := filepath.Join(f.run, host)
 	require.NoError(f.t, os.MkdirAll(dir, 0o755))
 	logf, err := os.Create(filepath.Join(dir, "log"))
@@ -775,6 +791,7 @@ func (f *fabric) startDaemon(host string, args ...string) {
 	defer logf.Close()
 	c := exec.Command(f.bin, append([]string{"daemon", "-name", host, "-run-dir", dir, "-device-prefix", host + "/"}, args...)...)
 	c.Stdout, c.Stderr = logf, logf
+	c.ExtraFiles = extra
 	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	require.NoError(f.t, c.Start())
 	go c.Wait()
@@ -935,4 +952,297 @@ func TestBadAttributeInputs(t *testing.T) {
 	require.NoError(t, os.Remove(filepath.Join(group, "bad")))
 	f.transfer("afterbad", 4<<20)
 	row(t, fmt.Sprintf("%d attribute inputs and %d names against a running daemon: the errno and value Linux gives each; then 4 MiB sha256-equal", len(cases)+1, len(names)))
+}
+
+// nobody is the unprivileged user who owns the run directory planted with
+// symlinks.
+const nobody = 65534
+
+// snapshot is what a directory holds, symlinks not followed: per name its
+// mode, owner, size and modification time, and a file's sha256 or a
+// symlink's target.
+func snapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	require.NoError(t, filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); err != nil {
+			return err
+		}
+		what := fmt.Sprintf("mode %o uid %d size %d mtime %d.%09d", st.Mode, st.Uid, st.Size, st.Mtim.Sec, st.Mtim.Nsec)
+		switch st.Mode & syscall.S_IFMT {
+		case syscall.S_IFREG:
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			what += fmt.Sprintf(" sha256 %x", sha256.Sum256(b))
+		case syscall.S_IFLNK:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			what += " -> " + target
+		}
+		m[p] = what
+		return nil
+	}))
+	return m
+}
+
+// processesNaming lists the processes whose command line has s in it.
+func processesNaming(t *testing.T, s string) []string {
+	t.Helper()
+	procs, err := os.ReadDir("/proc")
+	require.NoError(t, err)
+	var out []string
+	for _, p := range procs {
+		if _, err := strconv.Atoi(p.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+		if err == nil && bytes.Contains(b, []byte(s)) {
+			out = append(out, p.Name()+": "+strings.ReplaceAll(string(bytes.TrimRight(b, "\x00")), "\x00", " "))
+		}
+	}
+	return out
+}
+
+// A run directory another user owns, in which they planted symlinks to
+// files outside it (each host's log, lock, pid and status socket, and the
+// cable socket): up, up -cable inproc and down each refuse it with one
+// line naming it and the fix, start nothing and touch nothing outside it.
+// down signals nobody, though the lock links' target is locked by a
+// process whose command line says -run-dir, as a daemon's does. A run
+// directory of root's that everyone can write is refused the same way.
+func TestUpRefusesUnsafeRunDir(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (up needs it; the run directory is given to uid 65534)")
+	}
+	if _, err := exec.LookPath("flock"); err != nil {
+		t.Skip("needs flock(1) (util-linux) to hold a lock on the planted lock's target")
+	}
+	base := t.TempDir()
+	outside := filepath.Join(base, "outside")
+	require.NoError(t, os.Mkdir(outside, 0o755))
+	run := filepath.Join(base, "run")
+	require.NoError(t, os.Mkdir(run, 0o755))
+	plant := func(link, name string) {
+		target := filepath.Join(outside, name)
+		require.NoError(t, os.WriteFile(target, []byte("precious "+name+"\n"), 0o600))
+		require.NoError(t, os.Symlink(target, link))
+		require.NoError(t, os.Lchown(link, nobody, nobody))
+	}
+	plant(filepath.Join(run, "cable.sock"), "cable.sock")
+	for _, h := range []string{"host1", "host2"} {
+		dir := filepath.Join(run, h)
+		require.NoError(t, os.Mkdir(dir, 0o755))
+		for _, name := range []string{"log", "lock", "pid", "status.sock"} {
+			plant(filepath.Join(dir, name), h+"."+name)
+		}
+		require.NoError(t, os.Lchown(dir, nobody, nobody))
+	}
+	require.NoError(t, os.Lchown(run, nobody, nobody))
+	// flock(1) stops parsing at its command: -run-dir is sh's $0.
+	holder := exec.Command("flock", "-x", filepath.Join(outside, "host2.lock"), "sh", "-c", "sleep 600", "-run-dir")
+	// Its own process group: the kill takes sh and sleep, which
+	// hold the lock too.
+	holder.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	require.NoError(t, holder.Start())
+	exited := make(chan struct{})
+	go func() { holder.Wait(); close(exited) }()
+	defer func() {
+		syscall.Kill(-holder.Process.Pid, syscall.SIGKILL)
+		<-exited
+	}()
+	require.Eventually(t, func() bool {
+		b, _ := os.ReadFile("/proc/locks")
+		return bytes.Contains(b, fmt.Appendf(nil, " %d ", holder.Process.Pid))
+	}, 10*time.Second, 10*time.Millisecond, "flock(1) holds its lock")
+	before, links := snapshot(t, outside), snapshot(t, run)
+	delete(links, run) // its mode and owner change below
+
+	refusals := 0
+	for _, c := range []struct {
+		mode  uint32
+		owner int
+		why   string
+	}{
+		{0o755, nobody, "is owned by uid 65534, not root"},
+		{0o777, 0, "is writable by others (mode 0777)"},
+	} {
+		require.NoError(t, syscall.Chmod(run, c.mode))
+		require.NoError(t, os.Lchown(run, c.owner, c.owner))
+		for _, args := range [][]string{{"up"}, {"up", "-cable", "inproc"}, {"down"}} {
+			out, err := exec.Command(tbstreamBin, append([]string{"-run", run}, args...)...).CombinedOutput()
+			require.Error(t, err, "tbstream %v: %s", args, out)
+			require.Equal(t, "tbstream: run directory "+run+" "+c.why+"; use a directory only root can write, e.g. -run /run/tbstream\n", string(out),
+				"tbstream %v: one line", args)
+			refusals++
+		}
+	}
+	select {
+	case <-exited:
+		t.Fatal("the process locking the planted lock's target was signalled")
+	case <-time.After(200 * time.Millisecond):
+	}
+	require.Equal(t, before, snapshot(t, outside), "files outside the run directory touched")
+	after := snapshot(t, run)
+	delete(after, run)
+	require.Equal(t, links, after, "the run directory changed")
+	require.Empty(t, processesNaming(t, run), "processes started for the run directory")
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	require.NoError(t, err)
+	require.NotContains(t, string(b), run, "mounts in the run directory")
+
+	// Made root's alone, with the planted links gone, it serves.
+	require.NoError(t, filepath.WalkDir(run, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type()&os.ModeSymlink != 0 {
+			return os.Remove(p)
+		}
+		return os.Lchown(p, 0, 0)
+	}))
+	require.NoError(t, os.Chmod(run, 0o755))
+	f := newFabricAt(t, run)
+	f.up()
+	f.transfer("safe", 4<<20)
+	require.Equal(t, before, snapshot(t, outside), "files outside the run directory touched")
+	row(t, fmt.Sprintf("run directory of uid 65534, then of root mode 0777, with log, lock, pid and sockets planted as symlinks: %d refusals of up, up -cable inproc and down, each one line; %d files outside untouched; the planted lock's holder not signalled; nothing started or mounted; made root's, then 4 MiB sha256-equal", refusals, len(before)-1))
+}
+
+// daemonFD is one of a daemon's open descriptors.
+type daemonFD struct {
+	target  string // what /proc/PID/fd/N links to
+	cloexec bool
+	dev     uint64
+	ino     uint64
+}
+
+// daemonFDs reads pid's open descriptors from /proc.
+func daemonFDs(t *testing.T, pid int) map[int]daemonFD {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d", pid)
+	entries, err := os.ReadDir(dir + "/fd")
+	require.NoError(t, err)
+	fds := map[int]daemonFD{}
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		require.NoError(t, err)
+		target, err := os.Readlink(dir + "/fd/" + e.Name())
+		if err != nil {
+			continue // closed meanwhile
+		}
+		info, err := os.ReadFile(dir + "/fdinfo/" + e.Name())
+		if err != nil {
+			continue
+		}
+		d := daemonFD{target: target}
+		for _, line := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(line, "flags:"); ok {
+				flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 64)
+				require.NoError(t, err, line)
+				d.cloexec = flags&syscall.O_CLOEXEC != 0
+			}
+		}
+		// Descriptors of files on the daemon's own mounts are not
+		// stat'ed: the stat would be served by the daemon.
+		if strings.HasPrefix(target, "/") && !strings.HasPrefix(target, "/dev/fuse") {
+			var st syscall.Stat_t
+			if syscall.Stat(dir+"/fd/"+e.Name(), &st) == nil {
+				d.dev, d.ino = st.Dev, st.Ino
+			}
+		}
+		fds[fd] = d
+	}
+	return fds
+}
+
+// A script that holds a lock on a descriptor (flock(1) does, for its
+// command) and starts the hosts: the daemons keep none of its
+// descriptors, so its lock is free as soon as it lets it go, while they
+// run on. Each daemon has /dev/null as stdin, its log as stdout and
+// stderr, and every other descriptor close-on-exec (or /dev/fuse): its
+// own, none inherited. With up (each host a daemon, or one pair-daemon) they never
+// get the script's descriptors; started directly (tbstream daemon), they
+// close them first thing and say so in their log.
+func TestDaemonsInheritNoFds(t *testing.T) {
+	for _, how := range []string{"up", "up -cable inproc", "daemon"} {
+		t.Run(strings.ReplaceAll(how, " ", "_"), func(t *testing.T) {
+			f := newFabric(t)
+			held := filepath.Join(t.TempDir(), "script.lock")
+			lockf, err := os.OpenFile(held, os.O_RDWR|os.O_CREATE, 0o600)
+			require.NoError(t, err)
+			defer lockf.Close()
+			require.NoError(t, syscall.Flock(int(lockf.Fd()), syscall.LOCK_EX))
+			var heldSt syscall.Stat_t
+			require.NoError(t, syscall.Fstat(int(lockf.Fd()), &heldSt))
+			// Two descriptors: the lock, and the pipe a caller would
+			// wait on for EOF.
+			pr, pw, err := os.Pipe()
+			require.NoError(t, err)
+			defer pr.Close()
+			defer pw.Close()
+			extra := []*os.File{lockf, pw}
+			if how == "daemon" {
+				cable := "unix:" + filepath.Join(f.run, "cable.sock")
+				f.startDaemonWith("host2", extra, "-adapter", "1", "-peer-route", "1", "-listen", cable)
+				f.startDaemonWith("host1", extra, "-adapter", "3", "-peer-route", "503", "-connect", cable)
+				require.Eventually(t, func() bool {
+					out, err := f.tbstream("list")
+					return err == nil && strings.Count(out, "stream (prtcid 1)") == 2
+				}, time.Minute, 50*time.Millisecond, "the hosts see each other's stream service")
+			} else {
+				c := exec.Command(f.bin, append([]string{"-run", f.run}, strings.Fields(how)...)...)
+				c.ExtraFiles = extra
+				out, err := c.CombinedOutput()
+				require.NoError(t, err, "tbstream %s: %s\n%s", how, out, f.logs())
+			}
+			// The script lets its lock go and closes its end of the pipe.
+			require.NoError(t, lockf.Close())
+			require.NoError(t, pw.Close())
+
+			// The pair-daemon runs both hosts, its output in one's log.
+			logs := map[int][]string{}
+			for _, h := range []string{"host1", "host2"} {
+				pid := f.pid(h)
+				logs[pid] = append(logs[pid], filepath.Join(f.run, h, "log"))
+			}
+			for pid, hostLogs := range logs {
+				fds := daemonFDs(t, pid)
+				require.Equal(t, os.DevNull, fds[0].target, "pid %d's stdin", pid)
+				require.Contains(t, hostLogs, fds[1].target, "pid %d's stdout", pid)
+				require.Equal(t, fds[1].target, fds[2].target, "pid %d's stderr", pid)
+				for fd, d := range fds {
+					if fd <= 2 {
+						continue
+					}
+					// go-fuse opens /dev/fuse with syscall.Open, which
+					// does not add O_CLOEXEC: the daemon's own.
+					require.True(t, d.cloexec || d.target == "/dev/fuse", "pid %d's descriptor %d (%s) is not close-on-exec: inherited", pid, fd, d.target)
+					require.False(t, d.dev == heldSt.Dev && d.ino == heldSt.Ino, "pid %d holds the script's lock file as descriptor %d", pid, fd)
+				}
+				if how == "daemon" {
+					b, err := os.ReadFile(hostLogs[0])
+					require.NoError(t, err)
+					require.Contains(t, string(b), "closed descriptors inherited from the starting process")
+					require.Contains(t, string(b), held)
+				}
+			}
+			g, err := os.Open(held)
+			require.NoError(t, err)
+			defer g.Close()
+			require.NoError(t, syscall.Flock(int(g.Fd()), syscall.LOCK_EX|syscall.LOCK_NB), "the script's lock is still held though the script let it go")
+			pr.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, err := pr.Read(make([]byte, 1))
+			require.Equal(t, io.EOF, err, "the script's pipe has a writer still (%d bytes)", n)
+			f.transfer("nofds", 4<<20)
+			row(t, fmt.Sprintf("%s from a script holding a flock'd file and a pipe: %d daemon(s), each stdin /dev/null, stdout and stderr its log, every other descriptor close-on-exec; the script's lock free and its pipe at EOF as soon as it let them go; then 4 MiB sha256-equal", how, len(logs)))
+		})
+	}
 }

@@ -5,7 +5,7 @@
 //
 // A run directory holds everything a host exposes:
 //
-//	<run>/lock         held (flock) while the daemon runs
+//	<run>/lock         held (flock) while the daemon runs; mode 0600
 //	<run>/config       configfs: <run>/config/thunderbolt/stream/...
 //	<run>/dev          FUSE fallback nodes: <run>/dev/tbstreamN
 //	<run>/sys          the sysfs view: bus/thunderbolt, module/thunderbolt_stream
@@ -14,6 +14,16 @@
 //	                   "cpuprofile SECONDS" (pprof) or "trace SECONDS",
 //	                   "unplug" (pull the emulated cable out)
 //	<run>/pid
+//
+// The run directory must be root's alone: a directory that is a symlink,
+// is owned by another user or is writable by group or others (or has a
+// parent, /tmp aside, that others can write) is refused with one line
+// naming it and the fix, as OpenSSH's StrictModes refuses a writable home
+// (see CheckRunDir). Its files are opened without following symlinks.
+//
+// A daemon closes, first thing, every descriptor it inherited beyond
+// stdin, stdout and stderr (CloseInherited): a lock its starter's shell
+// held must not stay held until the daemon stops.
 package daemon
 
 import (
@@ -94,6 +104,7 @@ type Options struct {
 type Daemon struct {
 	opts    Options
 	log     *slog.Logger
+	dir     *os.File // the run directory, checked (MakeRunDir)
 	lock    *os.File
 	dev     nhi.Device
 	emu     *emu.Host
@@ -117,7 +128,7 @@ type devices interface {
 // Paths of a run directory.
 func ConfigDir(run string) string  { return filepath.Join(run, "config") }
 func DevDir(run string) string     { return filepath.Join(run, "dev") }
-func StatusPath(run string) string { return filepath.Join(run, "status.sock") }
+func StatusPath(run string) string { return filepath.Join(run, statusName) }
 
 // ErrRunning is returned when another daemon holds the run directory.
 var ErrRunning = errors.New("another tbstreamd uses this run directory")
@@ -172,10 +183,11 @@ func (d *Daemon) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("start host: %w", err)
 	}
-	if err := os.MkdirAll(ConfigDir(opts.RunDir), 0o755); err != nil {
+	configDir, err := makeSubdir(opts.RunDir, filepath.Base(ConfigDir(opts.RunDir)))
+	if err != nil {
 		return err
 	}
-	d.config, err = configfs.Mount(ctx, ConfigDir(opts.RunDir), d.host.Streams, configfs.Options{Logger: d.log})
+	d.config, err = configfs.Mount(ctx, configDir, d.host.Streams, configfs.Options{Logger: d.log})
 	if err != nil {
 		return fmt.Errorf("mount configfs: %w", err)
 	}
@@ -208,16 +220,19 @@ func (d *Daemon) start(ctx context.Context) error {
 
 // takeRunDir creates the run directory and locks it, so that a second
 // daemon on the same paths fails with a clear error, then removes what a
-// daemon that died there left behind (see CleanStale).
+// daemon that died there left behind (see CleanStale). A run directory
+// others could write is refused (MakeRunDir).
 func (d *Daemon) takeRunDir() error {
 	run := d.opts.RunDir
 	if run == "" {
 		return errors.New("no run directory")
 	}
-	if err := os.MkdirAll(run, 0o755); err != nil {
-		return fmt.Errorf("create run directory: %w", err)
+	dir, err := MakeRunDir(run)
+	if err != nil {
+		return err
 	}
-	f, err := os.OpenFile(lockPath(run), os.O_RDWR|os.O_CREATE, 0o644)
+	d.dir = dir
+	f, err := OpenIn(dir, lockName, os.O_RDWR|os.O_CREATE, lockMode)
 	if err != nil {
 		return fmt.Errorf("open lock: %w", err)
 	}
@@ -239,6 +254,11 @@ func (d *Daemon) takeRunDir() error {
 		return fmt.Errorf("%s (pid %d): %w", run, pid, ErrRunning)
 	}
 	d.lock = f
+	// Older daemons made the lock readable by all, and whoever can
+	// open it can hold it.
+	if err := f.Chmod(lockMode); err != nil {
+		return fmt.Errorf("lock %s: %w", run, err)
+	}
 	cleaned, err := CleanStale(run)
 	if len(cleaned) > 0 {
 		d.log.Warn("removed what a daemon that died left behind", "run", run, "removed", strings.Join(cleaned, ", "))
@@ -246,7 +266,15 @@ func (d *Daemon) takeRunDir() error {
 	if err != nil {
 		return fmt.Errorf("clean %s: %w", run, err)
 	}
-	return os.WriteFile(pidPath(run), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+	pid, err := OpenIn(dir, pidName, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = pid.WriteString(strconv.Itoa(os.Getpid()) + "\n")
+	if cerr := pid.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func (d *Daemon) openDevice() error {
@@ -322,7 +350,12 @@ func (d *Daemon) acceptCables(ctx context.Context, addr string) {
 	}
 	var ln net.Listener
 	if network == "unix" {
-		ln, err = emu.ListenUnix(a) // mode 0600: root only
+		// ListenUnix renames its socket over a (which does not follow
+		// a symlink there), but a name that is not a socket is not a
+		// dead cable's: refused.
+		if err = checkSocket(a); err == nil {
+			ln, err = emu.ListenUnix(a) // mode 0600: root only
+		}
 	} else {
 		ln, err = d.emu.ListenTCP(a)
 	}
@@ -357,7 +390,14 @@ func (d *Daemon) dialCables(ctx context.Context, addr string) {
 	}
 	logged := false
 	for ctx.Err() == nil {
-		c, err := d.emu.Dial(ctx, network, a, d.port())
+		var c *emu.Cable
+		var err error
+		if network == "unix" {
+			err = checkSocket(a) // connect(2) would follow a symlink
+		}
+		if err == nil {
+			c, err = d.emu.Dial(ctx, network, a, d.port())
+		}
 		if err != nil {
 			if !logged {
 				d.log.Info("waiting for the peer's cable end", "addr", addr, "err", err)
@@ -426,9 +466,12 @@ func (d *Daemon) Stop() {
 		d.dev.Close()
 	}
 	if d.lock != nil {
-		os.Remove(StatusPath(d.opts.RunDir))
-		os.Remove(pidPath(d.opts.RunDir))
+		removeIn(d.dir, statusName, unix.S_IFSOCK)
+		removeIn(d.dir, pidName, unix.S_IFREG)
 		d.lock.Close()
+	}
+	if d.dir != nil {
+		d.dir.Close()
 	}
 }
 
@@ -521,7 +564,11 @@ func (d *Daemon) Status() Status {
 
 func (d *Daemon) serveStatus(ctx context.Context) error {
 	path := StatusPath(d.opts.RunDir)
-	os.Remove(path)
+	// What is there is a dead daemon's socket (CleanStale removed that
+	// already) or refused: removeIn never follows a symlink.
+	if _, err := removeIn(d.dir, statusName, unix.S_IFSOCK); err != nil {
+		return fmt.Errorf("status socket: %w", err)
+	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return fmt.Errorf("status socket: %w", err)
@@ -621,6 +668,9 @@ func (d *Daemon) serveProfile(ctx context.Context, c net.Conn, seconds string, s
 
 // ask sends a request to the daemon of run directory run.
 func ask(run, request string) (net.Conn, error) {
+	if err := checkSocket(StatusPath(run)); err != nil {
+		return nil, fmt.Errorf("no tbstreamd at %s: %w", run, err)
+	}
 	c, err := net.DialTimeout("unix", StatusPath(run), 2*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("no tbstreamd at %s: %w", run, err)

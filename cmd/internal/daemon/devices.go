@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 
@@ -134,8 +133,8 @@ type fuseDevices struct {
 func (f *fuseDevices) Panics() uint64 { return f.dir.Panics() }
 
 func newFuseDevices(run string, node cuse.NodeOptions, log *slog.Logger) (*fuseDevices, error) {
-	path := DevDir(run)
-	if err := os.MkdirAll(path, 0o755); err != nil {
+	path, err := makeSubdir(run, filepath.Base(DevDir(run)))
+	if err != nil {
 		return nil, err
 	}
 	dir, err := fusefile.MountDir(path, fusefile.Options{Logger: log})

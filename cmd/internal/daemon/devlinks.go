@@ -39,10 +39,11 @@ type devLinks struct {
 // mountDevLinks mounts DevLinksDir and fills it with a link per entry of
 // the real /dev, except tbstream* (the streams add theirs).
 func mountDevLinks(run, target string, log *slog.Logger) (*devLinks, error) {
-	l := &devLinks{dir: DevLinksDir(run), real: RealDevDir(run), target: target, log: log}
-	if err := os.MkdirAll(l.dir, 0o755); err != nil {
+	dir, err := makeSubdir(run, filepath.Base(DevLinksDir(run)))
+	if err != nil {
 		return nil, fmt.Errorf("device links: %w", err)
 	}
+	l := &devLinks{dir: dir, real: RealDevDir(run), target: target, log: log}
 	if err := unix.Mount("tbstream-dev", l.dir, "tmpfs", unix.MS_NOSUID, "mode=0755"); err != nil {
 		return nil, fmt.Errorf("device links: mount tmpfs on %s: %w", l.dir, err)
 	}

@@ -19,7 +19,7 @@ func ParseFlags(name string, args []string) (Options, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.Name, "name", "", "host name published to peers (default: the node name)")
-	fs.StringVar(&o.RunDir, "run-dir", "", "directory for the configfs mount, devices and sockets (required)")
+	fs.StringVar(&o.RunDir, "run-dir", "", "directory for the configfs mount, devices and sockets (required; it and its parents must be writable by root alone)")
 	fs.StringVar(&o.VFIO, "vfio", "", "PCI address of a real NHI bound to vfio-pci; empty: emulated NHI")
 	fs.StringVar(&o.Listen, "listen", "", "accept the emulated cable on unix:PATH or tcp:ADDR")
 	fs.StringVar(&o.Connect, "connect", "", "dial the emulated cable at unix:PATH or tcp:HOST:PORT")

@@ -22,37 +22,65 @@ import (
 // leftovers: flock(2) locks are released when the holder dies, however it
 // dies. Whoever holds the lock may clean the rest.
 
+// The run directory's lock file, pid file and status socket. The lock's
+// mode is 0600: a process that can open the lock can hold it, and keep
+// every daemon off the run directory.
+const (
+	lockName   = "lock"
+	pidName    = "pid"
+	statusName = "status.sock"
+	lockMode   = 0o600
+)
+
 // lockPath is the run directory's lock file.
-func lockPath(run string) string { return filepath.Join(run, "lock") }
+func lockPath(run string) string { return filepath.Join(run, lockName) }
 
 // pidPath is the run directory's pid file.
-func pidPath(run string) string { return filepath.Join(run, "pid") }
+func pidPath(run string) string { return filepath.Join(run, pidName) }
 
 // Owner returns the PID of the process that holds run's lock, or 0 when no
 // process does (no daemon runs there, whatever the pid file says). Whether
 // the lock is held is asked of flock(2) itself; the holder's PID is then
 // found in /proc/locks by the lock file's inode, so a PID taken from a
 // stale pid file, which may belong to anything by now, is never trusted.
+// A run directory others could write is refused (CheckRunDir), and so is
+// a lock that is a symlink or not a regular file: its holder would be
+// whoever locks the file it names.
 func Owner(run string) (int, error) {
-	f, err := os.Open(lockPath(run))
+	pid, _, err := owner(run)
+	return pid, err
+}
+
+// owner is Owner, which also returns the lock file's stat (for
+// checkDaemon) when a process holds it.
+func owner(run string) (int, *unix.Stat_t, error) {
+	dir, err := openRunDir(run, false)
 	if errors.Is(err, fs.ErrNotExist) {
-		return 0, nil
+		return 0, nil, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("lock of %s: %w", run, err)
+		return 0, nil, err
+	}
+	defer dir.Close()
+	f, err := OpenIn(dir, lockName, os.O_RDONLY, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil, nil
+	}
+	if err != nil {
+		return 0, nil, fmt.Errorf("lock of %s: %w", run, err)
 	}
 	defer f.Close()
 	// A holder that exits between the flock and the read of /proc/locks
 	// is not listed there: ask flock again.
 	for try := 0; ; try++ {
-		pid, err := lockOwner(f)
+		pid, st, err := lockOwner(f)
 		if errors.Is(err, errLockUnlisted) && try < 3 {
 			continue
 		}
 		if err != nil {
-			return 0, fmt.Errorf("lock of %s: %w", run, err)
+			return 0, nil, fmt.Errorf("lock of %s: %w", run, err)
 		}
-		return pid, nil
+		return pid, st, nil
 	}
 }
 
@@ -60,29 +88,29 @@ func Owner(run string) (int, error) {
 var errLockUnlisted = errors.New("held, but not listed in /proc/locks")
 
 // lockOwner is one try of Owner on the open lock file f.
-func lockOwner(f *os.File) (int, error) {
+func lockOwner(f *os.File) (int, *unix.Stat_t, error) {
 	err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
 	if err == nil {
 		unix.Flock(int(f.Fd()), unix.LOCK_UN)
-		return 0, nil
+		return 0, nil, nil
 	}
 	if !errors.Is(err, unix.EWOULDBLOCK) {
-		return 0, err
+		return 0, nil, err
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	locks, err := os.Open("/proc/locks")
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer locks.Close()
 	pid, err := lockHolder(bufio.NewScanner(locks), unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
 	if err == nil && pid == 0 {
 		err = errLockUnlisted
 	}
-	return pid, err
+	return pid, &st, err
 }
 
 // lockHolder finds the FLOCK of the file (major:minor, ino) in the lines
@@ -91,16 +119,17 @@ func lockOwner(f *os.File) (int, error) {
 //	1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF
 //
 // with the device numbers in hex. Blocked waiters ("1: -> FLOCK ...") are
-// not holders. Where stat(2)'s device is not the superblock's that
-// /proc/locks prints (btrfs subvolumes), the inode alone decides, if it
-// names a single holder.
+// not holders, nor are shared (READ) locks: Owner's probe takes one, and
+// the lock it found held is the daemon's exclusive one. Where stat(2)'s
+// device is not the superblock's that /proc/locks prints (btrfs
+// subvolumes), the inode alone decides, if it names a single holder.
 func lockHolder(sc *bufio.Scanner, major, minor uint32, ino uint64) (int, error) {
 	want := fmt.Sprintf("%02x:%02x:%d", major, minor, ino)
 	suffix := ":" + strconv.FormatUint(ino, 10)
 	byIno := map[int]bool{}
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) < 6 || f[1] != "FLOCK" {
+		if len(f) < 6 || f[1] != "FLOCK" || f[3] != "WRITE" {
 			continue
 		}
 		pid, err := strconv.Atoi(f[4])
@@ -177,18 +206,24 @@ func unescapeMountPath(s string) string {
 // lazily, since a dead FUSE server's mount cannot be unmounted otherwise
 // while anything still has it open), its status socket and its pid file.
 // It must only be called with run's lock held, or after checking with
-// Owner that nobody holds it. It returns what it removed.
+// Owner that nobody holds it. It returns what it removed. A run directory
+// others could write is refused (CheckRunDir), and a status socket or pid
+// file that is not a socket or regular file (a symlink, say) is left
+// alone, with an error.
 func CleanStale(run string) ([]string, error) {
-	abs, err := filepath.Abs(run)
+	dir, err := openRunDir(run, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
-	if real, err := filepath.EvalSymlinks(abs); err == nil {
-		abs = real
-	}
+	defer dir.Close()
 	var cleaned []string
 	var errs []error
-	mounts, err := mountsUnder(abs)
+	// dir's name has its parents' symlinks resolved, as mountinfo
+	// has them.
+	mounts, err := mountsUnder(dir.Name())
 	if err != nil {
 		errs = append(errs, fmt.Errorf("list mounts: %w", err))
 	}
@@ -199,11 +234,16 @@ func CleanStale(run string) ([]string, error) {
 		}
 		cleaned = append(cleaned, "mount "+mp)
 	}
-	for _, p := range []string{StatusPath(run), pidPath(run)} {
-		if err := os.Remove(p); err == nil {
-			cleaned = append(cleaned, filepath.Base(p))
-		} else if !errors.Is(err, fs.ErrNotExist) {
+	for _, f := range []struct {
+		name string
+		kind uint32
+	}{{statusName, unix.S_IFSOCK}, {pidName, unix.S_IFREG}} {
+		removed, err := removeIn(dir, f.name, f.kind)
+		if err != nil {
 			errs = append(errs, err)
+		}
+		if removed {
+			cleaned = append(cleaned, f.name)
 		}
 	}
 	return cleaned, errors.Join(errs...)
@@ -212,20 +252,33 @@ func CleanStale(run string) ([]string, error) {
 // Shutdown stops the daemon of run, if one runs, and returns only when it
 // has exited (its lock is free) and nothing of it is left: SIGTERM first,
 // SIGKILL when it has not exited within grace, then CleanStale for what a
-// killed daemon leaves. It returns what it did, for the operator.
+// killed daemon leaves. It returns what it did, for the operator. A lock
+// holder that is not run's daemon (see checkDaemon) is never signalled.
 func Shutdown(ctx context.Context, run string, grace time.Duration) ([]string, error) {
 	var done []string
-	pid, err := Owner(run)
+	pid, lock, err := owner(run)
 	if err != nil {
 		return nil, err
 	}
 	if pid != 0 {
-		if err := unix.Kill(pid, unix.SIGTERM); err != nil && !errors.Is(err, unix.ESRCH) {
-			return nil, fmt.Errorf("stop pid %d: %w", pid, err)
+		if err := signalDaemon(run, pid, lock, unix.SIGTERM); err != nil {
+			return nil, err
 		}
 		if err := waitUnlocked(ctx, run, grace); err != nil {
 			done = append(done, fmt.Sprintf("pid %d did not exit within %v of SIGTERM: killed", pid, grace))
-			unix.Kill(pid, unix.SIGKILL)
+			// Asked again: the daemon may have exited meanwhile,
+			// and its PID gone to another process.
+			now, lock, err := owner(run)
+			switch {
+			case err != nil:
+				return done, err
+			case now != 0 && now != pid:
+				return done, fmt.Errorf("pid %d exited, and pid %d holds %s now: not signalled", pid, now, run)
+			case now != 0:
+				if err := signalDaemon(run, pid, lock, unix.SIGKILL); err != nil {
+					return done, err
+				}
+			}
 			if err := waitUnlocked(ctx, run, grace); err != nil {
 				return done, fmt.Errorf("pid %d still holds %s after SIGKILL: %w", pid, run, err)
 			}
@@ -237,6 +290,121 @@ func Shutdown(ctx context.Context, run string, grace time.Duration) ([]string, e
 		done = append(done, "removed stale "+c)
 	}
 	return done, err
+}
+
+// signalDaemon sends sig to pid, which holds run's lock (lock), after
+// checkDaemon has found it to be run's daemon. The process is pinned by a
+// pidfd before the check, so that a PID reused meanwhile is not signalled
+// in its place (the signal to the dead process fails with ESRCH, which
+// is no error here: it has exited).
+func signalDaemon(run string, pid int, lock *unix.Stat_t, sig unix.Signal) error {
+	send := func() error { return unix.Kill(pid, sig) }
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	switch {
+	case err == nil:
+		defer unix.Close(pidfd)
+		send = func() error { return unix.PidfdSendSignal(pidfd, sig, nil, 0) }
+	case errors.Is(err, unix.ESRCH):
+		return nil
+	case !errors.Is(err, unix.ENOSYS): // before Linux 5.3: kill(2)
+		return fmt.Errorf("stop pid %d: %w", pid, err)
+	}
+	if err := checkDaemon(pid, lock); err != nil {
+		return fmt.Errorf("%s is locked by pid %d, which is not its tbstreamd (%w): not signalled", run, pid, err)
+	}
+	if err := send(); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("stop pid %d: %w", pid, err)
+	}
+	return nil
+}
+
+// checkDaemon says why pid, found holding the exclusive flock on the lock
+// file lock, is not the daemon of that run directory (nil: it is). Three
+// things must hold, each read from /proc/PID:
+//
+//   - it runs as this user (root), so a lock that another user managed to
+//     take (the lock was readable once) gets nobody of theirs killed;
+//   - it has the lock file itself open (a descriptor whose stat is the
+//     lock's device and inode). /proc/locks names the process that took
+//     the lock, which may have died while a descriptor it passed on still
+//     holds it, and its PID been reused by anything; the descriptor is the
+//     proof that this process, now, has this run directory's lock;
+//   - its command line is a daemon's: `tbstreamd`/`tbstream daemon` with
+//     -run-dir, or `tbstream pair-daemon`. Not a proof (any process can
+//     say so), but it spares a root shell's `flock lock CMD` or a probe.
+//
+// The binary (/proc/PID/exe) is not compared with ours: an upgrade, a
+// `go run` or a test binary runs daemons from other files, and a check
+// that fails for them leaves daemons nobody can stop.
+func checkDaemon(pid int, lock *unix.Stat_t) error {
+	proc := "/proc/" + strconv.Itoa(pid)
+	status, err := os.ReadFile(proc + "/status")
+	if err != nil {
+		return err
+	}
+	euid, ok := statusEUID(string(status))
+	if !ok {
+		return fmt.Errorf("no Uid line in %s/status", proc)
+	}
+	if euid != os.Geteuid() {
+		return fmt.Errorf("it runs as uid %d", euid)
+	}
+	cmdline, err := os.ReadFile(proc + "/cmdline")
+	if err != nil {
+		return err
+	}
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	if !daemonCommand(args) {
+		return fmt.Errorf("it runs %q", strings.Join(args, " "))
+	}
+	fds, err := os.ReadDir(proc + "/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range fds {
+		p := proc + "/fd/" + e.Name()
+		// Only descriptors of a file named lock are stat'ed: a stat
+		// through /proc follows the descriptor to its file, and one
+		// on a FUSE mount of a stuck daemon would never answer.
+		target, err := os.Readlink(p)
+		if err != nil || filepath.Base(strings.TrimSuffix(target, " (deleted)")) != lockName {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat(p, &st) == nil && st.Dev == lock.Dev && st.Ino == lock.Ino {
+			return nil
+		}
+	}
+	return errors.New("it does not have the lock file open")
+}
+
+// statusEUID reads the effective UID from /proc/PID/status, whose line
+// is "Uid:\treal\teffective\tsaved\tfs".
+func statusEUID(status string) (int, bool) {
+	for _, line := range strings.Split(status, "\n") {
+		if v, ok := strings.CutPrefix(line, "Uid:"); ok {
+			f := strings.Fields(v)
+			if len(f) < 2 {
+				return 0, false
+			}
+			euid, err := strconv.Atoi(f[1])
+			return euid, err == nil
+		}
+	}
+	return 0, false
+}
+
+// daemonCommand says whether a command line (args[0] the program) runs a
+// daemon: -run-dir (tbstreamd, tbstream daemon) or pair-daemon, in
+// whichever spelling the flag package takes.
+func daemonCommand(args []string) bool {
+	for _, a := range args[min(1, len(args)):] {
+		name, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-"), "=")
+		if a == "pair-daemon" || (strings.HasPrefix(a, "-") && name == "run-dir") {
+			return true
+		}
+	}
+	return false
 }
 
 // waitUnlocked waits until no process holds run's lock.

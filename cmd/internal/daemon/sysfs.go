@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"time"
@@ -58,8 +57,8 @@ func (d *Daemon) mountSysfs(ctx context.Context) error {
 		UUID:       d.host.XDomain.UUID(),
 		Generation: usb4Gen, USB4Version: usb4Version,
 	}
-	dir := SysDir(d.opts.RunDir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, err := makeSubdir(d.opts.RunDir, filepath.Base(SysDir(d.opts.RunDir)))
+	if err != nil {
 		return fmt.Errorf("sysfs view: %w", err)
 	}
 	d.sysfs, err = sysfs.Mount(ctx, dir, src, sysfs.Options{Logger: d.log})
