@@ -79,6 +79,24 @@ func releaseLater(hd cuse.Handle) <-chan struct{} {
 	return ch
 }
 
+// nextSession is the session after an ended one: a new reader on host2
+// and writer on host1, the writer sending size bytes and closing with end
+// (closeLater or releaseLater). The reader must get them, then EOF.
+func nextSession(t *testing.T, h1, h2 *testHost, i1, i2 configfs.Item, size, round int, end func(cuse.Handle) <-chan struct{}) {
+	t.Helper()
+	want := make([]byte, size)
+	fill(want, uint64(round))
+	r := openNode(t, h2, i2, syscall.O_RDONLY)
+	got := make(chan []byte, 1)
+	go func() { b, _ := readToEOF(r); got <- b }()
+	w := openNode(t, h1, i1, syscall.O_WRONLY)
+	writeAll(t, w, want)
+	<-end(w)
+	b := <-got
+	require.True(t, bytes.Equal(want, b), "round %d: the new reader got %d bytes, want %d (first %x)", round, len(b), len(want), b[:min(len(b), 8)])
+	<-end(r)
+}
+
 // writeBlocked writes p until a write fails and returns that error: the
 // writer of a stream whose reader has gone.
 func writeBlocked(w cuse.Handle, p []byte) (int, error) {
@@ -150,17 +168,7 @@ func TestKilledWriterThenNewSession(t *testing.T) {
 		<-stopped
 		wDone := closeLater(w)
 
-		want := make([]byte, 200<<10+round)
-		fill(want, uint64(round))
-		r2 := openNode(t, h2, i2, syscall.O_RDONLY)
-		got := make(chan []byte, 1)
-		go func() { b, _ := readToEOF(r2); got <- b }()
-		w2 := openNode(t, h1, i1, syscall.O_WRONLY)
-		writeAll(t, w2, want)
-		<-closeLater(w2)
-		b := <-got
-		require.True(t, bytes.Equal(want, b), "round %d: the new reader got %d bytes, want %d (first %x)", round, len(b), len(want), b[:min(len(b), 8)])
-		<-closeLater(r2)
+		nextSession(t, h1, h2, i1, i2, 200<<10+round, round, closeLater)
 		<-rDone
 		<-wDone
 	}
@@ -189,17 +197,7 @@ func TestBothEndsCloseAtOnce(t *testing.T) {
 		<-releaseLater(r)
 		<-wDone
 
-		want := make([]byte, 100<<10+round)
-		fill(want, uint64(round))
-		r2 := openNode(t, h2, i2, syscall.O_RDONLY)
-		got := make(chan []byte, 1)
-		go func() { b, _ := readToEOF(r2); got <- b }()
-		w2 := openNode(t, h1, i1, syscall.O_WRONLY)
-		writeAll(t, w2, want)
-		<-releaseLater(w2)
-		b := <-got
-		require.True(t, bytes.Equal(want, b), "round %d: the new reader got %d bytes, want %d (first %x)", round, len(b), len(want), b[:min(len(b), 8)])
-		<-releaseLater(r2)
+		nextSession(t, h1, h2, i1, i2, 100<<10+round, round, releaseLater)
 	}
 }
 
