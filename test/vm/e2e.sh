@@ -75,7 +75,7 @@ transfer() {
 # moved: bytes the hosts' streams have received so far (tbstream list).
 moved() {
   timeout 10 $TB list 2>/dev/null |
-    awk '$1 ~ /^[0-9]+-[0-9a-fA-F]+\.[0-9]+$/ && NF >= 13 { rx += $(NF - 2) } END { printf "%d", rx }'
+    awk '$1 ~ /^[0-9]+-[0-9a-fA-F]+\.[0-9]+$/ && NF >= 14 { rx += $(NF - 3) } END { printf "%d", rx }'
 }
 
 # verdict ok|bad DETAIL: a step's result, read by step.
@@ -421,6 +421,97 @@ twostreams() {
 }
 step e2e-two-streams $(($(stat -c %s /tmp/a) + $(stat -c %s /tmp/b))) 10 0 twostreams
 rm -f /tmp/a /tmp/b /tmp/a.recv /tmp/b.recv
+
+# ---- Sessions (cmd/internal/stream's package doc, "Sessions"), through
+# real CUSE: back-to-back short sessions, a writer whose reader leaves,
+# a blocked writer killed and a new session at once. Each host runs its
+# side of every round in one shell, stepping with the other through files
+# in /tmp/ses; the verdict counts the rounds that went wrong.
+SES=/tmp/ses
+seslib='step() { : > /tmp/ses/$1; }
+await() { local w=0; until [ -e /tmp/ses/$1 ]; do sleep 0.005; w=$((w + 1)); [ $w -lt 12000 ] || { echo "waited 60 s for $1" >&2; exit 1; }; done; }
+opened() { until ls -l /proc/$1/fd 2>/dev/null | grep -q "tbstream[0-9]"; do kill -0 $1 2>/dev/null || return 0; sleep 0.002; done; }
+'
+sessions_run() { # HOST1_SCRIPT HOST2_SCRIPT
+  on host2 "$seslib$2" >/tmp/ses.h2 2>&1 &
+  h2=$!
+  on host1 "$seslib$1" >/tmp/ses.h1 2>&1
+  s1=$?
+  wait $h2
+  s2=$?
+  [ $s1 = 0 ] && [ $s2 = 0 ] || { verdict bad "host1 $s1: $(tail -n 3 /tmp/ses.h1) host2 $s2: $(tail -n 3 /tmp/ses.h2)"; return 1; }
+}
+backtoback() {
+  rm -rf $SES && mkdir -p $SES
+  receiver b2b
+  sender b2b || { no_hopids b2b; return; }
+  n=100
+  sessions_run "for i in \$(seq $n); do await open.\$i; printf '%04d message of the back-to-back run\\n' \$i > /dev/tbstream0; done" \
+    "for i in \$(seq $n); do head -c 10 /dev/tbstream0 > $SES/got.\$i & p=\$!; opened \$p; step open.\$i; wait \$p; done" || { clean b2b; return; }
+  wrong=0 foreign=0 first=
+  for i in $(seq $n); do
+    got=$(cat $SES/got.$i 2>/dev/null)
+    [ "$got" = "$(printf '%04d messa' $i)" ] && continue
+    case $got in [0-9][0-9][0-9][0-9]\ *) foreign=$((foreign + 1)) ;; *) wrong=$((wrong + 1)) ;; esac
+    [ -n "$first" ] || first="round $i got '$got'"
+  done
+  clean b2b
+  if [ $wrong = 0 ] && [ $foreign = 0 ]; then
+    verdict ok "$n rounds of head -c 10 against printf > /dev/tbstream0: every reader got its own message"
+  else
+    verdict bad "$n rounds: $foreign readers with another round's message, $wrong with none or garbage; $first"
+  fi
+}
+step e2e-sessions-back-to-back 0 4 2000 backtoback
+
+readerleft() {
+  rm -rf $SES && mkdir -p $SES
+  receiver left
+  sender left || { no_hopids left; return; }
+  n=20
+  sessions_run "for i in \$(seq $n); do await open.\$i; yes \"round \$i\" | dd of=/dev/tbstream0 bs=256k 2>$SES/err.\$i || true; step wdone.\$i; done" \
+    "for i in \$(seq $n); do dd if=/dev/tbstream0 of=$SES/got.\$i bs=4k count=1 2>/dev/null & p=\$!; opened \$p; step open.\$i; wait \$p; await wdone.\$i; done" || { clean left; return; }
+  told=0 wrong=0 first=
+  for i in $(seq $n); do
+    if grep -q "No such device or address" $SES/err.$i; then told=$((told + 1)); else wrong=$((wrong + 1)); [ -n "$first" ] || first="round $i: writer: $(cat $SES/err.$i)"; fi
+    # The reader's block: the start of this round's "round i" lines.
+    yes "round $i" | head -c "$(stat -c %s $SES/got.$i)" >$SES/want.$i
+    if [ ! -s $SES/got.$i ] || ! cmp -s $SES/want.$i $SES/got.$i; then wrong=$((wrong + 1)); [ -n "$first" ] || first="round $i: reader got $(head -c 40 $SES/got.$i)"; fi
+  done
+  clean left
+  if [ $wrong = 0 ]; then
+    verdict ok "$n rounds of a reader taking one block and leaving: every writer failed with ENXIO ($told), every reader got its own round's bytes"
+  else
+    verdict bad "$n rounds: $wrong wrong; $first"
+  fi
+}
+step e2e-sessions-reader-left 0 4 1000 readerleft
+
+killedwriter() {
+  rm -rf $SES && mkdir -p $SES
+  head -c 4194304 /bin/tbstream >$SES/img
+  want=$(sha256sum <$SES/img | cut -d' ' -f1)
+  receiver kill
+  sender kill || { no_hopids kill; return; }
+  n=20
+  sessions_run "for i in \$(seq $n); do await held.\$i; yes \"stale \$i\" | dd of=/dev/tbstream0 bs=256k 2>/dev/null & w=\$!; sleep 0.3; kill -9 \$w 2>/dev/null || true; step wkilled.\$i; wait \$w || true; await reader.\$i; dd if=$SES/img of=/dev/tbstream0 bs=256k 2>/dev/null; done" \
+    "for i in \$(seq $n); do (exec 3</dev/tbstream0; step held.\$i; exec sleep 600) & h=\$!; await wkilled.\$i; kill -9 \$h; wait \$h || true; dd if=/dev/tbstream0 of=$SES/copy.\$i bs=256k 2>/dev/null & r=\$!; opened \$r; step reader.\$i; wait \$r; done" || { clean kill; return; }
+  foreign=0 wrong=0 first=
+  for i in $(seq $n); do
+    got=$(sha256sum <$SES/copy.$i | cut -d' ' -f1)
+    [ "$got" = "$want" ] && continue
+    if grep -q stale $SES/copy.$i; then foreign=$((foreign + 1)); else wrong=$((wrong + 1)); fi
+    [ -n "$first" ] || first="round $i: $(stat -c %s $SES/copy.$i) bytes"
+  done
+  clean kill
+  if [ $foreign = 0 ] && [ $wrong = 0 ]; then
+    verdict ok "$n rounds of a blocked writer killed with its reader and a new session at once: every new reader got its writer's 4 MiB (sha256)"
+  else
+    verdict bad "$n rounds: $foreign new readers with bytes of the killed session, $wrong with other wrong data; $first"
+  fi
+  rm -rf $SES
+}
+step e2e-sessions-killed-writer 83886080 4 3000 killedwriter
 
 # ---- The errno rules that depend on the device being real: O_NONBLOCK open
 # without a peer, EAGAIN reads, EBUSY attributes while open.
