@@ -408,15 +408,24 @@ type streamEnd struct {
 
 	// Credits and resets wait here until the next flush (the engine's, or
 	// the RX doorbell's once it released the ring), so that nothing writes
-	// to the socket while it holds a ring lock.
-	credits [laneMaxHopID + 1]atomic.Int32
-	resets  [laneMaxHopID + 1]atomic.Bool
-	dirty   atomic.Bool
+	// to the socket while it holds a ring lock. cmu protects credits and
+	// resets; it is held for no I/O (a ring lock may be held while taking
+	// it), and whoever writes them holds wmu too (wmu before cmu), so they
+	// reach the peer in the order they were queued: a reset written after
+	// the credits granted since would withdraw those for good.
+	cmu     sync.Mutex
+	credits [laneMaxHopID + 1]int32
+	resets  [laneMaxHopID + 1]bool
+	dirty   atomic.Bool // something is queued (read without cmu)
 }
 
 func (e *streamEnd) write(kind CableKind, sof, eof uint8, hopID uint16, p []byte) {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
+	e.writeLocked(kind, sof, eof, hopID, p)
+}
+
+func (e *streamEnd) writeLocked(kind CableKind, sof, eof uint8, hopID uint16, p []byte) {
 	if e.werr != nil {
 		return
 	}
@@ -459,32 +468,45 @@ func (e *streamEnd) sendControl(pdf uint8, frame []byte) {
 // flushes (an RX doorbell) or kicks the engine to (see Host.grantLocked).
 func (e *streamEnd) sendCredit(hopID uint16, n int32) {
 	if hopID <= laneMaxHopID {
-		e.credits[hopID].Add(n)
+		e.cmu.Lock()
+		e.credits[hopID] += n
 		e.dirty.Store(true)
+		e.cmu.Unlock()
 	}
 }
 
 func (e *streamEnd) sendCreditReset(hopID uint16) {
 	if hopID <= laneMaxHopID {
-		e.credits[hopID].Store(0)
-		e.resets[hopID].Store(true)
+		e.cmu.Lock()
+		e.credits[hopID] = 0
+		e.resets[hopID] = true
 		e.dirty.Store(true)
+		e.cmu.Unlock()
 	}
 }
 
-// writeCredits writes the queued credits and resets into the buffer.
+// writeCredits writes the queued credits and resets into the buffer, each
+// HopID's reset before the credits granted after it.
 func (e *streamEnd) writeCredits() {
-	if !e.dirty.Swap(false) {
+	if !e.dirty.Load() {
 		return
 	}
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	e.cmu.Lock()
+	e.dirty.Store(false)
+	reset, credits := e.resets, e.credits // arrays: copies
+	clear(e.resets[:])
+	clear(e.credits[:])
+	e.cmu.Unlock()
 	var count [cableCreditSize]byte
-	for hop := range e.credits {
-		if e.resets[hop].Swap(false) {
-			e.write(CableCreditReset, 0, 0, uint16(hop), nil)
+	for hop := range credits {
+		if reset[hop] {
+			e.writeLocked(CableCreditReset, 0, 0, uint16(hop), nil)
 		}
-		if n := e.credits[hop].Swap(0); n > 0 {
+		if n := credits[hop]; n > 0 {
 			binary.BigEndian.PutUint32(count[:], uint32(n))
-			e.write(CableCredit, 0, 0, uint16(hop), count[:])
+			e.writeLocked(CableCredit, 0, 0, uint16(hop), count[:])
 		}
 	}
 }
