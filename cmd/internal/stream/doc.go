@@ -118,7 +118,11 @@
 //     the next session sends it before anything else.
 //  4. A session that starts while the peer owes us a CLOSE (its answer was
 //     late) discards what arrives before that CLOSE, and its reads and
-//     writes wait until it has come.
+//     writes wait until it has come, for awaitMax at most: an answer that
+//     arrived while no ring pair of ours was up is lost, and the peer's
+//     next session may be waiting for this one's bytes. For the same
+//     reason a closing session takes a CLOSE that came after its own
+//     left as its answer, not as the awaited one.
 //
 // So a frame queued for an ended session never leaves afterwards (it is
 // discarded at 1, or waits behind our CLOSE, which the peer's closing
@@ -137,7 +141,9 @@
 // within that instant. A session that exchanged nothing and closes while
 // a peer session is only just starting (within closeProbe) may end it.
 // With a Linux peer, nothing answers: a CLOSE Linux sends after our close
-// has ended reaches our next session, as between two Linux hosts.
+// has ended reaches our next session, as between two Linux hosts. An
+// answer later than awaitMax into our next session (the peer's reader
+// took our CLOSE over a second after it arrived) ends that session.
 //
 // Differences from Linux, on purpose: Linux notices the peer's CLOSE only
 // when read() reaches it (7.3; 7.4's "Improve CLOSE handling on write

@@ -131,7 +131,9 @@ func (st *Stream) Open(ctx context.Context, req *cuse.OpenRequest) (cuse.Handle,
 		st.data = d
 		st.closed = false
 		st.owe = 0 // until this pair's stop finds some still there
-		d.awaiting = st.await > 0
+		if d.awaiting = st.await > 0; d.awaiting {
+			time.AfterFunc(awaitMax, func() { st.giveUpAwait(d) })
+		}
 		d.carry, d.carryClose = st.carry, st.carryClose
 		st.carry, st.carryClose = nil, false
 		if d.carryClose {

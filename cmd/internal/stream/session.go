@@ -25,6 +25,14 @@ const closeProbe = 20 * time.Millisecond
 // frames may complete with no interrupt.
 const txPoll = time.Millisecond
 
+// awaitMax is how long a session waits for the CLOSE that ends what the
+// peer sent for our last one (Stream.await). That CLOSE is lost when the
+// peer answered while no ring pair of ours was up to take it, and a wait
+// for it would then last until the peer's next session ends, whose reader
+// may be waiting for this session's bytes. After awaitMax the session
+// goes on as if it had come.
+const awaitMax = flushIdle
+
 // resetSessionsLocked forgets what sessions left to the next: a new
 // attachment (or none) starts from a clean wire on both ends.
 func (st *Stream) resetSessionsLocked() {
@@ -144,6 +152,16 @@ func answer(d *rings) error {
 // and reads and writes go on.
 func (st *Stream) consumeMatch(d *rings) {
 	if err := acquire(d.gone, d.readSem, false); err != nil {
+		return
+	}
+	st.mu.Lock()
+	awaiting := d.awaiting
+	st.mu.Unlock()
+	if !awaiting {
+		// Given up meanwhile (giveUpAwait): this CLOSE ends the peer's
+		// session.
+		<-d.readSem
+		st.peerClose(d)
 		return
 	}
 	matched, n := st.dropStale(d)
@@ -353,12 +371,25 @@ func (st *Stream) linger(d *rings) closeResult {
 		matched, n := st.dropStale(d)
 		res.discarded += n
 		if matched && skip > 0 {
-			skip--
+			// A CLOSE that came before ours left ends what the peer sent
+			// for our last session; one that came after answers ours (the
+			// peer answers only what it took), and the CLOSE awaited was
+			// lost: nothing is awaited any more.
+			d.tx.Poll()
+			answer := closePosted && d.tx.Stats().Completed >= d.ownEnd
 			st.mu.Lock()
-			st.await--
-			d.awaiting = st.await > 0
+			awaited := !answer && d.awaiting
+			if awaited {
+				st.await--
+				d.awaiting = st.await > 0
+				skip--
+			} else {
+				st.await, d.awaiting, skip = 0, false, 0
+			}
 			st.mu.Unlock()
-			continue
+			if awaited {
+				continue
+			}
 		}
 		if matched {
 			d.matched = true
@@ -486,6 +517,31 @@ func (st *Stream) matchClose(d *rings, posted bool) (undelivered uint64, sent bo
 	d.initiated = true
 	waitSent(d.gone, d, time.Now().Add(flushIdle))
 	return n, d.tx.Stats().Completed >= d.ownEnd
+}
+
+// giveUpAwait ends d's wait for the peer's CLOSE after awaitMax: the open
+// pair takes the next CLOSE as the end of the peer's session. It holds
+// readSem, so that a CLOSE being consumed as the awaited one (which holds
+// it too) is either that or not; while a close or a consume holds it, it
+// looks again shortly.
+func (st *Stream) giveUpAwait(d *rings) {
+	if acquire(d.gone, d.readSem, true) != nil {
+		if d.gone.Err() == nil {
+			time.AfterFunc(10*txPoll, func() { st.giveUpAwait(d) })
+		}
+		return
+	}
+	defer func() { <-d.readSem }()
+	st.mu.Lock()
+	gaveUp := d.awaiting && st.data == d
+	if gaveUp {
+		st.await, d.awaiting = 0, false
+	}
+	st.mu.Unlock()
+	if gaveUp {
+		st.g.s.log.Debug("the CLOSE of the peer's last session did not come: not waiting for it", "stream", st.path(), "after", awaitMax)
+		st.signal()
+	}
 }
 
 // awaitWait blocks while d awaits the peer's CLOSE (reads and writes of
