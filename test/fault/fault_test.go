@@ -1191,8 +1191,9 @@ func TestDaemonsInheritNoFds(t *testing.T) {
 			extra := []*os.File{lockf, pw}
 			if how == "daemon" {
 				cable := "unix:" + filepath.Join(f.run, "cable.sock")
-				f.startDaemonWith("host2", extra, "-adapter", "1", "-peer-route", "1", "-listen", cable)
-				f.startDaemonWith("host1", extra, "-adapter", "3", "-peer-route", "503", "-connect", cable)
+				// -v: what a daemon closed at start is a debug message.
+				f.startDaemonWith("host2", extra, "-v", "-adapter", "1", "-peer-route", "1", "-listen", cable)
+				f.startDaemonWith("host1", extra, "-v", "-adapter", "3", "-peer-route", "503", "-connect", cable)
 				require.Eventually(t, func() bool {
 					out, err := f.tbstream("list")
 					return err == nil && strings.Count(out, "stream (prtcid 1)") == 2

@@ -63,13 +63,16 @@ func CloseOnExecAll() error {
 	return nil
 }
 
-// LogInherited logs what CloseInherited did, once the daemon has a log.
+// LogInherited logs what CloseInherited did, once the daemon has a log:
+// a failure as a warning, the descriptors closed as a debug message (a
+// daemon started from a shell or a harness inherits some routinely, and
+// a daemon that cannot start must say why in one line).
 func LogInherited(log *slog.Logger, closed []string, err error) {
 	if err != nil {
 		log.Warn("inherited descriptors may stay open", "err", err)
 	}
 	if len(closed) > 0 {
-		log.Info("closed descriptors inherited from the starting process", "fds", strings.Join(closed, ", "))
+		log.Debug("closed descriptors inherited from the starting process", "fds", strings.Join(closed, ", "))
 	}
 }
 
