@@ -166,7 +166,7 @@ func (c *tally) writerOutcome(t *testing.T, dir string, round int) {
 // start of its own message, and no CLOSE of a round ends the next one.
 func TestSessionsBackToBack(t *testing.T) {
 	needHosts(t)
-	n := sessionRounds(t, 100)
+	n := sessionRounds(t, 50)
 	dir := t.TempDir()
 	d1, d2 := sessionPair(t, "b2b")
 	runBoth(t, vars("W", dir, "N", strconv.Itoa(n), "D", d1), `
@@ -201,7 +201,7 @@ done`)
 // gets only its own writer's bytes.
 func TestSessionsWriterLearnsReaderLeft(t *testing.T) {
 	needHosts(t)
-	n := sessionRounds(t, 20)
+	n := sessionRounds(t, 10)
 	dir := t.TempDir()
 	d1, d2 := sessionPair(t, "left")
 	runBoth(t, vars("W", dir, "N", strconv.Itoa(n), "D", d1), `
@@ -241,7 +241,7 @@ done`)
 // new reader gets the new writer's image, nothing of the ended session.
 func TestSessionsKilledWriterThenNewSession(t *testing.T) {
 	needHosts(t)
-	n := sessionRounds(t, 20)
+	n := sessionRounds(t, 10)
 	dir := t.TempDir()
 	img, sum := image(t, dir, 4<<20)
 	d1, d2 := sessionPair(t, "kill")
@@ -274,7 +274,7 @@ done`)
 // fails with ENXIO, and the next session's reader gets its writer's image.
 func TestSessionsReaderKilledMidTransfer(t *testing.T) {
 	needHosts(t)
-	n := sessionRounds(t, 20)
+	n := sessionRounds(t, 10)
 	dir := t.TempDir()
 	img, sum := image(t, dir, 4<<20)
 	d1, d2 := sessionPair(t, "midway")
@@ -309,7 +309,7 @@ done`)
 // fails with ENXIO, and the next session's reader gets its writer's image.
 func TestSessionsReceiverDiskFull(t *testing.T) {
 	needHosts(t)
-	n := sessionRounds(t, 20)
+	n := sessionRounds(t, 10)
 	dir := t.TempDir()
 	small := filepath.Join(dir, "small")
 	require.NoError(t, os.Mkdir(small, 0o755))
@@ -354,7 +354,7 @@ done`)
 // its writer's image.
 func TestSessionsRmdirMidTransfer(t *testing.T) {
 	needHosts(t)
-	n := sessionRounds(t, 20)
+	n := sessionRounds(t, 10)
 	dir := t.TempDir()
 	img, sum := image(t, dir, 4<<20)
 	const name = "gone"
