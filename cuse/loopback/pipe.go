@@ -20,6 +20,7 @@ type Pipe struct {
 		sync.Mutex
 		ring    []byte
 		r, n    int           // read position, bytes stored
+		lent    int           // of n, bytes in a READ reply not yet Done
 		writers int           // open handles that may write
 		hangups int           // times the last writer left
 		changed chan struct{} // closed and replaced on every change
@@ -110,9 +111,11 @@ func (h *handle) Read(ctx context.Context, req *cuse.ReadRequest) (cuse.ReadResu
 			if k > first {
 				data = append(data, p.mu.ring[:k-first])
 			}
+			p.mu.lent = k
 			p.mu.Unlock()
 			return cuse.ReadResult{Data: data, Done: func(delivered bool) {
 				p.mu.Lock()
+				p.mu.lent = 0
 				if delivered {
 					p.mu.r = (p.mu.r + k) % size
 					p.mu.n -= k
@@ -187,11 +190,13 @@ func (h *handle) Poll(ctx context.Context, req *cuse.PollRequest) (uint32, error
 	p := h.p
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// The reader may see a reply before its Done runs: the bytes it holds
+	// are no longer readable, and a poll that follows must not see them.
 	var ev uint32
-	if p.mu.n > 0 {
+	if p.mu.n > p.mu.lent {
 		ev |= cuse.EventIn | cuse.EventRdNorm
 	}
-	if h.eofLocked() {
+	if p.mu.n == p.mu.lent && p.mu.writers == 0 && p.mu.hangups > h.seen {
 		ev |= cuse.EventIn | cuse.EventRdNorm | cuse.EventHup
 	}
 	if p.mu.n < len(p.mu.ring) {

@@ -138,3 +138,25 @@ func TestPipeUndeliveredReadKeepsBytes(t *testing.T) {
 	require.Equal(t, "keep", string(got))
 	require.Zero(t, p.Buffered())
 }
+
+// A reader can see its READ reply before the reply's Done runs; a poll it
+// sends next must not report the bytes it already holds.
+func TestPipePollDuringReply(t *testing.T) {
+	ctx := context.Background()
+	p := New(8)
+	r := open(t, p, syscall.O_RDONLY, nil)
+	w := open(t, p, syscall.O_WRONLY, nil)
+	_, err := write(w, ctx, "x", 0)
+	require.NoError(t, err)
+	res, err := r.Read(ctx, &cuse.ReadRequest{Size: 4})
+	require.NoError(t, err)
+	ev, _ := r.Poll(ctx, &cuse.PollRequest{Events: cuse.EventIn})
+	require.Zero(t, ev, "the only byte is in the reply")
+	w.Release(ctx)
+	ev, _ = r.Poll(ctx, &cuse.PollRequest{Events: cuse.EventIn})
+	require.Equal(t, cuse.EventIn|cuse.EventHup, ev&(cuse.EventIn|cuse.EventHup), "hang-up before the reply's Done")
+	res.Done(true)
+	ev, _ = r.Poll(ctx, &cuse.PollRequest{Events: cuse.EventIn})
+	require.Equal(t, cuse.EventIn|cuse.EventHup, ev&(cuse.EventIn|cuse.EventHup))
+	r.Release(ctx)
+}
