@@ -81,4 +81,11 @@
 // backend call, so they are atomic with respect to each other and to lookups. Show and
 // Store hold only their item's lock, shared, so they run concurrently with each other but
 // never with the item's removal.
+//
+// # Differences from configfs
+//
+// The file system type is fuse.configfs; attributes always report size
+// 4096 and do not support poll (irrelevant for attributes); a busy unmount
+// detaches lazily. Every attribute write and read goes to the backend
+// (nothing is cached, by design), so each costs a FUSE round trip.
 package configfs

@@ -73,4 +73,17 @@
 // route (Linux lets any ERROR match any request, which can complete the
 // wrong one when requests to several routes are outstanding). Hot-plug EVENTs are acknowledged and then passed to
 // the handler with every other unsolicited packet.
+//
+// # Differences from Linux
+//
+//   - A started RX ring posts every slot but one and writes the producer
+//     index once; Linux writes it after each descriptor.
+//   - Interrupt throttling is written only for a vector the ring has to
+//     itself: rings share vectors when they outnumber them, where Linux
+//     gives each ring its own. REG_DMA_MISC's auto-clear bit is set once at
+//     probe (Linux: at the first ring's interrupt activation).
+//   - The control channel keeps one config READ/WRITE in flight at a time:
+//     a reply names the responder's upstream adapter, not the one asked
+//     about, so concurrent requests could take each other's replies (Linux
+//     serializes them under the domain lock).
 package nhi

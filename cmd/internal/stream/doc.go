@@ -13,6 +13,12 @@
 // detach, so a re-attach asks again for what the user wrote or what the
 // peer announces; an announcement that arrives after our mkdir is picked up;
 // read and write loop over the whole request (no 7.2 short-loop bug).
+// A refused HopID write leaves the HopID the stream had (Linux has already
+// released it), and an exact request for a taken HopID is always EBUSY
+// (Linux answers ENOSPC when that value and every one above it are in
+// use). Device indexes are the lowest free per daemon, not system-wide, so
+// each emulated host has its own /dev/tbstream0, as the documentation
+// shows for two machines.
 //
 // It knows nothing of FUSE or CUSE transports: configfs calls it through
 // configfs.Backend, the device nodes through cuse.Device, and it registers
