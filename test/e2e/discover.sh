@@ -1,6 +1,6 @@
 #!/bin/bash
 # discover.sh: what a tool written for the Linux 7.2 driver does before and
-# while it moves data (issue 13), run inside `tbstream shell HOST` (or on a
+# while it moves data, run inside `tbstream shell HOST` (or on a
 # kernel with thunderbolt_stream):
 #
 #     host1 (0-503 seen from host2)              host2 (0-1 seen from host1)

@@ -22,7 +22,7 @@ import (
 	"tbstream/nhi/emu"
 )
 
-// Issue 13: programs written for the kernel driver discover before they
+// Programs written for the kernel driver discover before they
 // configure. These tests run such a program (discover.sh) and the same
 // discovery from Go inside `tbstream shell`, and check the sysfs view
 // against `tbstream list -json` and across an unplug.

@@ -264,7 +264,7 @@ cat /tmp/backup.bench 2>/dev/null
 head -c 67108864 /tmp/img >/tmp/disc.in
 rm -f /tmp/img /tmp/backup.bench
 
-# ---- Issue 13: what a tool written for the kernel driver does
+# ---- What a tool written for the kernel driver does
 # (/bin/discover.sh, test/e2e/discover.sh): modprobe, discovery by key and
 # driver in /sys/bus/thunderbolt, the peer's identity, ring_size and
 # throttling before the HopIDs, index to /dev/tbstreamN, which must be a

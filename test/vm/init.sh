@@ -222,7 +222,7 @@ fi
 if [ -f /e2e.sh ]; then
   . /e2e.sh
 fi
-# The USB cable checks (test/vm/usb.sh, issue 15), after e2e.sh's.
+# The USB cable checks (test/vm/usb.sh), after e2e.sh's.
 if [ -f /usb.sh ]; then
   . /usb.sh
 fi

@@ -1,5 +1,5 @@
 #!/bin/busybox sh
-# The USB cable checks inside the VM (issue 15), through real CUSE and a
+# The USB cable checks inside the VM, through real CUSE and a
 # real USB link: dummy_hcd joins a gadget (host1, tbstreamd -cable
 # usb-gadget:dummy_udc.0, configfs + FunctionFS) to a USB host (host2,
 # tbstreamd-usb -cable usb: libusb through gousb, built with cgo and run

@@ -1,5 +1,5 @@
 #!/bin/busybox sh
-# Bad inputs to the USB cable, and `tbstream up -cable usb` (issue 15), in
+# Bad inputs to the USB cable, and `tbstream up -cable usb`, in
 # the VM. Sourced by test/vm/usb.sh before its usb-down check, with its
 # helpers (uon, urecv, usend, uclean, urun, ulogs, upaired, uwait_paired,
 # ualive, ustop, uwait_open, ustart_host2) and the two daemons running;
