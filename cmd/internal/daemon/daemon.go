@@ -12,7 +12,8 @@
 //	<run>/status.sock  one request line, one answer: "status" (JSON, for
 //	                   `tbstream list`), "stacks" (every goroutine's stack) or
 //	                   "cpuprofile SECONDS" (pprof) or "trace SECONDS",
-//	                   "unplug" (pull the emulated cable out)
+//	                   "unplug" (pull the emulated cable out); mode 0666:
+//	                   "status" for anyone, the others for root alone
 //	<run>/pid
 //
 // The run directory must be root's alone: a directory that is a symlink,
@@ -475,14 +476,21 @@ func (d *Daemon) Stop() {
 	}
 }
 
-// Run starts the daemon and stops it when ctx ends.
+// Run starts the daemon and stops it when ctx ends. Under a service
+// manager (NOTIFY_SOCKET, see notify.go) it reports READY=1 once the host
+// serves and STOPPING=1 when it begins to stop; logging to the journal
+// (JOURNAL_STREAM), it leaves out the time, which the journal adds.
 func Run(ctx context.Context, opts Options) error {
+	notify := notifierFromEnv()
+	opts.Logger = journalLogger(opts.Logger)
 	d, err := Start(ctx, opts)
 	if err != nil {
 		return err
 	}
+	d.notifyReady(notify)
 	<-ctx.Done()
 	d.log.Info("tbstreamd stopping")
+	d.notifyStopping(notify)
 	d.Stop()
 	return nil
 }
@@ -574,6 +582,11 @@ func (d *Daemon) serveStatus(ctx context.Context) error {
 		return fmt.Errorf("status socket: %w", err)
 	}
 	d.status = ln
+	// Anyone may connect and ask for the status; serveStatusConn
+	// answers the other requests to root alone (peerPrivileged).
+	if err := os.Chmod(path, statusMode); err != nil {
+		return fmt.Errorf("status socket: %w", err)
+	}
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -620,6 +633,14 @@ func (d *Daemon) serveStatusConn(ctx context.Context, c net.Conn) {
 		return
 	}
 	req = strings.TrimSpace(req)
+	privileged := peerPrivileged(c)
+	if req != requestStatus && !privileged {
+		d.log.Debug("status socket: request refused to a user other than root", "request", req)
+		if req == requestUnplug {
+			fmt.Fprintln(c, "refused: unplug needs root")
+		}
+		return
+	}
 	if arg, ok := strings.CutPrefix(req, requestProfile+" "); ok {
 		d.serveProfile(ctx, c, arg, pprof.StartCPUProfile, pprof.StopCPUProfile)
 		return
@@ -630,7 +651,11 @@ func (d *Daemon) serveStatusConn(ctx context.Context, c net.Conn) {
 	}
 	switch req {
 	case requestStatus:
-		json.NewEncoder(c).Encode(d.Status())
+		st := d.Status()
+		if !privileged {
+			st.Process.FDs = -1 // /proc/PID/fd is root's to read
+		}
+		json.NewEncoder(c).Encode(st)
 	case requestStacks:
 		fmt.Fprintf(c, "tbstreamd %s (pid %d), %d goroutines\n", d.opts.Name, os.Getpid(), runtime.NumGoroutine())
 		pprof.Lookup("goroutine").WriteTo(c, 2)
