@@ -22,18 +22,6 @@ import (
 	"tbstream/nhi"
 )
 
-const benchUsage = `usage:
-  tbstream [-run DIR] bench [-bw] [-lat] [OPTIONS]   host1 → host2 (the emulated hosts; started if needed)
-  tbstream bench -serve PATH[,PATH...] [-json]        the server side, on any stream device
-  tbstream bench -connect PATH[,PATH...] [-bw] [-lat] [OPTIONS]
-                                                      the client side, against a -serve on the peer
-
-Without -bw or -lat both run. Every byte is verified: the data carries its
-offset, so lost, repeated, reordered or corrupted bytes are errors.
-
-options:
-`
-
 // benchFlags are the command's flags.
 type benchFlags struct {
 	bw, lat, bidir, json bool
@@ -45,50 +33,56 @@ type benchFlags struct {
 	attrs                itemAttrs
 	serve, connect       string
 	stall                time.Duration
+	interval             time.Duration
 }
 
-func parseBenchFlags(args []string, stderr io.Writer) (*benchFlags, error) {
-	f := &benchFlags{}
-	fs := flag.NewFlagSet("tbstream bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, benchUsage)
-		fs.PrintDefaults()
-	}
-	fs.BoolVar(&f.bw, "bw", false, "bandwidth test")
-	fs.BoolVar(&f.lat, "lat", false, "latency test (ping-pong on the first stream)")
-	fs.IntVar(&f.streams, "streams", 1, "streams in parallel for -bw (emulated hosts)")
+// benchFlagSet defines bench's flags on fs.
+func benchFlagSet(fs *flag.FlagSet, f *benchFlags) {
+	fs.BoolVar(&f.bw, "bw", false, "the bandwidth test")
+	fs.BoolVar(&f.lat, "lat", false, "the latency test: a ping-pong on the first stream")
+	fs.IntVar(&f.streams, "streams", 1, "`N` streams at once for -bw (emulated hosts; with -connect, one per PATH)")
 	fs.BoolVar(&f.bidir, "bidir", false, "-bw in both directions at once")
-	fs.DurationVar(&f.duration, "time", 3*time.Second, "-bw: how long each direction sends")
-	fs.StringVar(&f.bytes, "bytes", "", "-bw: send this many bytes per stream and direction instead (e.g. 1G)")
-	fs.StringVar(&f.size, "size", "256k", "-bw: bytes per write(2), its 8-byte message header included")
-	fs.StringVar(&f.sizes, "sizes", "64,4096,65536,1048576", "-lat: message sizes")
-	fs.IntVar(&f.rounds, "rounds", 0, "-lat: round trips per size (default 1000, fewer for messages over 64 KiB)")
-	fs.IntVar(&f.attrs.ring, "ring", 0, "ring_size of the streams on the emulated hosts (default: the driver's)")
-	fs.IntVar(&f.attrs.throttling, "throttling", -1, "throttling (ns) of the streams on the emulated hosts (default: the driver's)")
-	fs.BoolVar(&f.attrs.busyPoll, "busy-poll", false, "busy_poll on the streams on the emulated hosts: readers and writers spin instead of sleeping on interrupts")
-	fs.StringVar(&f.serve, "serve", "", "serve the tests clients ask for on these devices")
-	fs.StringVar(&f.connect, "connect", "", "run the tests against a server on the other end of these devices")
-	fs.BoolVar(&f.json, "json", false, "one JSON document on standard output (progress on standard error)")
-	fs.DurationVar(&f.stall, "stall", 30*time.Second, "fail when nothing moves for this long (0: wait forever)")
-	if err := fs.Parse(args); err != nil {
+	fs.DurationVar(&f.duration, "time", 3*time.Second, "-bw: each direction sends for `D`")
+	fs.StringVar(&f.bytes, "bytes", "", "-bw: each direction sends `N` bytes per stream instead (64k, 1G...)")
+	fs.StringVar(&f.size, "size", "256k", "-bw: bytes per write(2), `N`, its 8-byte message header included")
+	fs.StringVar(&f.sizes, "sizes", "64,4096,65536,1048576", "-lat: the message sizes, a `LIST`")
+	fs.IntVar(&f.rounds, "rounds", 0, "-lat: `N` round trips per size after a warm-up of a tenth (default: 1000, fewer above 64 KiB: about 64 MiB each way, at least 50)")
+	fs.DurationVar(&f.interval, "i", 0, "-bw: report each interval `D` per stream and direction, as iperf3 does (0: a progress line every 2 s on standard error)")
+	fs.IntVar(&f.attrs.ring, "ring", 0, "ring_size `N` of the streams made on the emulated hosts (default: the driver's)")
+	fs.IntVar(&f.attrs.throttling, "throttling", -1, "throttling `NS` of those streams, written with ring_size before the HopIDs (-1: the driver's)")
+	fs.BoolVar(&f.attrs.busyPoll, "busy-poll", false, "busy_poll on those streams: readers and writers spin on the rings instead of sleeping on interrupts")
+	fs.StringVar(&f.serve, "serve", "", "serve the tests clients ask for on these devices, `PATH`[,PATH...]")
+	fs.StringVar(&f.connect, "connect", "", "run the tests against a server on the other end of these devices, `PATH`[,PATH...]")
+	fs.BoolVar(&f.json, "json", false, "one JSON document on standard output (-serve: a JSON line per test)")
+	fs.DurationVar(&f.stall, "stall", 30*time.Second, "fail when nothing moved for `D` (0: wait forever)")
+}
+
+// parseBenchFlags reads bench's command line: flag.ErrHelp for -h, a
+// usage error for a command line refused.
+func parseBenchFlags(args []string) (*benchFlags, error) {
+	f := &benchFlags{}
+	fs := newFlags("bench")
+	benchFlagSet(fs, f)
+	if err := parse(fs, args); err != nil {
 		return nil, err
 	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	if err := noArgs(fs); err != nil {
+		return nil, err
 	}
 	if f.serve != "" && f.connect != "" {
-		return nil, errors.New("-serve and -connect exclude each other")
+		return nil, usageErrorf("-serve and -connect exclude each other")
 	}
 	if f.streams < 1 || f.streams > 64 {
-		return nil, fmt.Errorf("-streams %d: want 1 to 64", f.streams)
+		return nil, usageErrorf("-streams %d: want 1 to 64", f.streams)
 	}
 	if f.attrs.ring != 0 && (f.attrs.ring < 32 || f.attrs.ring > 4096) {
-		return nil, fmt.Errorf("-ring %d: want 32 to 4096", f.attrs.ring)
+		return nil, usageErrorf("-ring %d: want 32 to 4096", f.attrs.ring)
 	}
 	if f.attrs.throttling > nhi.MaxThrottlingNs {
-		return nil, fmt.Errorf("-throttling %d: want 0 to %d", f.attrs.throttling, nhi.MaxThrottlingNs)
+		return nil, usageErrorf("-throttling %d: want 0 to %d", f.attrs.throttling, nhi.MaxThrottlingNs)
+	}
+	if f.interval < 0 {
+		return nil, usageErrorf("-i %v: want a positive interval (0: none)", f.interval)
 	}
 	if !f.bw && !f.lat {
 		f.bw, f.lat = true, true
@@ -99,29 +93,29 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchFlags, error) {
 // clientOptions turns the flags into a client's tests.
 func (f *benchFlags) clientOptions(stdout, stderr io.Writer) (clientOptions, error) {
 	opts := clientOptions{Bandwidth: f.bw, Latency: f.lat, Bidir: f.bidir, Duration: f.duration, Rounds: f.rounds,
-		Progress: stdout, ProgressEvery: 2 * time.Second, Stall: f.stall}
+		Progress: stderr, ProgressEvery: 2 * time.Second, Stall: f.stall, Interval: f.interval, Intervals: stdout}
 	if f.json {
-		opts.Progress = stderr
+		opts.Intervals = stderr
 	}
 	size, err := parseSize(f.size)
 	if err != nil {
-		return opts, fmt.Errorf("-size: %w", err)
+		return opts, usageErrorf("-size: %w", err)
 	}
 	opts.WriteSize = int(size)
 	if f.bytes != "" {
 		if opts.Bytes, err = parseSize(f.bytes); err != nil || opts.Bytes == 0 {
-			return opts, fmt.Errorf("-bytes %q: want a positive size", f.bytes)
+			return opts, usageErrorf("-bytes %q: want a positive size", f.bytes)
 		}
 	}
 	for _, s := range strings.Split(f.sizes, ",") {
 		n, err := parseSize(strings.TrimSpace(s))
 		if err != nil || n == 0 || n > maxMessageSize {
-			return opts, fmt.Errorf("-sizes: %q: want 1 to %d bytes", s, maxMessageSize)
+			return opts, usageErrorf("-sizes: %q: want 1 to %d bytes", s, maxMessageSize)
 		}
 		opts.Sizes = append(opts.Sizes, int(n))
 	}
 	if f.rounds < 0 {
-		return opts, fmt.Errorf("-rounds %d", f.rounds)
+		return opts, usageErrorf("-rounds %d: want 0 or more", f.rounds)
 	}
 	return opts, nil
 }
@@ -166,13 +160,11 @@ func sizeText(n uint64) string {
 }
 
 // bench is the command: the emulated hosts by default, or one side of a
-// test between any two devices.
+// test between any two devices. The client says what it measures before
+// it starts (opts.Begin), then the results.
 func bench(ctx context.Context, stdout, stderr io.Writer, run string, args []string) error {
-	f, err := parseBenchFlags(args, stderr)
+	f, err := parseBenchFlags(args)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
 		return err
 	}
 	if f.serve != "" {
@@ -182,12 +174,24 @@ func bench(ctx context.Context, stdout, stderr io.Writer, run string, args []str
 	if err != nil {
 		return err
 	}
+	if !f.json {
+		opts.Begin = func(r *benchReport) { r.printHeader(stdout) }
+	}
 	var rep *benchReport
 	if f.connect != "" {
 		rep, err = connectDevices(ctx, strings.Split(f.connect, ","), opts)
 	} else {
-		if err := up(ctx, run, cableShm); err != nil {
+		if err := needRoot("bench on the emulated hosts", "it starts them and makes streams; -serve and -connect do not"); err != nil {
 			return err
+		}
+		var reports []upReport
+		if reports, err = up(ctx, run, cableShm); err != nil {
+			return err
+		}
+		for _, r := range reports {
+			if r.started {
+				fmt.Fprintln(stderr, r)
+			}
 		}
 		rep, err = benchHosts(ctx, run, f.streams, f.attrs, opts)
 	}
@@ -200,7 +204,7 @@ func bench(ctx context.Context, stdout, stderr io.Writer, run string, args []str
 		}
 		rep.writeJSON(stdout)
 	} else if err == nil || rep.Bandwidth != nil || rep.Latency != nil {
-		rep.print(stdout)
+		rep.printResults(stdout)
 	}
 	return err
 }
@@ -235,6 +239,10 @@ func connectDevices(ctx context.Context, paths []string, opts clientOptions) (*b
 	}
 	if opts.Client == "" {
 		opts.Client, opts.Server = "client", "server"
+	}
+	id := benchReport{Client: opts.Client, Server: opts.Server, ClientDevices: paths}
+	if opts.Begin != nil {
+		opts.Begin(&id)
 	}
 	rep, err := runClient(ctx, conns, opts)
 	if rep != nil {
@@ -567,14 +575,19 @@ func benchHosts(ctx context.Context, run string, n int, attrs itemAttrs, opts cl
 		clientFiles = append(clientFiles, f)
 		conns = append(conns, newBenchConn(f))
 	}
+	id := benchReport{Client: clientHost, Server: serverHost}
+	st, _ := daemon.ReadStatus(hostDir(run, clientHost))
+	id.Devices = st.Devices
+	for _, es := range setup.streams {
+		id.ClientDevices = append(id.ClientDevices, es.clientPath)
+		id.ServerDevices = append(id.ServerDevices, es.serverPath)
+	}
+	if opts.Begin != nil {
+		opts.Begin(&id)
+	}
 	rep, err = runClient(ctx, conns, opts)
 	if rep != nil {
-		st, _ := daemon.ReadStatus(hostDir(run, clientHost))
-		rep.Devices = st.Devices
-		for _, es := range setup.streams {
-			rep.ClientDevices = append(rep.ClientDevices, es.clientPath)
-			rep.ServerDevices = append(rep.ServerDevices, es.serverPath)
-		}
+		rep.Devices, rep.ClientDevices, rep.ServerDevices = id.Devices, id.ClientDevices, id.ServerDevices
 	}
 	if err != nil {
 		return rep, err
@@ -693,7 +706,9 @@ func (r *benchReport) writeJSON(w io.Writer) {
 	enc.Encode(r)
 }
 
-func (r *benchReport) print(w io.Writer) {
+// printHeader says what the run measures: which devices, from where to
+// where.
+func (r *benchReport) printHeader(w io.Writer) {
 	devices := ""
 	switch r.Devices {
 	case "fuse":
@@ -709,6 +724,10 @@ func (r *benchReport) print(w io.Writer) {
 			fmt.Fprintf(w, "  stream %d: %s\n", i, p)
 		}
 	}
+}
+
+// printResults prints the tables of the run's results.
+func (r *benchReport) printResults(w io.Writer) {
 	if b := r.Bandwidth; b != nil {
 		how := fmt.Sprintf("%.3g s", b.Seconds)
 		if b.Bytes > 0 {

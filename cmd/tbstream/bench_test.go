@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"tbstream/cmd/internal/daemon"
@@ -434,7 +435,12 @@ func TestClientAndServerFindDamage(t *testing.T) {
 // fallback, and waits until each sees the other's stream service.
 func startHosts(ctx context.Context, t *testing.T) string {
 	t.Helper()
-	run := t.TempDir()
+	return startHostsAt(ctx, t, t.TempDir())
+}
+
+// startHostsAt is startHosts on the run root run.
+func startHostsAt(ctx context.Context, t *testing.T, run string) string {
+	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for _, h := range demoHosts {
 		args := append([]string{"-name", h.name, "-run-dir", hostDir(run, h.name), "-devices", "fuse"}, h.args(run)...)
@@ -526,4 +532,69 @@ func TestBenchEmulatedHosts(t *testing.T) {
 			require.Empty(t, g.Streams, "%s: the run's streams are removed", h.name)
 		}
 	}
+}
+
+func TestIntervalLines(t *testing.T) {
+	prev := []streamCount{{sent: 1e6, received: 0}, {sent: 0, received: 5}}
+	cur := []streamCount{{sent: 3e6, received: 2e6}, {sent: 1e6, received: 5}}
+	got := intervalLines(time.Second, 2*time.Second, prev, cur, true, "host1", "host2")
+	assert.Equal(t, []string{
+		" 1.00-2.00 s       0   host1   host2       2000000       2.0",
+		" 1.00-2.00 s       0   host2   host1       2000000       2.0",
+		" 1.00-2.00 s       1   host1   host2       1000000       1.0",
+		" 1.00-2.00 s       1   host2   host1             0       0.0",
+	}, got)
+	assert.Len(t, intervalLines(0, time.Second, prev, cur, false, "c", "s"), 2, "one direction: a line per stream")
+	assert.Len(t, strings.Fields(intervalHeader), len(strings.Fields(got[0]))-1, "a heading per column (the interval's is two words)")
+}
+
+// With -i the client reports each interval of the bandwidth test, a line
+// per stream and direction under one heading, and no progress lines.
+func TestClientIntervalsOverAPipe(t *testing.T) {
+	client, server := pipePair(t, nil)
+	go serveConn(server, nil)
+	var intervals, progress bytes.Buffer
+	opts := clientOptions{Bandwidth: true, Bidir: true, Duration: 300 * time.Millisecond, WriteSize: 4096, Client: "c", Server: "s",
+		Interval: 50 * time.Millisecond, Intervals: &intervals, Progress: &progress, ProgressEvery: time.Millisecond}
+	rep, err := runClient(context.Background(), []*benchConn{newBenchConn(client)}, opts)
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(intervals.String(), "\n"), "a blank line before the heading")
+	lines := strings.Split(strings.Trim(intervals.String(), "\n"), "\n")
+	require.Greater(t, len(lines), 2, intervals.String())
+	assert.Equal(t, intervalHeader, lines[0])
+	var up uint64
+	for i, l := range lines[1:] {
+		f := strings.Fields(l)
+		require.Len(t, f, 7, l)
+		want := []string{"c", "s"}
+		if i%2 == 1 {
+			want = []string{"s", "c"}
+		}
+		assert.Equal(t, append([]string{"0"}, want...), f[2:5], l)
+		if f[3] == "c" {
+			n, err := strconv.ParseUint(f[5], 10, 64)
+			require.NoError(t, err)
+			up += n
+		}
+	}
+	assert.LessOrEqual(t, up, rep.Bandwidth.Streams[0].Directions[0].Bytes, "the intervals' bytes are bytes sent")
+	assert.Empty(t, progress.String(), "-i replaces the bandwidth test's progress lines")
+}
+
+// bench on the emulated hosts says what it measures first, then reports
+// the intervals (-i), then the results.
+func TestBenchHeaderFirst(t *testing.T) {
+	needFUSEHosts(t)
+	ctx := testContext(t)
+	run := startHosts(ctx, t)
+	var stdout, stderr bytes.Buffer
+	require.NoError(t, bench(ctx, &stdout, &stderr, run, []string{"-bw", "-time", "300ms", "-i", "100ms", "-size", "64k"}))
+	out := stdout.String()
+	header := strings.Index(out, "tbstream bench: host1 → host2, FUSE fallback devices; every byte verified\n  stream 0: ")
+	intervals := strings.Index(out, intervalHeader)
+	results := strings.Index(out, "\nbandwidth: 1 stream, one direction, 0.3 s per stream and direction, writes of 64 KiB\n")
+	assert.Zero(t, header, out)
+	assert.Greater(t, intervals, header, out)
+	assert.Greater(t, results, intervals, out)
+	assert.Empty(t, stderr.String(), "the hosts ran already; -i replaces the progress lines")
 }

@@ -56,6 +56,41 @@ type activity struct {
 
 func (a *activity) total() uint64 { return a.sent.Load() + a.received.Load() + a.rounds.Load() }
 
+// streamActivity counts what a client moved on one stream, for -i.
+type streamActivity struct{ sent, received atomic.Uint64 }
+
+// streamCount is a streamActivity read at one time.
+type streamCount struct{ sent, received uint64 }
+
+func countStreams(per []streamActivity) []streamCount {
+	c := make([]streamCount, len(per))
+	for i := range per {
+		c[i] = streamCount{per[i].sent.Load(), per[i].received.Load()}
+	}
+	return c
+}
+
+// intervalHeader heads -i's lines.
+const intervalHeader = "    INTERVAL  STREAM    FROM      TO         BYTES      MB/s"
+
+// intervalLines are -i's report of the interval from..to of a bandwidth
+// test (since its start): a line per stream and direction with the
+// bytes the client sent (received, from the server, with bidir) in it.
+func intervalLines(from, to time.Duration, prev, cur []streamCount, bidir bool, client, server string) []string {
+	var lines []string
+	span := fmt.Sprintf("%.2f-%.2f s", from.Seconds(), to.Seconds())
+	line := func(i int, src, dst string, n uint64) {
+		lines = append(lines, fmt.Sprintf("%12s  %6d  %6s  %6s  %12d  %8.1f", span, i, src, dst, n, mbps(n, to-from)))
+	}
+	for i := range cur {
+		line(i, client, server, cur[i].sent-prev[i].sent)
+		if bidir {
+			line(i, server, client, cur[i].received-prev[i].received)
+		}
+	}
+	return lines
+}
+
 // ---- server ----
 
 // serverTest is what the server reports about one test it ran.
@@ -207,8 +242,16 @@ type clientOptions struct {
 	// Progress receives a line every ProgressEvery (none when nil).
 	Progress      io.Writer
 	ProgressEvery time.Duration
+	// Interval (when positive) has the bandwidth test write its report
+	// of each Interval to Intervals (intervalLines) instead of progress
+	// lines.
+	Interval  time.Duration
+	Intervals io.Writer
 	// Stall fails the run when nothing moved for that long (0: never).
 	Stall time.Duration
+	// Begin, when set, is called with the run's client, server and
+	// devices before the first test starts.
+	Begin func(*benchReport)
 }
 
 // defaultRounds gives small messages 1000 round trips and big ones fewer,
@@ -239,8 +282,32 @@ func runClient(ctx context.Context, conns []*benchConn, opts clientOptions) (*be
 			}
 			return s
 		}
-		err = watch(ctx, act, opts, phase, func() error {
-			rep.Bandwidth, err = runBandwidth(conns, h, act, opts)
+		per := make([]streamActivity, len(conns))
+		report := opts.progressLines(phase)
+		if opts.Interval > 0 && opts.Intervals != nil {
+			prev, from := countStreams(per), time.Duration(0)
+			report = progress{every: opts.Interval, print: func(final bool) {
+				cur, to := countStreams(per), time.Since(start)
+				moved := false
+				for i := range cur {
+					moved = moved || cur[i] != prev[i]
+				}
+				// The last interval ends with the test: one shorter than
+				// a tenth of the others is left out.
+				if final && (!moved || to-from < opts.Interval/10) {
+					return
+				}
+				if from == 0 {
+					fmt.Fprintf(opts.Intervals, "\n%s\n", intervalHeader)
+				}
+				for _, l := range intervalLines(from, to, prev, cur, opts.Bidir, opts.Client, opts.Server) {
+					fmt.Fprintln(opts.Intervals, l)
+				}
+				prev, from = cur, to
+			}}
+		}
+		err = watch(ctx, act, opts, phase, report, func() error {
+			rep.Bandwidth, err = runBandwidth(conns, h, act, per, opts)
 			return err
 		})
 		if err != nil {
@@ -268,7 +335,7 @@ func runClient(ctx context.Context, conns []*benchConn, opts clientOptions) (*be
 			return fmt.Sprintf("latency: %d-byte messages, %d round trips done in all", s.Size, act.rounds.Load())
 		}
 		var err error
-		err = watch(ctx, act, opts, phase, func() error {
+		err = watch(ctx, act, opts, phase, opts.progressLines(phase), func() error {
 			rep.Latency, err = conns[0].latency(h, act, &current)
 			return err
 		})
@@ -280,39 +347,67 @@ func runClient(ctx context.Context, conns []*benchConn, opts clientOptions) (*be
 	return rep, nil
 }
 
-// watch runs fn, printing progress lines and failing when nothing moves
-// for opts.Stall or ctx ends. It then returns without waiting for fn: a
-// read or write of a device cannot be interrupted, and what blocks in one
-// is released when the device goes away (the process ends, or the
+// progress is what watch prints while a test runs: print every every
+// (nothing when every is 0), and with final at the end of a test that
+// succeeded.
+type progress struct {
+	every time.Duration
+	print func(final bool)
+}
+
+// progressLines prints phase() every ProgressEvery to opts.Progress.
+func (opts clientOptions) progressLines(phase func() string) progress {
+	if opts.Progress == nil || opts.ProgressEvery <= 0 {
+		return progress{}
+	}
+	return progress{every: opts.ProgressEvery, print: func(final bool) {
+		if !final {
+			fmt.Fprintln(opts.Progress, phase())
+		}
+	}}
+}
+
+// watch runs fn, printing progress (report) and failing when nothing
+// moves for opts.Stall or ctx ends. It then returns without waiting for
+// fn: a read or write of a device cannot be interrupted, and what blocks
+// in one is released when the device goes away (the process ends, or the
 // emulated mode removes the streams).
-func watch(ctx context.Context, act *activity, opts clientOptions, phase func() string, fn func() error) error {
+func watch(ctx context.Context, act *activity, opts clientOptions, phase func() string, report progress, fn func() error) error {
 	done := make(chan error, 1)
 	go func() { done <- fn() }()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	lastPrint, lastMove, lastTotal := time.Now(), time.Now(), act.total()
+	var reports <-chan time.Time
+	if report.every > 0 {
+		t := time.NewTicker(report.every)
+		defer t.Stop()
+		reports = t.C
+	}
+	lastMove, lastTotal := time.Now(), act.total()
 	for {
 		select {
 		case err := <-done:
+			if err == nil && report.print != nil {
+				report.print(true)
+			}
 			return err
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-reports:
+			report.print(false)
 		case now := <-tick.C:
 			if t := act.total(); t != lastTotal {
 				lastTotal, lastMove = t, now
 			} else if opts.Stall > 0 && now.Sub(lastMove) >= opts.Stall {
 				return fmt.Errorf("nothing moved for %v (%s): the peer stopped, or data was lost", opts.Stall, phase())
 			}
-			if opts.Progress != nil && opts.ProgressEvery > 0 && now.Sub(lastPrint) >= opts.ProgressEvery {
-				fmt.Fprintln(opts.Progress, phase())
-				lastPrint = now
-			}
 		}
 	}
 }
 
-// runBandwidth runs one bandwidth test on every stream at once.
-func runBandwidth(conns []*benchConn, h *hello, act *activity, opts clientOptions) (*bandwidthReport, error) {
+// runBandwidth runs one bandwidth test on every stream at once; per
+// counts each stream's bytes.
+func runBandwidth(conns []*benchConn, h *hello, act *activity, per []streamActivity, opts clientOptions) (*bandwidthReport, error) {
 	rep := &bandwidthReport{Bidir: h.Bidir, WriteSize: int(h.WriteSize), Bytes: h.Bytes, Seconds: h.Duration.Seconds()}
 	rep.Streams = make([]streamReport, len(conns))
 	errs := make([]error, len(conns))
@@ -321,7 +416,7 @@ func runBandwidth(conns []*benchConn, h *hello, act *activity, opts clientOption
 		hi := *h
 		hi.SeedUp, hi.SeedDown = rand.Uint64(), rand.Uint64()
 		wg.Go(func() {
-			rep.Streams[i], errs[i] = c.bandwidth(&hi, act, opts)
+			rep.Streams[i], errs[i] = c.bandwidth(&hi, act, &per[i], opts)
 			rep.Streams[i].Stream = i
 			if errs[i] != nil && len(conns) > 1 {
 				errs[i] = fmt.Errorf("stream %d: %w", i, errs[i])
@@ -340,7 +435,7 @@ func runBandwidth(conns []*benchConn, h *hello, act *activity, opts clientOption
 // not only with -bidir: a server that fails sends its RSLT at once and
 // closes, and only a reader sees that (it also makes a write blocked on
 // the closed stream fail instead of waiting forever).
-func (c *benchConn) bandwidth(h *hello, act *activity, opts clientOptions) (streamReport, error) {
+func (c *benchConn) bandwidth(h *hello, act *activity, per *streamActivity, opts clientOptions) (streamReport, error) {
 	var rep streamReport
 	if _, err := c.rw.Write(h.marshal()); err != nil {
 		return rep, fmt.Errorf("send the test: %w", err)
@@ -363,7 +458,10 @@ func (c *benchConn) bandwidth(h *hello, act *activity, opts clientOptions) (stre
 	go func() {
 		var o readOutcome
 		if h.Bidir {
-			o.down, o.err = receiveData(c.r, h.SeedDown, func(n int) { act.received.Add(uint64(n)) })
+			o.down, o.err = receiveData(c.r, h.SeedDown, func(n int) {
+				act.received.Add(uint64(n))
+				per.received.Add(uint64(n))
+			})
 			o.downTime = time.Since(start)
 			if o.err != nil {
 				o.err = fmt.Errorf("%s → %s: %w", opts.Server, opts.Client, o.err)
@@ -382,7 +480,10 @@ func (c *benchConn) bandwidth(h *hello, act *activity, opts clientOptions) (stre
 	}
 	writeDone := make(chan writeOutcome, 1)
 	go func() {
-		s := newDataSender(c.rw, int(h.WriteSize), h.SeedUp, func(n int) { act.sent.Add(uint64(n)) })
+		s := newDataSender(c.rw, int(h.WriteSize), h.SeedUp, func(n int) {
+			act.sent.Add(uint64(n))
+			per.sent.Add(uint64(n))
+		})
 		_, err := s.run(h.Bytes, h.Duration)
 		writeDone <- writeOutcome{s.sent, err}
 	}()

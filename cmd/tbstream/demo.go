@@ -22,8 +22,12 @@ const streamRoot = "/sys/kernel/config/thunderbolt/stream"
 // demo starts the hosts and runs the documentation's three workloads.
 func demo(ctx context.Context, run string) error {
 	fmt.Println("== starting two emulated hosts joined by a cable (host2 sees host1 as 0-1, host1 sees host2 as 0-503)")
-	if err := up(ctx, run, cableShm); err != nil {
+	reports, err := up(ctx, run, cableShm)
+	if err != nil {
 		return err
+	}
+	for _, r := range reports {
+		fmt.Println(r)
 	}
 	tmp, err := os.MkdirTemp("", "tbstream-demo-")
 	if err != nil {

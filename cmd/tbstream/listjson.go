@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
+	"strings"
 
 	"tbstream/cmd/internal/daemon"
 	"tbstream/nhi/emu"
@@ -119,22 +119,23 @@ func listJSONOf(st daemon.Status) hostJSON {
 	return h
 }
 
-// listJSONTo prints every host of the run root as one JSON document. A
+// listJSONTo prints the hosts of the run root as one JSON document. A
 // host whose daemon does not run or answer gets only its name and error,
 // and listJSONTo fails, as list does.
-func listJSONTo(w io.Writer, run string) error {
-	names, err := hostNames(run)
-	if err != nil {
-		return err
-	}
+func listJSONTo(w io.Writer, run string, hosts []string) error {
 	doc := listJSON{Hosts: []hostJSON{}}
-	var errs []error
-	for _, name := range names {
-		dir := filepath.Join(run, name)
-		st, err := runningStatus(dir)
+	failed := false
+	for _, name := range hosts {
+		st, err := runningStatus(hostDir(run, name))
 		if err != nil {
-			doc.Hosts = append(doc.Hosts, hostJSON{Name: name, Error: err.Error()})
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			if errors.Is(err, errNotRunning) {
+				err = notRunning(name)
+			} else {
+				err = fmt.Errorf("%s: %w", name, err)
+			}
+			_, why, _ := strings.Cut(err.Error(), ": ")
+			doc.Hosts = append(doc.Hosts, hostJSON{Name: name, Error: why})
+			failed = true
 			continue
 		}
 		h := listJSONOf(st)
@@ -146,18 +147,8 @@ func listJSONTo(w io.Writer, run string) error {
 	if err := enc.Encode(doc); err != nil {
 		return fmt.Errorf("list -json: %w", err)
 	}
-	return errors.Join(errs...)
-}
-
-// runningStatus is the status of the daemon of run directory dir, or why
-// there is none.
-func runningStatus(dir string) (daemon.Status, error) {
-	pid, err := daemon.Owner(dir)
-	if err == nil && pid == 0 {
-		err = errors.New("not running")
+	if failed {
+		return errReported
 	}
-	if err != nil {
-		return daemon.Status{}, err
-	}
-	return daemon.ReadStatus(dir)
+	return nil
 }

@@ -1,21 +1,3 @@
-// Command tbstream is the tbstream command line:
-//
-//	tbstream demo              two emulated hosts, a backup, a tarball and a video through them
-//	tbstream up [-cable shm|socket|inproc|usb[:UDC]] | down
-//	                           start or stop the two emulated hosts (host1, host2)
-//	tbstream shell HOST [CMD]  a shell in which HOST's configfs is /sys/kernel/config and
-//	                           its devices are /dev/tbstreamX
-//	tbstream list [-v|-json]   hosts, services and streams with their counters
-//	tbstream stacks [HOST...]  every goroutine's stack in the hosts' daemons (for bug reports)
-//	tbstream profile [-trace] HOST SECS
-//	                           a CPU profile (or an execution trace) of HOST's daemon, to stdout
-//	tbstream bench [FLAGS]     bandwidth and latency between two streams, every byte verified
-//	tbstream daemon FLAGS      one host (what tbstreamd runs)
-//
-// The hosts live under a run root (-run, default /run/tbstream): one run
-// directory per host. The run root and each run directory must be root's
-// alone (see the usage text); the daemons keep none of the descriptors
-// their starter had open beyond stdin, stdout and stderr.
 package main
 
 import (
@@ -23,10 +5,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 
 	"tbstream/cmd/internal/daemon"
@@ -34,123 +19,478 @@ import (
 
 const defaultRun = "/run/tbstream"
 
-const usage = `usage: tbstream [-run DIR] COMMAND
-
-commands:
-  demo              start two emulated hosts (if needed) and move a disk image,
-                    a tarball and a video stream between them
-  up [-cable shm|socket|inproc|usb[:UDC]]
-                    start the two emulated hosts host1 and host2; their cable
-                    is a unix socket, with the frames in shared memory (shm,
-                    the default) or on the socket itself; or one process
-                    runs both hosts, joined by an in-process cable (inproc);
-                    or a USB link on this machine (usb: host1 the gadget on
-                    UDC, dummy_udc.0 with dummy_hcd; host2 the USB host,
-                    which needs a build with CGO_ENABLED=1 go build -tags usb
-                    ./cmd/tbstream)
-  down              stop them
-  shell HOST [CMD]  run CMD (default: your shell) with HOST's configfs at
-                    /sys/kernel/config and its devices at /dev/tbstreamX
-  list [-v|-json]   hosts, services and streams with their counters; -v adds
-                    each daemon's goroutines, threads and open files; -json
-                    prints all that and the sysfs view as one JSON document
-  unplug HOST       pull HOST's emulated cable out; the dialling end plugs it
-                    in again at once (to see what unplug and re-plug do)
-  stacks [HOST...]  what each host's daemon is doing: every goroutine's stack
-  profile [-trace] HOST SECS
-                    a CPU profile of HOST's daemon over SECS seconds, in pprof
-                    format on standard output (go tool pprof reads it); with
-                    -trace an execution trace (go tool trace)
-  bench [FLAGS]     bandwidth and latency, every byte verified: host1 → host2
-                    by default, or -serve PATH / -connect PATH between any two
-                    stream devices, also the kernel's (bench -h for flags)
-  daemon FLAGS      run one host in the foreground (tbstreamd; -h for flags)
-  pair-daemon       run host1 and host2 in the foreground in one process,
-                    joined by an in-process cable (what up -cable inproc runs)
-
-The run root (-run) and each host's directory in it must be directories
-only root can write: a symlink, a directory owned by another user, one that
-group or others can write, or one with such a parent (a sticky one such as
-/tmp aside) is refused with one line saying which and why.
-`
-
 func main() {
-	fs := flag.NewFlagSet("tbstream", flag.ContinueOnError)
-	run := fs.String("run", defaultRun, "run root holding one directory per host")
-	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
-	if err := fs.Parse(os.Args[1:]); err != nil || fs.NArg() == 0 {
-		fs.Usage()
-		os.Exit(2)
-	}
-	args := fs.Args()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	var err error
-	switch args[0] {
-	case "demo":
-		err = demo(ctx, *run)
-	case "up":
-		ufs := flag.NewFlagSet("up", flag.ContinueOnError)
-		cable := ufs.String("cable", cableShm, "the hosts' cable: a unix socket carrying the frames in shared memory (shm) or itself (socket), both hosts in one process (inproc), or a USB link on this machine (usb[:UDC]; a -tags usb build)")
-		if err = ufs.Parse(args[1:]); err == nil {
-			err = up(ctx, *run, *cable)
-		}
-	case "down":
-		err = down(os.Stdout, *run)
-	case "shell":
-		if len(args) < 2 {
-			err = errors.New("usage: tbstream shell HOST [CMD [ARGS...]]")
-			break
-		}
-		err = shell(*run, args[1], args[2:])
-	case "unplug":
-		if len(args) != 2 {
-			err = errors.New("usage: tbstream unplug HOST")
-			break
-		}
-		err = daemon.Unplug(hostDir(*run, args[1]))
-	case "list":
-		switch {
-		case len(args) > 1 && args[1] == "-json":
-			err = listJSONTo(os.Stdout, *run)
-		default:
-			err = list(os.Stdout, *run, len(args) > 1 && args[1] == "-v")
-		}
-	case "stacks":
-		err = stacks(os.Stdout, *run, args[1:])
-	case "profile":
-		err = profile(os.Stdout, *run, args[1:])
-	case "bench":
-		err = bench(ctx, os.Stdout, os.Stderr, *run, args[1:])
-	case "pair-daemon":
-		// First, as tbstreamd does (nothing above opens a file).
-		inherited, fdErr := daemon.CloseInherited()
-		err = pairDaemon(ctx, *run, func(log *slog.Logger) { daemon.LogInherited(log, inherited, fdErr) })
-	case "daemon":
-		inherited, fdErr := daemon.CloseInherited()
-		var opts daemon.Options
-		opts, err = daemon.ParseFlags("tbstream daemon", args[1:])
-		if err == nil {
-			daemon.LogInherited(opts.Logger, inherited, fdErr)
-			err = daemon.Run(ctx, opts)
-		}
-	default:
-		fs.Usage()
-		os.Exit(2)
-	}
-	if err != nil {
-		var exit *exitError
-		if errors.As(err, &exit) {
-			os.Exit(exit.code)
-		}
-		fmt.Fprintln(os.Stderr, "tbstream:", err)
-		os.Exit(1)
+	code := cliMain(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// cli is one run of the command line: where it writes and the run root.
+type cli struct {
+	stdout, stderr io.Writer
+	run            string
+}
+
+// command is one of tbstream's commands: run gets the arguments after
+// its name. Its manual is the help topic of the same name (help.go).
+type command struct {
+	name string
+	run  func(ctx context.Context, c *cli, args []string) error
+}
+
+// commands are tbstream's commands, pair-daemon (what up -cable inproc
+// starts, documented under daemon) among them.
+func commands() []command {
+	return []command{
+		{"demo", runDemo},
+		{"up", runUp},
+		{"down", runDown},
+		{"shell", runShell},
+		{"list", runList},
+		{"unplug", runUnplug},
+		{"stacks", runStacks},
+		{"profile", runProfile},
+		{"bench", runBench},
+		{"daemon", runDaemon},
+		{"pair-daemon", runPairDaemon},
+		{"version", runVersion},
+		{"help", runHelp},
 	}
 }
+
+func lookupCommand(name string) (command, bool) {
+	for _, c := range commands() {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
+}
+
+// cliMain runs the command line args and returns the exit status: 0 on
+// success (help included), 1 on failure, 2 for a command line refused.
+func cliMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("tbstream")
+	run := fs.String("run", defaultRun, "")
+	version := fs.Bool("version", false, "")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, overallHelp())
+			return 0
+		}
+		fmt.Fprintf(stderr, "tbstream: %v\nrun 'tbstream help' for usage\n", err)
+		return 2
+	}
+	if *version {
+		fmt.Fprintln(stdout, daemon.Version("tbstream"))
+		return 0
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprint(stderr, overallHelp())
+		return 2
+	}
+	name := fs.Arg(0)
+	cmd, ok := lookupCommand(name)
+	if !ok {
+		fmt.Fprintf(stderr, "tbstream: unknown command %q; %s\n", name, commandHint(name))
+		return 2
+	}
+	c := &cli{stdout: stdout, stderr: stderr, run: *run}
+	return c.exit(name, cmd.run(ctx, c, fs.Args()[1:]))
+}
+
+// exit reports what command name returned, once, and returns the exit
+// status.
+func (c *cli) exit(name string, err error) int {
+	var usage *usageError
+	var exit *exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(c.stdout, topicHelp(helpName(name)))
+		return 0
+	case errors.As(err, &exit):
+		return exit.code
+	case errors.Is(err, errReported):
+		return 1
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintf(c.stderr, "tbstream: %s: interrupted\n", name)
+		return 1
+	case errors.As(err, &usage) && usage.bare:
+		fmt.Fprintf(c.stderr, "tbstream: %s: %v\n", name, usage.err)
+		return 2
+	case errors.As(err, &usage):
+		t, _ := lookupTopic(helpName(name))
+		fmt.Fprintf(c.stderr, "tbstream: %s: %v\n%srun 'tbstream help %s' for details\n", name, usage.err, t.shortUsage(), t.name)
+		return 2
+	}
+	fmt.Fprintf(c.stderr, "tbstream: %v\n", err)
+	return 1
+}
+
+// helpName is the help topic of command name.
+func helpName(name string) string {
+	if name == "pair-daemon" {
+		return "daemon"
+	}
+	return name
+}
+
+// usageError is a command line a command refuses (exit status 2): an
+// unknown flag, a bad flag value, a missing or extra argument. Its
+// report adds the command's usage, unless bare.
+type usageError struct {
+	err  error
+	bare bool
+}
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usageErrorf(format string, args ...any) error {
+	return &usageError{err: fmt.Errorf(format, args...)}
+}
+
+// errReported is a failure already reported where it happened (list's
+// "Host host2: not running"): exit status 1, nothing more printed.
+var errReported = errors.New("failure reported above")
 
 // exitError carries a child's exit status out of shell.
 type exitError struct{ code int }
 
 func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
+// newFlags is a command's flag set: it prints nothing, and parse returns
+// what is wrong for exit to report.
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return fs
+}
+
+// parse parses a command's args with fs: flag.ErrHelp for -h or --help, a
+// usage error for a flag fs refuses.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &usageError{err: err}
+	}
+	return nil
+}
+
+// parseInterspersed is parse where flags may also follow the arguments
+// (list host1 -v); it returns the arguments. After "--" everything is an
+// argument.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		i := slices.Index(args, "--")
+		if err := parse(fs, args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if i >= 0 && len(rest) == len(args)-i-1 {
+			return append(pos, rest...), nil // flag consumed "--"
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// noArgs refuses arguments after a command that takes none.
+func noArgs(fs *flag.FlagSet) error {
+	if fs.NArg() > 0 {
+		return usageErrorf("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}
+
+// needRoot refuses what only root may do (what, because why) with an
+// error that says so.
+func needRoot(what, why string) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("%s needs root (%s); run it with sudo", what, why)
+	}
+	return nil
+}
+
 func hostDir(run, host string) string { return filepath.Join(run, host) }
+
+// commandHint says what to do about an unknown command: a command it
+// is close to, else the help.
+func commandHint(name string) string {
+	if c := nearCommand(name); c != "" {
+		return fmt.Sprintf("did you mean %q? (run 'tbstream help' for the list)", c)
+	}
+	return "run 'tbstream help' for the list"
+}
+
+// nearCommand is the command name probably meant (a synonym, a unique
+// prefix, or one or two typos away), or "".
+func nearCommand(name string) string {
+	synonyms := map[string]string{
+		"start": "up", "stop": "down", "status": "list", "show": "list", "ls": "list",
+		"ps": "list", "watch": "list", "top": "list", "sh": "shell", "run": "shell",
+		"exec": "shell", "perf": "bench", "iperf": "bench", "-v": "version", "--help": "help",
+	}
+	if c, ok := synonyms[strings.ToLower(name)]; ok {
+		return c
+	}
+	var best string
+	bestDist, ties := 3, 0
+	var prefixed []string
+	for _, c := range commands() {
+		if c.name == "pair-daemon" {
+			continue
+		}
+		if len(name) >= 2 && strings.HasPrefix(c.name, name) {
+			prefixed = append(prefixed, c.name)
+		}
+		d := editDistance(strings.ToLower(name), c.name)
+		switch {
+		case d < bestDist:
+			best, bestDist, ties = c.name, d, 0
+		case d == bestDist:
+			ties++
+		}
+	}
+	if len(prefixed) == 1 {
+		return prefixed[0]
+	}
+	// One typo in a short name, two in a longer one; a tie says nothing.
+	if best == "" || ties > 0 || bestDist > 1 && len(name) < 5 {
+		return ""
+	}
+	return best
+}
+
+// editDistance is the optimal string alignment distance of a and b:
+// insertions, deletions, substitutions and transpositions of adjacent
+// bytes.
+func editDistance(a, b string) int {
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
+}
+
+// ---- the commands ----
+
+func runDemo(ctx context.Context, c *cli, args []string) error {
+	fs := newFlags("demo")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	if err := needRoot("demo", "it starts the hosts"); err != nil {
+		return err
+	}
+	return demo(ctx, c.run)
+}
+
+func runUp(ctx context.Context, c *cli, args []string) error {
+	fs := newFlags("up")
+	cable := upFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	reports, err := up(ctx, c.run, *cable)
+	for _, r := range reports {
+		fmt.Fprintln(c.stdout, r)
+	}
+	return err
+}
+
+// upFlags defines up's flags on fs.
+func upFlags(fs *flag.FlagSet) *string {
+	return fs.String("cable", cableShm, "the hosts' cable, `KIND` shm, socket, inproc or usb[:UDC] (see above)")
+}
+
+func runDown(ctx context.Context, c *cli, args []string) error {
+	fs := newFlags("down")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	if err := needRoot("down", "the hosts' daemons are root's"); err != nil {
+		return err
+	}
+	return down(c.stdout, c.run)
+}
+
+func runShell(ctx context.Context, c *cli, args []string) error {
+	fs := newFlags("shell")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return usageErrorf("no HOST given")
+	}
+	if err := needRoot("shell", "it makes a mount namespace"); err != nil {
+		return err
+	}
+	return shell(c.run, fs.Arg(0), fs.Args()[1:])
+}
+
+func runUnplug(ctx context.Context, c *cli, args []string) error {
+	fs := newFlags("unplug")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	switch fs.NArg() {
+	case 0:
+		return usageErrorf("no HOST given")
+	case 1:
+	default:
+		return usageErrorf("unexpected argument %q: unplug takes one HOST", fs.Arg(1))
+	}
+	if err := needRoot("unplug", "the daemon answers only root"); err != nil {
+		return err
+	}
+	host := fs.Arg(0)
+	if _, err := needHost(c.run, host); err != nil {
+		return err
+	}
+	if err := daemon.Unplug(hostDir(c.run, host)); err != nil {
+		return fmt.Errorf("%s: %w", host, err)
+	}
+	fmt.Fprintf(c.stdout, "%s: cable pulled out\n", host)
+	return nil
+}
+
+func runStacks(ctx context.Context, c *cli, args []string) error {
+	fs := newFlags("stacks")
+	hosts, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := needRoot("stacks", "the daemon answers only root"); err != nil {
+		return err
+	}
+	return stacks(c.stdout, c.stderr, c.run, hosts)
+}
+
+func runProfile(ctx context.Context, c *cli, args []string) error {
+	fs := newFlags("profile")
+	trace := profileFlags(fs)
+	args, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(args) != 2 {
+		return usageErrorf("want HOST and SECONDS, got %d argument(s)", len(args))
+	}
+	if err := needRoot("profile", "the daemon answers only root"); err != nil {
+		return err
+	}
+	return profile(c.stdout, c.run, args[0], args[1], *trace)
+}
+
+// profileFlags defines profile's flags on fs.
+func profileFlags(fs *flag.FlagSet) *bool {
+	return fs.Bool("trace", false, "an execution trace (go tool trace) instead of a CPU profile")
+}
+
+func runBench(ctx context.Context, c *cli, args []string) error {
+	return bench(ctx, c.stdout, c.stderr, c.run, args)
+}
+
+func runDaemon(ctx context.Context, c *cli, args []string) error {
+	opts, err := daemon.ParseFlags("tbstream daemon", args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return err
+	case errors.Is(err, daemon.ErrVersion):
+		return runVersion(ctx, c, nil)
+	case err != nil:
+		return &usageError{err: err}
+	}
+	// Before the daemon starts: a descriptor the starter left open would
+	// stay open until it stops. (What the daemon inherited is told by the
+	// descriptor's missing close-on-exec flag, not by when it was
+	// opened; and -h or a usage error leaves this process's alone.)
+	inherited, fdErr := daemon.CloseInherited()
+	daemon.LogInherited(opts.Logger, inherited, fdErr)
+	return daemon.Run(ctx, opts)
+}
+
+func runPairDaemon(ctx context.Context, c *cli, args []string) error {
+	fs := newFlags("pair-daemon")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	inherited, fdErr := daemon.CloseInherited() // as daemon does
+	return pairDaemon(ctx, c.run, func(log *slog.Logger) { daemon.LogInherited(log, inherited, fdErr) })
+}
+
+func runVersion(ctx context.Context, c *cli, args []string) error {
+	fs := newFlags("version")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.stdout, daemon.Version("tbstream"))
+	return nil
+}
+
+func runHelp(ctx context.Context, c *cli, args []string) error {
+	fs := newFlags("help")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	switch fs.NArg() {
+	case 0:
+		fmt.Fprint(c.stdout, overallHelp())
+		return nil
+	case 1:
+	default:
+		return usageErrorf("unexpected argument %q: help takes one COMMAND", fs.Arg(1))
+	}
+	name := fs.Arg(0)
+	if _, ok := lookupTopic(helpName(name)); !ok {
+		hint := "run 'tbstream help' for the list"
+		if near := nearCommand(name); near != "" {
+			hint = fmt.Sprintf("did you mean %q? (%s)", near, hint)
+		}
+		return &usageError{err: fmt.Errorf("unknown command %q; %s", name, hint), bare: true}
+	}
+	fmt.Fprint(c.stdout, topicHelp(helpName(name)))
+	return nil
+}

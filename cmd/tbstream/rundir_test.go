@@ -18,10 +18,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// testMainEnv makes the test binary tbstream itself (TestBinaryHelp).
+const testMainEnv = "TBSTREAM_TEST_MAIN"
+
 // TestMain stops a test binary that up started as a daemon (up re-runs
 // os.Executable(), here the test binary): should a refusal tested here
-// fail to refuse, the child must not run the tests again.
+// fail to refuse, the child must not run the tests again. With
+// testMainEnv it runs main; what that starts is refused again.
 func TestMain(m *testing.M) {
+	if os.Getenv(testMainEnv) != "" {
+		os.Unsetenv(testMainEnv)
+		main()
+	}
 	const child = "TBSTREAM_TEST_PARENT"
 	if os.Getenv(child) != "" {
 		fmt.Fprintln(os.Stderr, "tbstream test binary started as a daemon: refused")
@@ -146,8 +154,9 @@ func TestUpRefusesUnsafeRunDir(t *testing.T) {
 			before := tree(t, outside)
 			links := tree(t, run)
 
-			err := up(t.Context(), run, cableShm)
+			reports, err := up(t.Context(), run, cableShm)
 			require.Error(t, err)
+			assert.Empty(t, reports)
 			msg := "tbstream: " + err.Error()
 			assert.NotContains(t, msg, "\n", "one line")
 			assert.Equal(t, fmt.Sprintf("tbstream: run directory %s %s; use a directory only root can write, e.g. -run /run/tbstream", refused, c.want), msg)
@@ -192,8 +201,8 @@ func TestDownRefusesUnsafeRunDir(t *testing.T) {
 		want  string
 	}{
 		{"run root of nobody's", nobody, "run directory %s is owned by uid 65534, not root; use a directory only root can write, e.g. -run /run/tbstream"},
-		{"root's, with symlinked locks", -1, "host2: lock of %s/host2: open %[1]s/host2/lock: is a symbolic link; not followed\n" +
-			"host1: lock of %[1]s/host1: open %[1]s/host1/lock: is a symbolic link; not followed"},
+		{"root's, with symlinked locks", -1, "host1: lock of %s/host1: open %[1]s/host1/lock: is a symbolic link; not followed\n" +
+			"host2: lock of %[1]s/host2: open %[1]s/host2/lock: is a symbolic link; not followed"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			run, outside := plantedRunRoot(t, t.TempDir(), 0o755, c.owner)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -108,53 +109,69 @@ func planUp(run, cable string, usbHost bool) (upPlan, error) {
 	return p, nil
 }
 
+// upReport is what up did about one host: started it, or found it
+// running.
+type upReport struct {
+	host    string
+	pid     int
+	started bool
+	cable   string
+}
+
+func (r upReport) String() string {
+	if r.started {
+		return fmt.Sprintf("%s: started pid %d (cable %s)", r.host, r.pid, r.cable)
+	}
+	return fmt.Sprintf("%s: already running (pid %d)", r.host, r.pid)
+}
+
 // up starts the two hosts as background daemons (re-running this binary)
 // unless they run already, and waits until each sees the other's stream
-// service. A host that exits meanwhile is reported with its own last error
-// line from its log.
-func up(ctx context.Context, run, cable string) error {
+// service. It returns what it did per host, by name. A host that exits
+// meanwhile is reported with its own last error line from its log.
+func up(ctx context.Context, run, cable string) ([]upReport, error) {
 	plan, err := planUp(run, cable, daemon.USBHostBuilt)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if os.Geteuid() != 0 {
-		return errors.New("tbstream up needs root (it mounts FUSE file systems)")
+	if err := needRoot("up", "the hosts mount FUSE file systems"); err != nil {
+		return nil, err
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("up: this binary, to start the hosts with: %w", err)
 	}
 	// Before anything is asked, opened or started there: a run root or
 	// host directory that others could write is refused.
 	for _, h := range demoHosts {
 		dir, err := makeHostDir(run, h.name)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		dir.Close()
 	}
 	started := map[string]*startedHost{}
-	running := 0
+	runningPIDs := map[string]int{}
 	for _, h := range demoHosts {
 		if pid, err := daemon.Owner(hostDir(run, h.name)); err == nil && pid != 0 {
-			running++
+			runningPIDs[h.name] = pid
 		}
 	}
 	switch {
-	case plan.pair && running == 0:
+	case plan.pair && len(runningPIDs) == 0:
 		if started, err = startPair(self, run); err != nil {
-			return err
+			return nil, err
 		}
-	case plan.pair && running < len(demoHosts):
-		return errors.New("up -cable inproc: one host runs already on its own; tbstream down first")
+	case plan.pair && len(runningPIDs) < len(demoHosts):
+		return nil, errors.New("up -cable inproc: one host runs already on its own; stop it first with tbstream down")
 	case !plan.pair:
 		for _, h := range demoHosts {
-			if pid, err := daemon.Owner(hostDir(run, h.name)); err == nil && pid != 0 {
-				continue // running
+			if runningPIDs[h.name] != 0 {
+				continue
 			}
 			s, err := startHost(self, run, h.name, plan.args[h.name])
 			if err != nil {
-				return err
+				return nil, err
 			}
 			started[h.name] = s
 		}
@@ -169,7 +186,7 @@ func up(ctx context.Context, run, cable string) error {
 			if s := started[h.name]; s != nil {
 				select {
 				case <-s.exited:
-					return fmt.Errorf("%s exited: %s", h.name, s.lastError("no error logged"))
+					return nil, fmt.Errorf("%s exited: %s", h.name, s.lastError("no error logged"))
 				default:
 				}
 			}
@@ -178,16 +195,27 @@ func up(ctx context.Context, run, cable string) error {
 				if s := started[h.name]; s != nil {
 					why = s.lastError(why)
 				}
-				return fmt.Errorf("%s did not find its peer in %v: %s", h.name, plan.deadline, why)
+				return nil, fmt.Errorf("%s did not find its peer in %v: %s", h.name, plan.deadline, why)
 			}
 			select {
 			case <-ctx.Done():
-				return ctx.Err()
+				return nil, ctx.Err()
 			case <-time.After(50 * time.Millisecond):
 			}
 		}
 	}
-	return nil
+	var reports []upReport
+	for _, h := range demoHosts {
+		r := upReport{host: h.name, pid: runningPIDs[h.name], started: started[h.name] != nil, cable: cable}
+		if r.started {
+			// The process that holds the lock: the daemon, or the
+			// pair-daemon of both hosts.
+			r.pid, _ = daemon.Owner(hostDir(run, h.name))
+		}
+		reports = append(reports, r)
+	}
+	slices.SortFunc(reports, func(a, b upReport) int { return strings.Compare(a.host, b.host) })
+	return reports, nil
 }
 
 // startedHost is a daemon started by up: where its log began and when it
@@ -350,7 +378,8 @@ func (s *startedHost) lastError(otherwise string) string {
 	}
 	switch {
 	case errLine != "":
-		return errLine
+		// Its own "tbstream: " goes: up's error gets one.
+		return strings.TrimPrefix(errLine, "tbstream: ")
 	case warnLine != "":
 		return warnLine
 	}
@@ -369,29 +398,41 @@ func hasStreamService(st daemon.Status) bool {
 }
 
 // down stops the hosts' daemons, both at once, and returns when they have
-// exited and their mounts are gone. It prints what it did, including
-// leftovers of a daemon that died, which it removes.
+// exited and their mounts are gone. It prints what it did, by host name,
+// including leftovers of a daemon that died, which it removes; or that
+// nothing ran.
 func down(w io.Writer, run string) error {
 	// Refused as up refuses it, before anything is signalled.
 	if err := checkHostDirs(run); err != nil {
 		return err
 	}
-	reports := make([][]string, len(demoHosts))
-	errs := make([]error, len(demoHosts))
+	hosts := make([]string, 0, len(demoHosts))
+	for _, h := range demoHosts {
+		hosts = append(hosts, h.name)
+	}
+	slices.Sort(hosts)
+	reports := make([][]string, len(hosts))
+	errs := make([]error, len(hosts))
 	var wg sync.WaitGroup
-	for i, h := range demoHosts {
+	for i, h := range hosts {
 		wg.Go(func() {
-			reports[i], errs[i] = daemon.Shutdown(context.Background(), hostDir(run, h.name), 10*time.Second)
+			reports[i], errs[i] = daemon.Shutdown(context.Background(), hostDir(run, h), 10*time.Second)
 			if errs[i] != nil {
-				errs[i] = fmt.Errorf("%s: %w", h.name, errs[i])
+				errs[i] = fmt.Errorf("%s: %w", h, errs[i])
 			}
 		})
 	}
 	wg.Wait()
-	for i, h := range demoHosts {
+	did := false
+	for i, h := range hosts {
 		for _, r := range reports[i] {
-			fmt.Fprintf(w, "%s: %s\n", h.name, r)
+			fmt.Fprintf(w, "%s: %s\n", h, r)
+			did = true
 		}
 	}
-	return errors.Join(errs...)
+	err := errors.Join(errs...)
+	if !did && err == nil {
+		fmt.Fprintf(w, "nothing running under %s\n", run)
+	}
+	return err
 }

@@ -68,7 +68,8 @@ func TestUpRefusesUSBWithoutTag(t *testing.T) {
 	}
 	// Before anything else (root, starting daemons): nothing is started.
 	run := t.TempDir()
-	require.ErrorIs(t, up(t.Context(), run, "usb"), errNoUSBHostUp)
+	_, err := up(t.Context(), run, "usb")
+	require.ErrorIs(t, err, errNoUSBHostUp)
 	assert.NoDirExists(t, filepath.Join(run, "host1"))
 }
 

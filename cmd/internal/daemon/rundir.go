@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -30,7 +31,36 @@ const (
 	pidName    = "pid"
 	statusName = "status.sock"
 	lockMode   = 0o600
+	// statusMode lets any user connect to the status socket, which
+	// answers a status request from anyone and every other request to
+	// root alone (peerPrivileged): the status shows what Linux shows
+	// every user of its sysfs and configfs, the others stop, slow or
+	// look inside the daemon.
+	statusMode = 0o666
 )
+
+// peerPrivileged says whether the process at the other end of the status
+// socket connection c runs as root, or as the daemon's own user: its
+// credentials as the kernel took them at connect(2) (SO_PEERCRED), which
+// the peer cannot choose.
+func peerPrivileged(c net.Conn) bool {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return false
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil || credErr != nil {
+		return false
+	}
+	return cred.Uid == 0 || cred.Uid == uint32(os.Geteuid())
+}
 
 // lockPath is the run directory's lock file.
 func lockPath(run string) string { return filepath.Join(run, lockName) }
