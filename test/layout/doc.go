@@ -1,3 +1,4 @@
-// Package layout holds the test that enforces DESIGN's import rules: which of the
-// module's packages may import which. It has no code of its own.
+// Package layout holds the tests of the tree's shape: DESIGN's import rules
+// (which of the module's packages may import which) and the README's limits
+// as a user's page. It has no code of its own.
 package layout

@@ -13,6 +13,13 @@ if [ "$(id -u)" != 0 ]; then
   tally
   exit 0
 fi
+# The command this suite runs must be the one the README gives.
+if grep -qF '| the two-host demo | `go run ./cmd/tbstream demo` |' README.md &&
+  grep -qF '| the tests | `test/run.sh` |' README.md; then
+  pass "demo/readme: the README's set-up commands are the ones run here and by .ci/run"
+else
+  fail "demo/readme: README.md's set-up table no longer gives \`go run ./cmd/tbstream demo\` and \`test/run.sh\`"
+fi
 dir=$(mktemp -d -t tbstream-demo.XXXXXX)
 at_exit 'go run ./cmd/tbstream -run "$dir/run" down >/dev/null 2>&1; rm -rf "$dir"'
 out=$dir/demo.out
