@@ -258,3 +258,22 @@ func TestNewSessionWhileOldReleasesRun(t *testing.T) {
 }
 
 var _ = errors.Is
+
+// The stream's state names the session in progress: "closed by peer"
+// while a reader that met the peer's CLOSE still holds the node, "ready"
+// once the session is over, for the next one.
+func TestStateAfterSession(t *testing.T) {
+	h1, h2, _ := twoHosts(t)
+	i1, i2 := pairSmallStream(t, h1, h2, "st")
+	r := openNode(t, h2, i2, syscall.O_RDONLY)
+	w := openNode(t, h1, i1, syscall.O_WRONLY)
+	writeAll(t, w, []byte("one session"))
+	<-closeLater(w)
+	got, err := readToEOF(r)
+	require.NoError(t, err)
+	require.Equal(t, "one session", string(got))
+	require.Equal(t, "closed by peer", infoOf(t, h2, "0-1.0", "st").State, "the reader at EOF, node still open")
+	<-closeLater(r)
+	require.Eventually(t, func() bool { return infoOf(t, h2, "0-1.0", "st").State == "ready" }, hangGuard, time.Millisecond,
+		"after the session's last close")
+}

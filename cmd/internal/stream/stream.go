@@ -584,8 +584,8 @@ func (st *Stream) Info() Info {
 		info.State = "detached"
 	case err != nil:
 		info.State = "no hopids"
-	case st.closed || st.data != nil && st.data.peerClosed:
-		info.State = "closed by peer"
+	case st.users > 0 && (st.closed || st.data != nil && st.data.peerClosed):
+		info.State = "closed by peer" // until this session's last close
 	case st.users > 0:
 		info.State = "open"
 	case len(st.live) > 0:
