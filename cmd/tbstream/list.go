@@ -95,6 +95,23 @@ func needHost(run, host string) (daemon.Status, error) {
 	return st, nil
 }
 
+// hostStatus is the status of host's daemon for a listing, or, when there
+// is none to be had, why: "not running: start it with tbstream up", or the
+// error with the host's name left out (the listing names the host).
+func hostStatus(run, host string) (daemon.Status, string) {
+	st, err := runningStatus(hostDir(run, host))
+	switch {
+	case errors.Is(err, errNotRunning):
+		err = notRunning(host)
+	case err != nil:
+		err = fmt.Errorf("%s: %w", host, err)
+	default:
+		return st, ""
+	}
+	_, why, _ := strings.Cut(err.Error(), ": ")
+	return st, why
+}
+
 // errNotRunning: no daemon holds the host's lock.
 var errNotRunning = errors.New("not running")
 
@@ -222,14 +239,8 @@ func runList(ctx context.Context, c *cli, args []string) error {
 func list(w io.Writer, run string, hosts []string, verbose bool) error {
 	failed := false
 	for _, name := range hosts {
-		st, err := runningStatus(hostDir(run, name))
-		if err != nil {
-			if errors.Is(err, errNotRunning) {
-				err = notRunning(name)
-			} else {
-				err = fmt.Errorf("%s: %w", name, err)
-			}
-			_, why, _ := strings.Cut(err.Error(), ": ")
+		st, why := hostStatus(run, name)
+		if why != "" {
 			fmt.Fprintf(w, "Host %s: %s\n\n", name, why)
 			failed = true
 			continue

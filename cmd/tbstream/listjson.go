@@ -2,10 +2,8 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"strings"
 
 	"tbstream/cmd/internal/daemon"
 	"tbstream/nhi/emu"
@@ -126,14 +124,8 @@ func listJSONTo(w io.Writer, run string, hosts []string) error {
 	doc := listJSON{Hosts: []hostJSON{}}
 	failed := false
 	for _, name := range hosts {
-		st, err := runningStatus(hostDir(run, name))
-		if err != nil {
-			if errors.Is(err, errNotRunning) {
-				err = notRunning(name)
-			} else {
-				err = fmt.Errorf("%s: %w", name, err)
-			}
-			_, why, _ := strings.Cut(err.Error(), ": ")
+		st, why := hostStatus(run, name)
+		if why != "" {
 			doc.Hosts = append(doc.Hosts, hostJSON{Name: name, Error: why})
 			failed = true
 			continue

@@ -213,6 +213,14 @@ func noArgs(fs *flag.FlagSet) error {
 	return nil
 }
 
+// parseNoArgs is parse for a command that takes flags only.
+func parseNoArgs(fs *flag.FlagSet, args []string) error {
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	return noArgs(fs)
+}
+
 // needRoot refuses what only root may do (what, because why) with an
 // error that says so.
 func needRoot(what, why string) error {
@@ -303,10 +311,7 @@ func editDistance(a, b string) int {
 
 func runDemo(ctx context.Context, c *cli, args []string) error {
 	fs := newFlags("demo")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := noArgs(fs); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	if err := needRoot("demo", "it starts the hosts"); err != nil {
@@ -318,10 +323,7 @@ func runDemo(ctx context.Context, c *cli, args []string) error {
 func runUp(ctx context.Context, c *cli, args []string) error {
 	fs := newFlags("up")
 	cable := upFlags(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := noArgs(fs); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	reports, err := up(ctx, c.run, *cable)
@@ -338,10 +340,7 @@ func upFlags(fs *flag.FlagSet) *string {
 
 func runDown(ctx context.Context, c *cli, args []string) error {
 	fs := newFlags("down")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := noArgs(fs); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	if err := needRoot("down", "the hosts' daemons are root's"); err != nil {
@@ -448,10 +447,7 @@ func runDaemon(ctx context.Context, c *cli, args []string) error {
 
 func runPairDaemon(ctx context.Context, c *cli, args []string) error {
 	fs := newFlags("pair-daemon")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := noArgs(fs); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	inherited, fdErr := daemon.CloseInherited() // as daemon does
@@ -460,10 +456,7 @@ func runPairDaemon(ctx context.Context, c *cli, args []string) error {
 
 func runVersion(ctx context.Context, c *cli, args []string) error {
 	fs := newFlags("version")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := noArgs(fs); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	fmt.Fprintln(c.stdout, daemon.Version("tbstream"))

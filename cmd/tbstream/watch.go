@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -275,14 +273,8 @@ func takeSample(run string, named []string, at time.Time) watchSample {
 		hosts, _ = hostNames(run)
 	}
 	for _, name := range hosts {
-		st, err := runningStatus(hostDir(run, name))
-		if err != nil {
-			if errors.Is(err, errNotRunning) {
-				err = notRunning(name)
-			} else {
-				err = fmt.Errorf("%s: %w", name, err)
-			}
-			_, why, _ := strings.Cut(err.Error(), ": ")
+		st, why := hostStatus(run, name)
+		if why != "" {
 			s.hosts = append(s.hosts, hostJSON{Name: name, Error: why})
 			continue
 		}
