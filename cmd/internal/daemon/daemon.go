@@ -200,8 +200,14 @@ func (d *Daemon) start(ctx context.Context) error {
 	}
 	if d.emu != nil {
 		if opts.Listen != "" {
+			// At once, so that an address this machine does not have
+			// (yet) fails the start: a service manager retries it.
+			ln, err := d.listenCable(opts.Listen)
+			if err != nil {
+				return fmt.Errorf("listen for a cable on %s: %w", opts.Listen, err)
+			}
 			d.wg.Add(1)
-			go d.acceptCables(ctx, opts.Listen)
+			go d.acceptCables(ctx, ln, opts.Listen)
 		}
 		if opts.Connect != "" {
 			d.wg.Add(1)
@@ -342,31 +348,32 @@ func (d *Daemon) port() emu.Port {
 	return emu.Port{Adapter: d.opts.Adapter, PeerRoute: d.opts.PeerRoute}
 }
 
-func (d *Daemon) acceptCables(ctx context.Context, addr string) {
-	defer d.wg.Done()
+// listenCable opens the listener of the cable end at addr.
+func (d *Daemon) listenCable(addr string) (net.Listener, error) {
 	network, a, err := parseAddr(addr)
 	if err != nil {
-		d.log.Error("cannot listen for a cable", "err", err)
-		return
+		return nil, err
 	}
-	var ln net.Listener
 	if network == "unix" {
 		// ListenUnix renames its socket over a (which does not follow
 		// a symlink there), but a name that is not a socket is not a
 		// dead cable's: refused.
-		if err = checkSocket(a); err == nil {
-			ln, err = emu.ListenUnix(a) // mode 0600: root only
+		if err := checkSocket(a); err != nil {
+			return nil, err
 		}
-	} else {
-		ln, err = d.emu.ListenTCP(a)
+		return emu.ListenUnix(a) // mode 0600: root only
 	}
-	if err != nil {
-		d.log.Error("cannot listen for a cable", "addr", addr, "err", err)
-		return
-	}
-	if network == "tcp" && d.opts.CableKey == nil {
+	ln, err := d.emu.ListenTCP(a)
+	if err == nil && d.opts.CableKey == nil {
 		d.log.Warn("cable listener without -cable-key: any local user can plug in", "addr", ln.Addr().String())
 	}
+	return ln, err
+}
+
+// acceptCables plugs in each cable ln accepts, one at a time, until ctx
+// ends.
+func (d *Daemon) acceptCables(ctx context.Context, ln net.Listener, addr string) {
+	defer d.wg.Done()
 	context.AfterFunc(ctx, func() { ln.Close() })
 	for ctx.Err() == nil {
 		c, err := d.emu.Accept(ctx, ln, d.port())

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,5 +86,34 @@ func TestStopRemovesEverything(t *testing.T) {
 	// The run directory is free again.
 	d, err = Start(context.Background(), Options{Name: "h", RunDir: run, Devices: "fuse", Logger: quiet})
 	require.NoError(t, err)
+	d.Stop()
+}
+
+// A cable listener that cannot listen fails the start, with nothing left
+// mounted, so that a service manager sees the failure and retries; a
+// daemon that ran on without its listener would look healthy and never
+// be plugged in.
+func TestListenFailureFailsStart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts FUSE file systems")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("needs /dev/fuse")
+	}
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer taken.Close()
+	run := t.TempDir()
+	notSocket := filepath.Join(t.TempDir(), "cable.sock")
+	require.NoError(t, os.WriteFile(notSocket, nil, 0o600))
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, addr := range []string{"tcp:" + taken.Addr().String(), "unix:" + notSocket} {
+		_, err = Start(context.Background(), Options{Name: "h", RunDir: run, Devices: "fuse", Listen: addr, Logger: quiet})
+		require.ErrorContains(t, err, "listen for a cable on "+addr)
+		require.False(t, mounted(t, ConfigDir(run)), "%s: configfs unmounted", addr)
+		require.False(t, mounted(t, DevDir(run)), "%s: devices unmounted", addr)
+	}
+	d, err := Start(context.Background(), Options{Name: "h", RunDir: run, Devices: "fuse", Listen: "tcp:127.0.0.1:0", Logger: quiet})
+	require.NoError(t, err, "the run directory is free again, and a free address listens")
 	d.Stop()
 }
