@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"tbstream/xdomain/ctl"
+	"tbstream/nhi/ctl"
 )
 
 // Control channel constants (ctl.c).

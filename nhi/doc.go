@@ -66,7 +66,7 @@
 //
 // The control channel (OpenControl) runs ring 0 in RAW mode: frames of at
 // most 256 bytes whose SOF and EOF PDF are the packet type, body dwords
-// big-endian with a trailing CRC-32C (package xdomain/ctl encodes them).
+// big-endian with a trailing CRC-32C (package nhi/ctl encodes them).
 // Requests are matched to responses by type, route, size and (config
 // reads and writes) sequence number; config accesses are retried 4 times
 // with seq = attempt. An ERROR packet answers the oldest request to its

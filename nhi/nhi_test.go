@@ -11,8 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"tbstream/nhi"
+	"tbstream/nhi/ctl"
 	"tbstream/nhi/emu"
-	"tbstream/xdomain/ctl"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

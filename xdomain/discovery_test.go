@@ -11,7 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"tbstream/xdomain/ctl"
+	"tbstream/nhi/ctl"
 	"tbstream/xdomain/property"
 	"tbstream/xdomain/xdp"
 )

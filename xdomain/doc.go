@@ -3,9 +3,9 @@
 // of its subpackages — the XDomain discovery exchange and the DMA path
 // set-up in the host router.
 //
-// Subpackages hold the wire formats and do no I/O:
-//   - ctl: control packets (route header, CRC-32C, config READ/WRITE/ERROR/
-//     EVENT/RESET);
+// It sits on the core: the NHI driver (package nhi), the router's
+// config-space registers (nhi/tbregs.go) and the control-packet codec
+// (nhi/ctl). Its subpackages hold the XDomain wire formats and do no I/O:
 //   - xdp: XDomain discovery messages carried in XDOMAIN_REQ/RESP packets;
 //   - property: property blocks, byte-exact with Linux.
 //

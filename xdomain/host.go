@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"tbstream/xdomain/ctl"
+	"tbstream/nhi/ctl"
 	"tbstream/xdomain/property"
 	"tbstream/xdomain/xdp"
 )

@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"tbstream/xdomain/ctl"
+	"tbstream/nhi/ctl"
 )
 
 // ErrName reports a host or service name that does not have the kernel's

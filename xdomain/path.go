@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"tbstream/nhi"
-	"tbstream/xdomain/ctl"
+	"tbstream/nhi/ctl"
 )
 
 // DMA paths between the NHI and a remote host (tb_xdomain_enable_paths

@@ -10,9 +10,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"tbstream/nhi"
+	"tbstream/nhi/ctl"
 	"tbstream/nhi/emu"
 	"tbstream/xdomain"
-	"tbstream/xdomain/ctl"
 )
 
 // Topology of the path tests (the docs' example):

@@ -11,9 +11,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"tbstream/nhi"
+	"tbstream/nhi/ctl"
 	"tbstream/nhi/emu"
 	"tbstream/xdomain"
-	"tbstream/xdomain/ctl"
 )
 
 // The register-write sequences Linux uses to start and stop a ring

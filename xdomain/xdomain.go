@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"tbstream/hopid"
-	"tbstream/xdomain/ctl"
+	"tbstream/nhi/ctl"
 	"tbstream/xdomain/property"
 	"tbstream/xdomain/xdp"
 )

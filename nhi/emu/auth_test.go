@@ -19,8 +19,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"tbstream/nhi"
+	"tbstream/nhi/ctl"
 	"tbstream/nhi/emu"
-	"tbstream/xdomain/ctl"
 )
 
 // hangGuard bounds the waits of these tests; it is never a speed

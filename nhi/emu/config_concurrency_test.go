@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"tbstream/nhi"
-	"tbstream/xdomain/ctl"
+	"tbstream/nhi/ctl"
 )
 
 // TestConcurrentConfigReads reads the type of every adapter from several

@@ -13,8 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"tbstream/nhi"
+	"tbstream/nhi/ctl"
 	"tbstream/nhi/emu"
-	"tbstream/xdomain/ctl"
 )
 
 const waitLong = 10 * time.Second

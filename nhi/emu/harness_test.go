@@ -13,8 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"tbstream/nhi"
+	"tbstream/nhi/ctl"
 	"tbstream/nhi/emu"
-	"tbstream/xdomain/ctl"
 )
 
 // Stream PDFs (USB4STREAM): SOF of every frame, EOF of data and of CLOSE.

@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"tbstream/nhi"
-	"tbstream/xdomain/ctl"
+	"tbstream/nhi/ctl"
 )
 
 // socketBuffer is the write buffer of a socket cable; the engine flushes it

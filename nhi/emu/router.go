@@ -5,7 +5,7 @@ import (
 	"sync/atomic"
 
 	"tbstream/nhi"
-	"tbstream/xdomain/ctl"
+	"tbstream/nhi/ctl"
 )
 
 // Topology of the emulated host router.

@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"tbstream/xdomain/ctl"
+	"tbstream/nhi/ctl"
 	"tbstream/xdomain/xdp"
 )
 

@@ -19,7 +19,7 @@ import (
 	"fmt"
 	"strconv"
 
-	"tbstream/xdomain/ctl"
+	"tbstream/nhi/ctl"
 )
 
 // MessageType is the type dword of an XDP message (enum tb_xdp_type).

@@ -5,7 +5,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"tbstream/xdomain/ctl"
+	"tbstream/nhi/ctl"
 )
 
 func TestXDPUUIDWireBytes(t *testing.T) {

@@ -55,11 +55,11 @@ import (
 	"tbstream/configfs"
 	"tbstream/cuse"
 	"tbstream/nhi"
+	"tbstream/nhi/ctl"
 	"tbstream/nhi/emu"
 	"tbstream/nhi/emu/usbcable"
 	"tbstream/nhi/vfio"
 	"tbstream/xdomain"
-	"tbstream/xdomain/ctl"
 )
 
 // Options configure one daemon.

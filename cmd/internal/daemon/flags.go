@@ -13,9 +13,9 @@ import (
 	"strconv"
 	"strings"
 
+	"tbstream/nhi/ctl"
 	"tbstream/nhi/emu"
 	"tbstream/nhi/emu/usbcable"
-	"tbstream/xdomain/ctl"
 )
 
 // ErrVersion is what ParseFlags returns for -version: the caller prints

@@ -9,8 +9,8 @@ import (
 
 	"tbstream/cmd/internal/sysfs"
 	"tbstream/nhi"
+	"tbstream/nhi/ctl"
 	"tbstream/xdomain"
-	"tbstream/xdomain/ctl"
 )
 
 // SysDir is the sysfs view's mount: <run>/sys/bus/thunderbolt and

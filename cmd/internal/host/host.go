@@ -16,8 +16,8 @@ import (
 
 	"tbstream/cmd/internal/stream"
 	"tbstream/nhi"
+	"tbstream/nhi/ctl"
 	"tbstream/xdomain"
-	"tbstream/xdomain/ctl"
 	"tbstream/xdomain/xdp"
 )
 

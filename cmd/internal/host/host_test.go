@@ -18,9 +18,9 @@ import (
 	"tbstream/cmd/internal/stream"
 	"tbstream/configfs"
 	"tbstream/cuse"
+	"tbstream/nhi/ctl"
 	"tbstream/nhi/emu"
 	"tbstream/xdomain"
-	"tbstream/xdomain/ctl"
 )
 
 // nodes is a stream.Devices that keeps the devices in a map; tests call

@@ -18,9 +18,9 @@ import (
 	"tbstream/configfs"
 	"tbstream/cuse"
 	"tbstream/nhi"
+	"tbstream/nhi/ctl"
 	"tbstream/nhi/emu"
 	"tbstream/xdomain"
-	"tbstream/xdomain/ctl"
 )
 
 // hangGuard is how long a test lets an operation that must not wait run

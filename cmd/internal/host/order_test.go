@@ -11,9 +11,9 @@ import (
 	"tbstream/cmd/internal/stream"
 	"tbstream/cuse"
 	"tbstream/nhi"
+	"tbstream/nhi/ctl"
 	"tbstream/nhi/emu"
 	"tbstream/xdomain"
-	"tbstream/xdomain/ctl"
 )
 
 // The order in which a stream's first open and last close start and stop

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"tbstream/nhi"
+	"tbstream/nhi/ctl"
 	"tbstream/xdomain"
-	"tbstream/xdomain/ctl"
 )
 
 // PDFs of USB4STREAM frames (§1.8): every frame starts with FRAME_START;

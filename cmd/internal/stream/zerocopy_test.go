@@ -22,9 +22,9 @@ import (
 	"tbstream/cuse"
 	"tbstream/cuse/fakekernel"
 	"tbstream/nhi"
+	"tbstream/nhi/ctl"
 	"tbstream/nhi/emu"
 	"tbstream/xdomain"
-	"tbstream/xdomain/ctl"
 )
 
 // The tests here run two emulated hosts joined in process. With cuse set,
