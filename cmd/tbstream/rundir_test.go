@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -16,6 +15,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"tbstream/cmd/internal/daemon"
 )
 
 // testMainEnv makes the test binary tbstream itself (TestBinaryHelp).
@@ -170,18 +171,12 @@ func TestUpRefusesUnsafeRunDir(t *testing.T) {
 	}
 }
 
-// mountsUnder lists the mounts below dir.
+// mountsUnder lists the mount points below dir.
 func mountsUnder(t *testing.T, dir string) []string {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	mounts, err := daemon.MountsUnder(dir)
 	require.NoError(t, err)
-	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			out = append(out, f[4])
-		}
-	}
-	return out
+	return mounts
 }
 
 // down refuses a run directory that is not root's alone, and never follows

@@ -181,10 +181,10 @@ func lockHolder(sc *bufio.Scanner, major, minor uint32, ino uint64) (int, error)
 	return 0, sc.Err()
 }
 
-// mountsUnder returns the mount points below dir (not dir itself, which may
+// MountsUnder returns the mount points below dir (not dir itself, which may
 // be a mount of the operator's), deepest first, as
 // /proc/self/mountinfo lists them (field 5, with octal escapes).
-func mountsUnder(dir string) ([]string, error) {
+func MountsUnder(dir string) ([]string, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
@@ -253,7 +253,7 @@ func CleanStale(run string) ([]string, error) {
 	var errs []error
 	// dir's name has its parents' symlinks resolved, as mountinfo
 	// has them.
-	mounts, err := mountsUnder(dir.Name())
+	mounts, err := MountsUnder(dir.Name())
 	if err != nil {
 		errs = append(errs, fmt.Errorf("list mounts: %w", err))
 	}
