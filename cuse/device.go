@@ -19,8 +19,8 @@ const (
 
 // A Device is what one character device serves. The server calls Open for
 // every open(2) of the node; everything after that goes to the Handle it
-// returns. A Device knows nothing of the transport: the CUSE server and the
-// FUSE fallback (package cuse/fusefile) both serve it.
+// returns. A Device knows nothing of the transport: a CUSE node and a file
+// of a Dir are served alike.
 type Device interface {
 	// Open admits one open file description. It may block (honouring ctx,
 	// which INTERRUPT cancels) and fails with a syscall.Errno the opener
@@ -37,7 +37,10 @@ type Handle interface {
 	// Read returns up to req.Size bytes. Blocking rules: wait until at
 	// least one byte is available, unless req.Nonblock() (then fail with
 	// syscall.EAGAIN) or ctx is cancelled (return ctx.Err(); the reader
-	// sees EINTR). Returning no data and a nil error is end of file.
+	// sees EINTR). The server sets O_NONBLOCK on every READ and parks
+	// the ones that would wait (see ReadRequest.Parkable), so a Read
+	// that blocks is one whose device chose to. Returning no data and a
+	// nil error is end of file.
 	//
 	// The returned ReadResult's slices are written to the kernel with one
 	// writev and are not copied first: they must stay valid until Done is
@@ -93,9 +96,15 @@ type WriteBufferer interface {
 }
 
 // A Waker is given to each handle at Open. Calling it says that the
-// handle's readiness may have changed; the server then sends NOTIFY_POLL if
-// the kernel asked to be notified for this handle. It never blocks, is safe
-// from any goroutine and after Release, and a redundant call is harmless.
+// handle's readiness may have changed: data to read, room to write, a
+// hang-up or an error, or the end of whatever made a Read answer EAGAIN.
+// The server then sends NOTIFY_POLL if the kernel asked to be notified
+// for this handle, and asks the device again for the handle's parked
+// READs, on the calling goroutine: the reply goes out from there. So a
+// Waker must be called with none of the device's locks held (it may call
+// Read, and a ReadResult's Done); it never waits for anything but that,
+// is safe from any goroutine and after Release, and a redundant call is
+// cheap.
 type Waker func()
 
 // Caller identifies the process that made a request.
@@ -110,8 +119,7 @@ type OpenRequest struct {
 	// was given to open(2); the kernel strips O_CREAT, O_EXCL, O_NOCTTY and
 	// O_TRUNC).
 	Flags uint32
-	// Wake is this handle's Waker; nil where nothing can poll the handle
-	// (the FUSE fallback has no poll).
+	// Wake is this handle's Waker (see there).
 	Wake Waker
 }
 
@@ -131,11 +139,18 @@ type ReadRequest struct {
 	// Flags are the file's current f_flags; O_NONBLOCK is honoured per
 	// request because fcntl(F_SETFL) is not announced to the server.
 	Flags uint32
-	// MaxSlices, when not 0, bounds the slices of the ReadResult: the
-	// FUSE fallback asks for 1, since go-fuse replies from one buffer and
-	// would otherwise copy. A short read is fine for a stream; a device
-	// that returns more slices is served by a copy.
+	// MaxSlices, when not 0, bounds the slices of the ReadResult (the
+	// server asks for MaxReplySlices: one writev takes at most IOV_MAX
+	// buffers). A short read is fine for a stream; a device that returns
+	// more slices is served by a copy.
 	MaxSlices int
+	// Parkable says that the caller waits for data although Flags has
+	// O_NONBLOCK: the server added it. On EAGAIN the server parks the
+	// request and asks again, with the same request, after the handle's
+	// next Waker call; no goroutine waits meanwhile. A device that cannot
+	// call its Waker when data comes (one that busy-polls) may instead
+	// block as a blocking read would, honouring ctx.
+	Parkable bool
 }
 
 // Nonblock reports whether this request must not block.

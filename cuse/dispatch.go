@@ -20,8 +20,9 @@ func (s *Server) handle(bufs *buffers, n int) {
 		s.stats.Malformed.Add(1)
 		s.log.Warn("malformed request", "err", err)
 		// Answer what can be answered, so no caller waits forever; unique 0
-		// would be read as a notification.
-		if n >= InHeaderSize && req.Header.Unique != 0 && req.Header.Opcode != OpInterrupt {
+		// would be read as a notification, and INTERRUPT and the FORGETs
+		// are never answered.
+		if op := req.Header.Opcode; n >= InHeaderSize && req.Header.Unique != 0 && op != OpInterrupt && op != OpForget && op != OpBatchForget {
 			s.reply(req.Header.Unique, syscall.EIO)
 		}
 		return
@@ -36,40 +37,58 @@ func (s *Server) handle(bufs *buffers, n int) {
 		return
 	}
 	unique = h.Unique
+	var body []byte // LOOKUP's name, BATCH_FORGET's entries
+	if s.fs != nil && (h.Opcode == OpLookup || h.Opcode == OpBatchForget) {
+		body = bufs.body(n)
+	}
 	if h.Opcode != OpWrite {
-		// Only a WRITE needs the payload buffer while it is handled; a READ
-		// may block for long, and must not pin 128 KiB meanwhile.
+		// Only a WRITE needs the payload buffer while it is handled.
 		s.putBuffer(bufs)
 	}
 	if s.opts.Debug {
-		s.log.Debug("rx", "op", OpName(h.Opcode), "unique", h.Unique, "len", h.Length)
+		s.log.Debug("rx", "op", OpName(h.Opcode), "unique", h.Unique, "node", h.NodeId, "len", h.Length)
 	}
 	if h.Opcode == OpInterrupt {
 		s.interrupt(&req)
 		return
 	}
-	ctx, cancel := context.WithCancel(s.ctx)
+	// READ, WRITE and POLL use the reader's reusable context; the rest
+	// (rare, and their contexts may be kept: OPEN starts rings with it) a
+	// context of their own.
+	var ctx context.Context
+	var c canceler
+	switch h.Opcode {
+	case OpRead, OpWrite, OpPoll:
+		bufs.ctx.reset()
+		ctx, c = &bufs.ctx, &bufs.ctx
+	default:
+		cctx, cancel := context.WithCancel(s.ctx)
+		defer cancel()
+		ctx, c = cctx, cancelFunc(cancel)
+	}
 	s.mu.Lock()
-	s.mu.inflight[h.Unique] = cancel
+	if s.ctx.Err() != nil {
+		c.cancel() // shutdown began: it will not find this one
+	}
+	s.mu.inflight[h.Unique] = c
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.mu.inflight, h.Unique)
 		s.mu.Unlock()
-		cancel()
 	}()
 	caller := Caller{UID: h.Uid, GID: h.Gid, PID: h.Pid}
 	switch h.Opcode {
 	case OpOpen:
 		s.open(ctx, &req, caller)
 	case OpRead:
-		s.read(ctx, &req, caller)
+		s.read(ctx, &req, caller, bufs)
 	case OpWrite:
 		s.write(ctx, &req, caller, bufs)
 	case OpRelease:
 		s.release(ctx, &req)
 	case OpPoll:
-		s.poll(ctx, &req, caller)
+		s.poll(ctx, &req, caller, bufs)
 	case OpIoctl:
 		// The real driver has no ioctl; restricted mode (no
 		// CUSE_UNRESTRICTED_IOCTL) means nothing else to negotiate.
@@ -78,8 +97,13 @@ func (s *Server) handle(bufs *buffers, n int) {
 		s.log.Warn("second CUSE_INIT")
 		s.reply(h.Unique, syscall.EPROTO)
 	default:
+		if s.fs != nil && s.fsRequest(ctx, &req, body) {
+			return
+		}
 		s.stats.Unknown.Add(1)
-		s.log.Info("unsupported opcode", "op", OpName(h.Opcode))
+		// A FUSE mount gets xattr, access and create requests from
+		// ordinary tools: ENOSYS tells the kernel not to ask again.
+		s.log.Debug("unsupported opcode", "op", OpName(h.Opcode))
 		s.reply(h.Unique, syscall.ENOSYS)
 	}
 }
@@ -92,11 +116,24 @@ func (s *Server) handleOf(fh uint64) *openHandle {
 }
 
 func (s *Server) open(ctx context.Context, req *Request, caller Caller) {
+	dev := s.dev
+	var flags uint32 // CUSE applies no FOPEN_* flag (it never calls fuse_finish_open)
+	if s.fs != nil {
+		if req.Header.NodeId == rootID {
+			s.reply(req.Header.Unique, syscall.EISDIR)
+			return
+		}
+		if dev = s.fs.device(req.Header.NodeId); dev == nil {
+			s.reply(req.Header.Unique, syscall.ENOENT)
+			return
+		}
+		flags = openDirectIO | openNonseekable | openStream
+	}
 	s.mu.Lock()
 	s.mu.nextFh++
 	fh := s.mu.nextFh
 	s.mu.Unlock()
-	h, err := s.devOpen(ctx, &OpenRequest{Caller: caller, Flags: req.Open.Flags, Wake: func() { s.wake(fh) }})
+	h, err := s.devOpen(ctx, dev, &OpenRequest{Caller: caller, Flags: req.Open.Flags, Wake: func() { s.wake(fh) }})
 	if err != nil {
 		s.reply(req.Header.Unique, s.errno(err, "open"))
 		return
@@ -105,9 +142,8 @@ func (s *Server) open(ctx context.Context, req *Request, caller Caller) {
 	s.mu.handles[fh] = &openHandle{h: h}
 	s.mu.Unlock()
 	out := make([]byte, OutHeaderSize+OpenOutSize)
-	// fuse_open_out{fh, open_flags=0, backing_id=0}: CUSE applies no
-	// FOPEN_* flag (it never calls fuse_finish_open); I/O is always direct.
 	binary.LittleEndian.PutUint64(out[OutHeaderSize:], fh)
+	binary.LittleEndian.PutUint32(out[OutHeaderSize+8:], flags)
 	putOutHeader(out, len(out), 0, req.Header.Unique)
 	if s.send(out) != nil {
 		// The opener is gone (interrupted): nobody will RELEASE this fh.
@@ -118,7 +154,13 @@ func (s *Server) open(ctx context.Context, req *Request, caller Caller) {
 	}
 }
 
-func (s *Server) read(ctx context.Context, req *Request, caller Caller) {
+// read asks the device without blocking. A READ at a non-zero offset
+// continues a read(2) that already has data (the kernel splits a read(2)
+// into READs of max_read bytes, offsets counting from 0 in each syscall,
+// and stops at the first short reply): it must not wait for more, so
+// "nothing now" is an empty reply that ends the syscall with what it has.
+// A first READ that would wait is parked (park.go).
+func (s *Server) read(ctx context.Context, req *Request, caller Caller, bufs *buffers) {
 	s.stats.Reads.Add(1)
 	oh := s.handleOf(req.Read.Fh)
 	if oh == nil {
@@ -126,37 +168,26 @@ func (s *Server) read(ctx context.Context, req *Request, caller Caller) {
 		return
 	}
 	size := min(int(req.Read.Size), s.maxRead)
-	// The kernel splits a read(2) into READs of max_read bytes, with the
-	// offset counting from 0 in each syscall, and stops at the first short
-	// reply. A READ at a non-zero offset therefore continues a read(2)
-	// that already has data: it must not wait for more (a stream's read
-	// returns what is there), so it is non-blocking, and "nothing now" is
-	// an empty reply that ends the syscall with what it has.
 	continued := req.Read.Offset > 0
-	flags := req.Read.Flags
-	if continued {
-		flags |= syscall.O_NONBLOCK
-	}
-	res, err := s.devRead(ctx, oh.h, &ReadRequest{Caller: caller, Size: size, Flags: flags})
-	if err != nil {
+	rr := &bufs.rr
+	*rr = ReadRequest{Caller: caller, Size: size, Flags: req.Read.Flags | syscall.O_NONBLOCK, MaxSlices: MaxReplySlices,
+		Parkable: !continued && req.Read.Flags&syscall.O_NONBLOCK == 0}
+	res, err := s.devRead(ctx, oh.h, rr)
+	if err != nil && Errno(err) == syscall.EAGAIN && (continued || rr.Parkable) {
 		s.devDone(res.Done, false)
-		if continued && Errno(err) == syscall.EAGAIN {
-			res, err = ReadResult{}, nil
-		} else {
-			s.reply(req.Header.Unique, s.errno(err, "read"))
+		if rr.Parkable {
+			s.park(oh, req.Header.Unique, rr, ctx)
 			return
 		}
+		res, err = ReadResult{}, nil
 	}
-	data := clip(res.Data, size)
-	n := total(data) // data is the device's until Done: not read after it
-	hdr := make([]byte, OutHeaderSize)
-	putOutHeader(hdr, OutHeaderSize+n, 0, req.Header.Unique)
-	err = s.sendv(append([][]byte{hdr}, data...))
-	s.devDone(res.Done, err == nil)
-	if err == nil {
-		s.stats.ReadBytes.Add(uint64(n))
-	}
+	s.answerRead(req.Header.Unique, size, res, err)
 }
+
+// MaxReplySlices bounds the slices of one READ reply (ReadRequest.MaxSlices):
+// the reply header and the slices go to the kernel in one writev(2), which
+// takes at most IOV_MAX (1024) buffers.
+const MaxReplySlices = 256
 
 // clip limits data to n bytes (a device returning more is a bug, not a
 // reason to corrupt the framing).
@@ -182,8 +213,12 @@ func (s *Server) write(ctx context.Context, req *Request, caller Caller, bufs *b
 		s.reply(req.Header.Unique, syscall.EBADF)
 		return
 	}
-	wr := &WriteRequest{Caller: caller, Data: bufs.payload(req.PayloadLen), Flags: req.Write.Flags}
+	wr := &bufs.wr
+	*wr = WriteRequest{Caller: caller, Data: bufs.payloadInto(bufs.pl[:0], req.PayloadLen), Flags: req.Write.Flags}
 	n, err := s.devWrite(ctx, oh.h, wr)
+	bufs.pl = wr.Data[:0]
+	clear(wr.Data)
+	wr.Data = nil
 	if n < 0 || n > req.PayloadLen {
 		err = fmt.Errorf("device took %d of %d bytes", n, req.PayloadLen)
 		n = 0
@@ -196,8 +231,9 @@ func (s *Server) write(ctx context.Context, req *Request, caller Caller, bufs *b
 		s.reply(req.Header.Unique, s.errno(err, "write"))
 		return
 	}
-	out := make([]byte, OutHeaderSize+WriteOutSize)
+	out := bufs.out[:OutHeaderSize+WriteOutSize]
 	binary.LittleEndian.PutUint32(out[OutHeaderSize:], uint32(n))
+	binary.LittleEndian.PutUint32(out[OutHeaderSize+4:], 0)
 	putOutHeader(out, len(out), 0, req.Header.Unique)
 	if s.send(out) == nil {
 		s.stats.WriteBytes.Add(uint64(n))
@@ -208,6 +244,12 @@ func (s *Server) release(ctx context.Context, req *Request) {
 	s.mu.Lock()
 	oh := s.mu.handles[req.Release.Fh]
 	delete(s.mu.handles, req.Release.Fh)
+	if oh != nil {
+		for _, p := range oh.parked { // none: the kernel releases a file no READ uses
+			delete(s.mu.parked, p.unique)
+		}
+		oh.parked = nil
+	}
 	s.mu.Unlock()
 	if oh != nil {
 		s.devRelease(ctx, oh.h)
@@ -215,7 +257,7 @@ func (s *Server) release(ctx context.Context, req *Request) {
 	s.reply(req.Header.Unique, 0)
 }
 
-func (s *Server) poll(ctx context.Context, req *Request, caller Caller) {
+func (s *Server) poll(ctx context.Context, req *Request, caller Caller, bufs *buffers) {
 	s.stats.Polls.Add(1)
 	s.mu.Lock()
 	oh := s.mu.handles[req.Poll.Fh]
@@ -229,49 +271,79 @@ func (s *Server) poll(ctx context.Context, req *Request, caller Caller) {
 		s.reply(req.Header.Unique, syscall.EBADF)
 		return
 	}
-	revents, err := s.devPoll(ctx, oh.h, &PollRequest{Caller: caller, Events: req.Poll.Events})
+	pr := &bufs.pr
+	*pr = PollRequest{Caller: caller, Events: req.Poll.Events}
+	revents, err := s.devPoll(ctx, oh.h, pr)
 	if err != nil {
 		s.reply(req.Header.Unique, s.errno(err, "poll"))
 		return
 	}
-	out := make([]byte, OutHeaderSize+PollOutSize)
+	out := bufs.out[:OutHeaderSize+PollOutSize]
 	binary.LittleEndian.PutUint32(out[OutHeaderSize:], revents)
+	binary.LittleEndian.PutUint32(out[OutHeaderSize+4:], 0)
 	putOutHeader(out, len(out), 0, req.Header.Unique)
 	s.send(out)
 }
 
 // wake is a handle's Waker: one NOTIFY_POLL per readiness change after the
-// kernel asked for one. The kernel re-polls after the wake-up, which arms
-// the handle again.
+// kernel asked for one (the kernel re-polls after the wake-up, which arms
+// the handle again), and a new try of the handle's parked READs, here, on
+// the caller's goroutine.
 func (s *Server) wake(fh uint64) {
 	s.mu.Lock()
 	oh := s.mu.handles[fh]
-	if oh == nil || !oh.armed {
+	if oh == nil {
 		s.mu.Unlock()
 		return
 	}
+	notify, kh := oh.armed, oh.kh
 	oh.armed = false
-	kh := oh.kh
+	retry := false
+	if len(oh.parked) > 0 {
+		if oh.retrying {
+			oh.again = true
+		} else {
+			oh.retrying, retry = true, true
+		}
+	}
 	s.mu.Unlock()
-	msg := make([]byte, OutHeaderSize+NotifyPollOutLen)
-	putOutHeader(msg, len(msg), NotifyPoll, 0)
-	binary.LittleEndian.PutUint64(msg[OutHeaderSize:], kh)
-	if s.send(msg) == nil {
-		s.stats.Notifies.Add(1)
+	if notify {
+		b := s.msgPool.Get().(*[OutHeaderSize + 16]byte)
+		msg := b[:OutHeaderSize+NotifyPollOutLen]
+		putOutHeader(msg, len(msg), NotifyPoll, 0)
+		binary.LittleEndian.PutUint64(msg[OutHeaderSize:], kh)
+		if s.send(msg) == nil {
+			s.stats.Notifies.Add(1)
+		}
+		s.msgPool.Put(b)
+	}
+	if retry {
+		s.retryParked(oh)
 	}
 }
 
-// interrupt cancels the request an INTERRUPT names. It is never answered,
-// except with EAGAIN when the target is not known yet (the INTERRUPT
-// overtook its request between two readers); the kernel then queues it
-// again.
+// interrupt ends the request an INTERRUPT names: a parked READ is
+// answered EINTR here; a request in a handler has its context cancelled
+// (the handler answers). The INTERRUPT itself is never answered, except
+// with EAGAIN when the target is not known yet (it overtook its request
+// between two readers); the kernel then queues it again. The context is
+// cancelled under mu, so a READ about to be parked sees it (park).
 func (s *Server) interrupt(req *Request) {
+	target := req.Interrupt.Unique
 	s.mu.Lock()
-	cancel := s.mu.inflight[req.Interrupt.Unique]
-	s.mu.Unlock()
-	if cancel != nil {
+	if s.unparkLocked(target) {
+		s.mu.Unlock()
 		s.stats.Interrupts.Add(1)
-		cancel()
+		s.reply(target, syscall.EINTR)
+		return
+	}
+	c := s.mu.inflight[target]
+	if c != nil {
+		c.cancel()
+	}
+	s.mu.Unlock()
+	if c != nil {
+		s.stats.Interrupts.Add(1)
 		return
 	}
 	s.stats.InterruptRetry.Add(1)
@@ -280,15 +352,29 @@ func (s *Server) interrupt(req *Request) {
 
 // reply sends a header-only reply carrying errno (0 for success).
 func (s *Server) reply(unique uint64, errno syscall.Errno) {
-	out := make([]byte, OutHeaderSize)
-	putOutHeader(out, OutHeaderSize, -int32(errno), unique)
-	s.send(out)
+	b := s.msgPool.Get().(*[OutHeaderSize + 16]byte)
+	putOutHeader(b[:OutHeaderSize], OutHeaderSize, -int32(errno), unique)
+	s.send(b[:OutHeaderSize])
+	s.msgPool.Put(b)
 }
+
+// A canceler ends one request's context (INTERRUPT, shutdown).
+type canceler interface{ cancel() }
+
+// cancelFunc is a context.CancelFunc as a canceler.
+type cancelFunc context.CancelFunc
+
+func (f cancelFunc) cancel() { f() }
 
 // send writes one message. ENOENT (the request is gone) is counted and
 // returned; a dead channel stops the server.
-func (s *Server) send(iov ...[]byte) error {
-	return s.sendv(iov)
+func (s *Server) send(msg []byte) error {
+	iov := s.iovPool.Get().(*[][]byte)
+	*iov = append((*iov)[:0], msg)
+	err := s.sendv(*iov)
+	(*iov)[0] = nil
+	s.iovPool.Put(iov)
+	return err
 }
 
 func (s *Server) sendv(iov [][]byte) error {

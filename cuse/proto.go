@@ -5,37 +5,53 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-
-	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
-// Opcodes the kernel sends to a CUSE server (fuse_kernel.h, enum fuse_opcode).
-// cuse_frontend_fops has no flush, fsync, mmap or splice, so only these reach us;
-// anything else is answered ENOSYS.
+// Opcodes (fuse_kernel.h, enum fuse_opcode). A CUSE connection sees only
+// OPEN, READ, WRITE, RELEASE, INTERRUPT, IOCTL, POLL and CUSE_INIT
+// (cuse_frontend_fops has no flush, fsync, mmap or splice); a FUSE mount
+// of device files (Dir) sees the file-system ones too.
 const (
-	OpOpen      uint32 = 14
-	OpRead      uint32 = 15
-	OpWrite     uint32 = 16
-	OpRelease   uint32 = 18
-	OpInterrupt uint32 = 36
-	OpIoctl     uint32 = 39
-	OpPoll      uint32 = 40
-	OpCuseInit  uint32 = fuse.CUSE_INIT // 4096
+	OpLookup      uint32 = 1
+	OpForget      uint32 = 2
+	OpGetattr     uint32 = 3
+	OpSetattr     uint32 = 4
+	OpOpen        uint32 = 14
+	OpRead        uint32 = 15
+	OpWrite       uint32 = 16
+	OpStatfs      uint32 = 17
+	OpRelease     uint32 = 18
+	OpFlush       uint32 = 25
+	OpInit        uint32 = 26
+	OpOpendir     uint32 = 27
+	OpReaddir     uint32 = 28
+	OpReleasedir  uint32 = 29
+	OpInterrupt   uint32 = 36
+	OpDestroy     uint32 = 38
+	OpIoctl       uint32 = 39
+	OpPoll        uint32 = 40
+	OpBatchForget uint32 = 42
+	OpCuseInit    uint32 = 4096
 )
 
-// Protocol constants (fuse_kernel.h, fs/fuse/cuse.c).
+// Protocol constants (fuse_kernel.h, fs/fuse/cuse.c, fs/fuse/inode.c).
 const (
-	// KernelVersion is the only major version cuse_process_init_reply accepts.
+	// KernelVersion is the only major version the kernel accepts.
 	KernelVersion = 7
 	// MinKernelMinor is the lowest minor cuse_process_init_reply accepts.
 	MinKernelMinor = 11
-	// OurMinor is the protocol minor this server speaks: the 7.x layouts of
-	// every struct below are unchanged since 7.28 (go-fuse's own level).
+	// OurMinor is the protocol minor this server speaks: the layouts of
+	// every struct below are those of 7.28 and unchanged since (max_pages
+	// in fuse_init_out came with 7.28).
 	OurMinor = 28
 
-	// DefaultMaxIO is max_read and max_write: CUSE cannot raise fc->max_pages
-	// above FUSE_DEFAULT_MAX_PAGES_PER_REQ (32 pages), so more buys nothing.
+	// DefaultMaxIO is CUSE's max_read and max_write: CUSE cannot raise
+	// fc->max_pages above FUSE_DEFAULT_MAX_PAGES_PER_REQ (32 pages), so
+	// more buys nothing.
 	DefaultMaxIO = 128 << 10
+	// MaxFuseIO is the largest request a FUSE mount takes: 256 pages
+	// (FUSE_MAX_MAX_PAGES), asked for with FUSE_MAX_PAGES at FUSE_INIT.
+	MaxFuseIO = 1 << 20
 	// MinMaxIO is the floor the kernel applies to max_read and max_write.
 	MinMaxIO = 4096
 	// MinReadBuffer is FUSE_MIN_READ_BUFFER: the kernel refuses (EINVAL) a
@@ -43,16 +59,27 @@ const (
 	// max(MinReadBuffer, InHeaderSize+WriteInBodySize+max_write).
 	MinReadBuffer = 8192
 	// MaxInfoSize is CUSE_INIT_INFO_MAX, the limit of the devinfo block.
-	MaxInfoSize = fuse.CUSE_INIT_INFO_MAX
+	MaxInfoSize = 4096
 
 	// NotifyPoll is FUSE_NOTIFY_POLL, the positive code a notification
-	// carries in OutHeader.Status (go-fuse stores it negated).
-	NotifyPoll = -fuse.NOTIFY_POLL
+	// carries in the out header's error field.
+	NotifyPoll = 1
 	// PollScheduleNotify is FUSE_POLL_SCHEDULE_NOTIFY in PollIn.Flags: a
 	// waiter exists, so send NOTIFY_POLL for Kh when readiness changes.
 	PollScheduleNotify = 1 << 0
-	// ReadLockOwner is FUSE_READ_LOCKOWNER (unused by CUSE, listed for the printer).
+	// ReadLockOwner is FUSE_READ_LOCKOWNER (unused here, listed for the printer).
 	ReadLockOwner = 1 << 1
+
+	// FUSE_INIT flags this server asks for.
+	initAsyncRead = 1 << 0  // FUSE_ASYNC_READ
+	initBigWrites = 1 << 5  // FUSE_BIG_WRITES
+	initMaxPages  = 1 << 22 // FUSE_MAX_PAGES: fuse_init_out.max_pages is valid
+
+	// fuse_open_out.open_flags for a device file: every read(2) and
+	// write(2) reaches the server (no page cache), with no file position.
+	openDirectIO    = 1 << 0 // FOPEN_DIRECT_IO
+	openNonseekable = 1 << 2 // FOPEN_NONSEEKABLE
+	openStream      = 1 << 4 // FOPEN_STREAM
 )
 
 // Encoded sizes of the wire structs (fuse_kernel.h), pinned by proto_test.go.
@@ -61,18 +88,29 @@ const (
 	OutHeaderSize    = 16 // struct fuse_out_header
 	CuseInitInSize   = 16 // struct cuse_init_in
 	CuseInitOutSize  = 72 // struct cuse_init_out
+	InitInSize       = 16 // struct fuse_init_in up to flags (7.36 adds flags2 and 44 unused bytes)
+	InitOutSize      = 64 // struct fuse_init_out
 	OpenInSize       = 8  // struct fuse_open_in
 	OpenOutSize      = 16 // struct fuse_open_out
 	ReadInSize       = 40 // struct fuse_read_in
 	WriteInSize      = 40 // struct fuse_write_in
 	WriteOutSize     = 8  // struct fuse_write_out
 	ReleaseInSize    = 24 // struct fuse_release_in
+	FlushInSize      = 24 // struct fuse_flush_in
+	ForgetInSize     = 8  // struct fuse_forget_in
+	BatchForgetSize  = 8  // struct fuse_batch_forget_in (then count fuse_forget_one of 16)
+	GetattrInSize    = 16 // struct fuse_getattr_in
 	InterruptInSize  = 8  // struct fuse_interrupt_in
 	IoctlInSize      = 32 // struct fuse_ioctl_in
 	IoctlOutSize     = 16 // struct fuse_ioctl_out
 	PollInSize       = 24 // struct fuse_poll_in
 	PollOutSize      = 8  // struct fuse_poll_out
 	NotifyPollOutLen = 8  // struct fuse_notify_poll_wakeup_out
+	AttrSize         = 88 // struct fuse_attr
+	AttrOutSize      = 16 + AttrSize
+	EntryOutSize     = 40 + AttrSize
+	StatfsOutSize    = 80 // struct fuse_statfs_out
+	DirentSize       = 24 // struct fuse_dirent without its name
 
 	// RequestHeadSize is the largest fixed part of any request we serve
 	// (header plus fuse_write_in); a WRITE payload starts right after it.
@@ -83,7 +121,24 @@ const (
 // header says or than its opcode's fixed part.
 var ErrShort = errors.New("cuse: short message")
 
-// CuseInitIn is struct cuse_init_in (go-fuse keeps its copy unexported).
+// InHeader is struct fuse_in_header.
+type InHeader struct {
+	Length, Opcode uint32
+	Unique, NodeId uint64
+	Uid, Gid, Pid  uint32
+	TotalExtlen    uint16
+	Padding        uint16
+}
+
+// OutHeader is struct fuse_out_header; Error is the negated errno (or a
+// notification code with Unique 0).
+type OutHeader struct {
+	Length uint32
+	Error  int32
+	Unique uint64
+}
+
+// CuseInitIn is struct cuse_init_in.
 type CuseInitIn struct {
 	Major, Minor, Unused, Flags uint32
 }
@@ -96,8 +151,57 @@ type CuseInitOut struct {
 	Spare                       [10]uint32
 }
 
-// PollIn is struct fuse_poll_in. go-fuse's unexported _PollIn names the last
-// field Padding; since 7.21 it carries the requested events.
+// InitIn is the part of struct fuse_init_in this server reads.
+type InitIn struct {
+	Major, Minor, MaxReadahead, Flags uint32
+}
+
+// OpenIn is struct fuse_open_in (also OPENDIR's).
+type OpenIn struct {
+	Flags, OpenFlags uint32
+}
+
+// ReadIn is struct fuse_read_in; struct fuse_write_in has the same layout
+// (its ReadFlags field is write_flags).
+type ReadIn struct {
+	Fh, Offset      uint64
+	Size, ReadFlags uint32
+	LockOwner       uint64
+	Flags, Padding  uint32
+}
+
+// WriteIn is struct fuse_write_in.
+type WriteIn = ReadIn
+
+// ReleaseIn is struct fuse_release_in (also RELEASEDIR's).
+type ReleaseIn struct {
+	Fh                  uint64
+	Flags, ReleaseFlags uint32
+	LockOwner           uint64
+}
+
+// FlushIn is struct fuse_flush_in.
+type FlushIn struct {
+	Fh        uint64
+	Unused    uint32
+	Padding   uint32
+	LockOwner uint64
+}
+
+// InterruptIn is struct fuse_interrupt_in.
+type InterruptIn struct {
+	Unique uint64
+}
+
+// IoctlIn is struct fuse_ioctl_in.
+type IoctlIn struct {
+	Fh              uint64
+	Flags, Cmd      uint32
+	Arg             uint64
+	InSize, OutSize uint32
+}
+
+// PollIn is struct fuse_poll_in; since 7.21 it carries the requested events.
 type PollIn struct {
 	Fh     uint64
 	Kh     uint64
@@ -108,39 +212,57 @@ type PollIn struct {
 // Request is one decoded request from the kernel. Exactly one of the
 // opcode-specific fields is meaningful, selected by Header.Opcode.
 type Request struct {
-	Header    fuse.InHeader
-	Init      CuseInitIn
-	Open      fuse.OpenIn // Open.InHeader is left zero; use Header
-	Read      fuse.ReadIn
-	Write     fuse.WriteIn
-	Release   fuse.ReleaseIn
-	Interrupt fuse.InterruptIn
-	Ioctl     fuse.IoctlIn
+	Header    InHeader
+	CuseInit  CuseInitIn
+	Init      InitIn
+	Open      OpenIn // OPEN and OPENDIR
+	Read      ReadIn // READ and READDIR
+	Write     WriteIn
+	Release   ReleaseIn // RELEASE and RELEASEDIR
+	Flush     FlushIn
+	Forget    uint64 // FORGET's nlookup
+	Interrupt InterruptIn
+	Ioctl     IoctlIn
 	Poll      PollIn
 	// PayloadLen is the number of bytes after the fixed part (the WRITE
-	// payload, IOCTL input data).
+	// payload, IOCTL input data, LOOKUP's name, BATCH_FORGET's entries).
 	PayloadLen int
 }
 
 // bodySize is the fixed size after the in-header for each opcode we decode.
 var bodySize = map[uint32]int{
-	OpCuseInit:  CuseInitInSize,
-	OpOpen:      OpenInSize,
-	OpRead:      ReadInSize,
-	OpWrite:     WriteInSize,
-	OpRelease:   ReleaseInSize,
-	OpInterrupt: InterruptInSize,
-	OpIoctl:     IoctlInSize,
-	OpPoll:      PollInSize,
+	OpCuseInit:    CuseInitInSize,
+	OpInit:        InitInSize,
+	OpOpen:        OpenInSize,
+	OpOpendir:     OpenInSize,
+	OpRead:        ReadInSize,
+	OpReaddir:     ReadInSize,
+	OpWrite:       WriteInSize,
+	OpRelease:     ReleaseInSize,
+	OpReleasedir:  ReleaseInSize,
+	OpFlush:       FlushInSize,
+	OpForget:      ForgetInSize,
+	OpBatchForget: BatchForgetSize,
+	OpGetattr:     GetattrInSize,
+	OpInterrupt:   InterruptInSize,
+	OpIoctl:       IoctlInSize,
+	OpPoll:        PollInSize,
+	OpLookup:      0,
+	OpSetattr:     0,
+	OpStatfs:      0,
+	OpDestroy:     0,
 }
 
 // opName is for log lines and the debug printer.
 var opName = map[uint32]string{
-	OpCuseInit: "CUSE_INIT", OpOpen: "OPEN", OpRead: "READ", OpWrite: "WRITE",
-	OpRelease: "RELEASE", OpInterrupt: "INTERRUPT", OpIoctl: "IOCTL", OpPoll: "POLL",
+	OpLookup: "LOOKUP", OpForget: "FORGET", OpGetattr: "GETATTR", OpSetattr: "SETATTR",
+	OpOpen: "OPEN", OpRead: "READ", OpWrite: "WRITE", OpStatfs: "STATFS", OpRelease: "RELEASE",
+	OpFlush: "FLUSH", OpInit: "INIT", OpOpendir: "OPENDIR", OpReaddir: "READDIR",
+	OpReleasedir: "RELEASEDIR", OpInterrupt: "INTERRUPT", OpDestroy: "DESTROY", OpIoctl: "IOCTL",
+	OpPoll: "POLL", OpBatchForget: "BATCH_FORGET", OpCuseInit: "CUSE_INIT",
 }
 
-// OpName names an opcode ("READ", or "op(25)" for one we do not serve).
+// OpName names an opcode ("READ", or "op(22)" for one we do not serve).
 func OpName(op uint32) string {
 	if s, ok := opName[op]; ok {
 		return s
@@ -182,27 +304,35 @@ func ParseRequest(head []byte, total int) (Request, error) {
 	r.PayloadLen = total - InHeaderSize - need
 	switch h.Opcode {
 	case OpCuseInit:
-		r.Init = CuseInitIn{le.Uint32(b[0:]), le.Uint32(b[4:]), le.Uint32(b[8:]), le.Uint32(b[12:])}
-	case OpOpen:
-		r.Open.Flags, r.Open.Mode = le.Uint32(b[0:]), le.Uint32(b[4:])
-	case OpRead, OpWrite:
+		r.CuseInit = CuseInitIn{le.Uint32(b[0:]), le.Uint32(b[4:]), le.Uint32(b[8:]), le.Uint32(b[12:])}
+	case OpInit:
+		r.Init = InitIn{le.Uint32(b[0:]), le.Uint32(b[4:]), le.Uint32(b[8:]), le.Uint32(b[12:])}
+	case OpOpen, OpOpendir:
+		r.Open = OpenIn{le.Uint32(b[0:]), le.Uint32(b[4:])}
+	case OpRead, OpReaddir, OpWrite:
 		// fuse_read_in and fuse_write_in share one layout.
-		fh, off, size := le.Uint64(b[0:]), le.Uint64(b[8:]), le.Uint32(b[16:])
-		rwFlags, owner, flags := le.Uint32(b[20:]), le.Uint64(b[24:]), le.Uint32(b[32:])
-		if h.Opcode == OpRead {
-			r.Read = fuse.ReadIn{Fh: fh, Offset: off, Size: size, ReadFlags: rwFlags, LockOwner: owner, Flags: flags}
-		} else {
-			r.Write = fuse.WriteIn{Fh: fh, Offset: off, Size: size, WriteFlags: rwFlags, LockOwner: owner, Flags: flags}
-			if int(size) != r.PayloadLen {
-				return r, fmt.Errorf("WRITE: size %d, payload %d: %w", size, r.PayloadLen, ErrShort)
-			}
+		in := ReadIn{Fh: le.Uint64(b[0:]), Offset: le.Uint64(b[8:]), Size: le.Uint32(b[16:]),
+			ReadFlags: le.Uint32(b[20:]), LockOwner: le.Uint64(b[24:]), Flags: le.Uint32(b[32:])}
+		if h.Opcode != OpWrite {
+			r.Read = in
+			break
 		}
-	case OpRelease:
-		r.Release = fuse.ReleaseIn{Fh: le.Uint64(b[0:]), Flags: le.Uint32(b[8:]), ReleaseFlags: le.Uint32(b[12:]), LockOwner: le.Uint64(b[16:])}
+		r.Write = in
+		if int(in.Size) != r.PayloadLen {
+			return r, fmt.Errorf("WRITE: size %d, payload %d: %w", in.Size, r.PayloadLen, ErrShort)
+		}
+	case OpRelease, OpReleasedir:
+		r.Release = ReleaseIn{Fh: le.Uint64(b[0:]), Flags: le.Uint32(b[8:]), ReleaseFlags: le.Uint32(b[12:]), LockOwner: le.Uint64(b[16:])}
+	case OpFlush:
+		r.Flush = FlushIn{Fh: le.Uint64(b[0:]), LockOwner: le.Uint64(b[16:])}
+	case OpForget:
+		r.Forget = le.Uint64(b[0:])
+	case OpGetattr:
+		// getattr_flags and fh: attributes do not depend on the handle here.
 	case OpInterrupt:
 		r.Interrupt.Unique = le.Uint64(b[0:])
 	case OpIoctl:
-		r.Ioctl = fuse.IoctlIn{Fh: le.Uint64(b[0:]), Flags: le.Uint32(b[8:]), Cmd: le.Uint32(b[12:]), Arg: le.Uint64(b[16:]), InSize: le.Uint32(b[24:]), OutSize: le.Uint32(b[28:])}
+		r.Ioctl = IoctlIn{Fh: le.Uint64(b[0:]), Flags: le.Uint32(b[8:]), Cmd: le.Uint32(b[12:]), Arg: le.Uint64(b[16:]), InSize: le.Uint32(b[24:]), OutSize: le.Uint32(b[28:])}
 	case OpPoll:
 		r.Poll = PollIn{Fh: le.Uint64(b[0:]), Kh: le.Uint64(b[8:]), Flags: le.Uint32(b[16:]), Events: le.Uint32(b[20:])}
 	}

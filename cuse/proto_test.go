@@ -5,35 +5,66 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/stretchr/testify/require"
 )
 
-// TestWireSizes pins each struct to its size in fuse_kernel.h.
+// TestWireSizes pins each wire struct to its size in fuse_kernel.h: the
+// Go struct (its in-memory size and its encoded size, which agree only
+// without hidden padding) against the *Size constant the codec uses.
 func TestWireSizes(t *testing.T) {
 	tests := []struct {
 		cStruct string
-		got     int
+		v       any
+		mem     uintptr
 		want    int
 	}{
-		{"fuse_in_header (fuse.InHeader)", int(unsafe.Sizeof(fuse.InHeader{})), InHeaderSize},
-		{"fuse_out_header (fuse.OutHeader)", int(unsafe.Sizeof(fuse.OutHeader{})), OutHeaderSize},
-		{"fuse_open_in (fuse.OpenIn)", int(unsafe.Sizeof(fuse.OpenIn{})), InHeaderSize + OpenInSize},
-		{"fuse_open_out (fuse.OpenOut)", int(unsafe.Sizeof(fuse.OpenOut{})), OpenOutSize},
-		{"fuse_read_in (fuse.ReadIn)", int(unsafe.Sizeof(fuse.ReadIn{})), InHeaderSize + ReadInSize},
-		{"fuse_write_in (fuse.WriteIn)", int(unsafe.Sizeof(fuse.WriteIn{})), InHeaderSize + WriteInSize},
-		{"fuse_write_out (fuse.WriteOut)", int(unsafe.Sizeof(fuse.WriteOut{})), WriteOutSize},
-		{"fuse_release_in (fuse.ReleaseIn)", int(unsafe.Sizeof(fuse.ReleaseIn{})), InHeaderSize + ReleaseInSize},
-		{"fuse_interrupt_in (fuse.InterruptIn)", int(unsafe.Sizeof(fuse.InterruptIn{})), InHeaderSize + InterruptInSize},
-		{"fuse_ioctl_in (fuse.IoctlIn)", int(unsafe.Sizeof(fuse.IoctlIn{})), InHeaderSize + IoctlInSize},
-		{"fuse_ioctl_out (fuse.IoctlOut)", int(unsafe.Sizeof(fuse.IoctlOut{})), IoctlOutSize},
-		{"cuse_init_in", binary.Size(CuseInitIn{}), CuseInitInSize},
-		{"cuse_init_out", binary.Size(CuseInitOut{}), CuseInitOutSize},
-		{"fuse_poll_in", binary.Size(PollIn{}), PollInSize},
+		{"struct fuse_in_header", InHeader{}, unsafe.Sizeof(InHeader{}), InHeaderSize},
+		{"struct fuse_out_header", OutHeader{}, unsafe.Sizeof(OutHeader{}), OutHeaderSize},
+		{"struct cuse_init_in", CuseInitIn{}, unsafe.Sizeof(CuseInitIn{}), CuseInitInSize},
+		{"struct cuse_init_out", CuseInitOut{}, unsafe.Sizeof(CuseInitOut{}), CuseInitOutSize},
+		{"struct fuse_init_in (to flags)", InitIn{}, unsafe.Sizeof(InitIn{}), InitInSize},
+		{"struct fuse_open_in", OpenIn{}, unsafe.Sizeof(OpenIn{}), OpenInSize},
+		{"struct fuse_read_in", ReadIn{}, unsafe.Sizeof(ReadIn{}), ReadInSize},
+		{"struct fuse_write_in", WriteIn{}, unsafe.Sizeof(WriteIn{}), WriteInSize},
+		{"struct fuse_release_in", ReleaseIn{}, unsafe.Sizeof(ReleaseIn{}), ReleaseInSize},
+		{"struct fuse_flush_in", FlushIn{}, unsafe.Sizeof(FlushIn{}), FlushInSize},
+		{"struct fuse_interrupt_in", InterruptIn{}, unsafe.Sizeof(InterruptIn{}), InterruptInSize},
+		{"struct fuse_ioctl_in", IoctlIn{}, unsafe.Sizeof(IoctlIn{}), IoctlInSize},
+		{"struct fuse_poll_in", PollIn{}, unsafe.Sizeof(PollIn{}), PollInSize},
 	}
 	for _, tt := range tests {
-		require.Equal(t, tt.want, tt.got, tt.cStruct)
+		require.Equal(t, tt.want, int(tt.mem), "%s: in-memory size", tt.cStruct)
+		require.Equal(t, tt.want, binary.Size(tt.v), "%s: encoded size", tt.cStruct)
 	}
+	// The structs the codec writes by hand, field by field, as C lays them
+	// out (fuse_kernel.h).
+	for _, tt := range []struct {
+		cStruct string
+		fields  []int // field sizes, in order
+		want    int
+	}{
+		{"struct fuse_open_out {fh, open_flags, backing_id}", []int{8, 4, 4}, OpenOutSize},
+		{"struct fuse_write_out {size, padding}", []int{4, 4}, WriteOutSize},
+		{"struct fuse_forget_in {nlookup}", []int{8}, ForgetInSize},
+		{"struct fuse_batch_forget_in {count, dummy}", []int{4, 4}, BatchForgetSize},
+		{"struct fuse_getattr_in {getattr_flags, dummy, fh}", []int{4, 4, 8}, GetattrInSize},
+		{"struct fuse_ioctl_out {result, flags, in_iovs, out_iovs}", []int{4, 4, 4, 4}, IoctlOutSize},
+		{"struct fuse_poll_out {revents, padding}", []int{4, 4}, PollOutSize},
+		{"struct fuse_notify_poll_wakeup_out {kh}", []int{8}, NotifyPollOutLen},
+		{"struct fuse_init_out (7.28+: 16 bytes of ints, 2 u16, 2 u32, 2 u16, flags2, 7 u32 unused)", []int{4, 4, 4, 4, 2, 2, 4, 4, 2, 2, 4, 7 * 4}, InitOutSize},
+		{"struct fuse_attr {ino, size, blocks, atime, mtime, ctime, 3 nsec, mode, nlink, uid, gid, rdev, blksize, flags}", []int{8, 8, 8, 8, 8, 8, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4}, AttrSize},
+		{"struct fuse_attr_out {attr_valid, attr_valid_nsec, dummy, attr}", []int{8, 4, 4, AttrSize}, AttrOutSize},
+		{"struct fuse_entry_out {nodeid, generation, entry_valid, attr_valid, 2 nsec, attr}", []int{8, 8, 8, 8, 4, 4, AttrSize}, EntryOutSize},
+		{"struct fuse_kstatfs {blocks, bfree, bavail, files, ffree, bsize, namelen, frsize, padding, spare[6]}", []int{8, 8, 8, 8, 8, 4, 4, 4, 4, 6 * 4}, StatfsOutSize},
+		{"struct fuse_dirent {ino, off, namelen, type}", []int{8, 8, 4, 4}, DirentSize},
+	} {
+		sum := 0
+		for _, f := range tt.fields {
+			sum += f
+		}
+		require.Equal(t, tt.want, sum, tt.cStruct)
+	}
+	require.Equal(t, InHeaderSize+WriteInSize, RequestHeadSize)
 }
 
 func TestCuseInitOutRoundTrip(t *testing.T) {

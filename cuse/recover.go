@@ -52,9 +52,9 @@ func (s *Server) recoverRequest(op *uint32, unique *uint64) {
 	}
 }
 
-func (s *Server) devOpen(ctx context.Context, req *OpenRequest) (h Handle, err error) {
+func (s *Server) devOpen(ctx context.Context, dev Device, req *OpenRequest) (h Handle, err error) {
 	defer s.recoverDevice("open", &err)
-	h, err = s.dev.Open(ctx, req)
+	h, err = dev.Open(ctx, req)
 	if h == nil && err == nil {
 		err = fmt.Errorf("%s: open returned neither a handle nor an error", s.opts.Name)
 	}
@@ -69,6 +69,11 @@ func (s *Server) devRead(ctx context.Context, h Handle, req *ReadRequest) (res R
 func (s *Server) devWrite(ctx context.Context, h Handle, req *WriteRequest) (n int, err error) {
 	defer s.recoverDevice("write", &err)
 	return h.Write(ctx, req)
+}
+
+func (s *Server) devFlush(ctx context.Context, fl Flusher) (err error) {
+	defer s.recoverDevice("flush", &err)
+	return fl.Flush(ctx)
 }
 
 func (s *Server) devPoll(ctx context.Context, h Handle, req *PollRequest) (revents uint32, err error) {

@@ -37,10 +37,13 @@ const maxIdleReaders = 2
 
 // Server serves one Device over one Channel: one CUSE connection, one node.
 type Server struct {
-	ch   Channel
-	dev  Device
-	opts Options
-	log  *slog.Logger
+	ch  Channel
+	dev Device // CUSE: the one device
+	fs  *tree  // FUSE: the directory of device files (Dir)
+	// buffers is a Dir's WriteBufferer (SetBuffers), for every file.
+	buffers atomic.Value
+	opts    Options
+	log     *slog.Logger
 
 	maxRead, maxWrite int
 	node              node // its made flag is guarded by mu
@@ -53,12 +56,16 @@ type Server struct {
 
 	mu struct {
 		sync.Mutex
-		inflight map[uint64]context.CancelFunc // unique → cancel, for INTERRUPT
-		handles  map[uint64]*openHandle        // fh → handle
+		inflight map[uint64]canceler    // unique → its context, for INTERRUPT and shutdown
+		handles  map[uint64]*openHandle // fh → handle
+		parked   map[uint64]*openHandle // unique of a parked READ → its handle
 		nextFh   uint64
 		err      error // why serving stopped
 	}
 	bufPool      sync.Pool // *[]byte of readBufferSize: readers come and go
+	hdrPool      sync.Pool // *[OutHeaderSize]byte for READ replies
+	msgPool      sync.Pool // *[OutHeaderSize+16]byte for short replies and notifications
+	iovPool      sync.Pool // *[][]byte for READ replies
 	stats        Stats
 	serving      atomic.Bool   // Serve has started
 	ready        chan struct{} // closed when Init has succeeded
@@ -66,12 +73,17 @@ type Server struct {
 	shutdownOnce sync.Once
 }
 
-// openHandle is the server's state for one fh. kh and armed are guarded by
-// Server.mu.
+// openHandle is the server's state for one fh. Its fields after h are
+// guarded by Server.mu.
 type openHandle struct {
 	h     Handle
 	kh    uint64 // the kernel's poll handle, once a POLL asked for notification
 	armed bool   // a NOTIFY_POLL is owed on the next readiness change
+
+	parked   []parkedRead // READs waiting for data, oldest first (park.go)
+	retrying bool         // a goroutine is asking the device for them
+	again    bool         // a Waker call came while it was
+	tried    bool         // the oldest was asked since the last Waker call
 }
 
 // Stats counts what the server did; read it with Server.Stats.
@@ -82,6 +94,7 @@ type Stats struct {
 	WriteBytes     atomic.Uint64
 	Polls          atomic.Uint64
 	Notifies       atomic.Uint64 // NOTIFY_POLL sent
+	Parked         atomic.Uint64 // READs parked to wait for data
 	Interrupts     atomic.Uint64 // INTERRUPT that cancelled a request
 	InterruptRetry atomic.Uint64 // INTERRUPT answered EAGAIN (target not known yet)
 	Again          atomic.Uint64 // requests answered EAGAIN (non-blocking)
@@ -92,31 +105,42 @@ type Stats struct {
 	Panics         atomic.Uint64 // panics recovered (device calls answered EIO)
 }
 
-// NewServer prepares a server for dev on ch. Nothing is sent until Init or
-// Serve.
+// NewServer prepares a CUSE server for dev on ch. Nothing is sent until
+// Init or Serve.
 func NewServer(ch Channel, dev Device, opts Options) (*Server, error) {
 	if _, err := DevInfo(opts.Name); err != nil {
 		return nil, err
 	}
-	s := &Server{ch: ch, dev: dev, opts: opts, log: opts.Logger, done: make(chan struct{}), ready: make(chan struct{})}
+	s := newServer(ch, opts, DefaultMaxIO)
+	s.dev = dev
+	s.node = newNode(opts.Name, opts.Node)
+	return s, nil
+}
+
+// newServer makes the parts CUSE and FUSE share; ceiling bounds a request.
+func newServer(ch Channel, opts Options, ceiling int) *Server {
+	s := &Server{ch: ch, opts: opts, log: opts.Logger, done: make(chan struct{}), ready: make(chan struct{})}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
 	s.log = s.log.With("dev", opts.Name)
-	s.maxRead = clampIO(opts.MaxRead)
-	s.maxWrite = clampIO(opts.MaxWrite)
-	s.node = newNode(opts.Name, opts.Node)
+	s.maxRead = clampIO(opts.MaxRead, ceiling)
+	s.maxWrite = clampIO(opts.MaxWrite, ceiling)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.mu.inflight = map[uint64]context.CancelFunc{}
+	s.mu.inflight = map[uint64]canceler{}
 	s.mu.handles = map[uint64]*openHandle{}
-	return s, nil
+	s.mu.parked = map[uint64]*openHandle{}
+	s.hdrPool.New = func() any { return new([OutHeaderSize]byte) }
+	s.msgPool.New = func() any { return new([OutHeaderSize + 16]byte) }
+	s.iovPool.New = func() any { v := make([][]byte, 0, 1+MaxReplySlices); return &v }
+	return s
 }
 
-func clampIO(n int) int {
+func clampIO(n, ceiling int) int {
 	if n <= 0 {
-		return DefaultMaxIO
+		return ceiling
 	}
-	return max(n, MinMaxIO)
+	return min(max(n, MinMaxIO), ceiling)
 }
 
 // Open opens /dev/cuse and returns a server for dev on it.
@@ -153,24 +177,35 @@ func (s *Server) Init(ctx context.Context) error {
 	rest := make([]byte, s.readBufferSize())
 	n, err := s.ch.ReadRequest([][]byte{head, rest})
 	if err != nil {
-		return fmt.Errorf("%s: read CUSE_INIT: %w", s.opts.Name, err)
+		return fmt.Errorf("%s: read INIT: %w", s.opts.Name, err)
 	}
 	req, err := ParseRequest(head[:min(n, len(head))], n)
 	if err != nil {
-		return fmt.Errorf("%s: CUSE_INIT: %w", s.opts.Name, err)
+		return fmt.Errorf("%s: INIT: %w", s.opts.Name, err)
+	}
+	if s.fs != nil {
+		if req.Header.Opcode != OpInit {
+			return fmt.Errorf("%s: first request is %s, want INIT", s.opts.Name, OpName(req.Header.Opcode))
+		}
+		if err := s.initFuse(&req); err != nil {
+			return err
+		}
+		s.initDone.Store(true)
+		close(s.ready)
+		return nil
 	}
 	if req.Header.Opcode != OpCuseInit {
 		return fmt.Errorf("%s: first request is %s, want CUSE_INIT", s.opts.Name, OpName(req.Header.Opcode))
 	}
-	if req.Init.Major != KernelVersion || req.Init.Minor < MinKernelMinor {
+	if req.CuseInit.Major != KernelVersion || req.CuseInit.Minor < MinKernelMinor {
 		s.reply(req.Header.Unique, syscall.EPROTO)
 		return fmt.Errorf("%s: kernel offers protocol %d.%d, need %d.%d or later",
-			s.opts.Name, req.Init.Major, req.Init.Minor, KernelVersion, MinKernelMinor)
+			s.opts.Name, req.CuseInit.Major, req.CuseInit.Minor, KernelVersion, MinKernelMinor)
 	}
 	info, _ := DevInfo(s.opts.Name) // validated by NewServer
 	out := make([]byte, OutHeaderSize+CuseInitOutSize)
 	encodeCuseInitOut(out[OutHeaderSize:], CuseInitOut{
-		Major: KernelVersion, Minor: min(req.Init.Minor, OurMinor),
+		Major: KernelVersion, Minor: min(req.CuseInit.Minor, OurMinor),
 		MaxRead: uint32(s.maxRead), MaxWrite: uint32(s.maxWrite),
 		DevMajor: s.opts.DevMajor, DevMinor: s.opts.DevMinor,
 	})
@@ -178,7 +213,7 @@ func (s *Server) Init(ctx context.Context) error {
 	if err := s.ch.WriteReply([][]byte{out, info}); err != nil {
 		return fmt.Errorf("%s: CUSE_INIT reply: %w", s.opts.Name, err)
 	}
-	s.log.Debug("CUSE_INIT", "kernel", fmt.Sprintf("%d.%d", req.Init.Major, req.Init.Minor), "flags", req.Init.Flags)
+	s.log.Debug("CUSE_INIT", "kernel", fmt.Sprintf("%d.%d", req.CuseInit.Major, req.CuseInit.Minor), "flags", req.CuseInit.Flags)
 	s.initDone.Store(true)
 	if err := s.node.setup(ctx); err != nil {
 		return fmt.Errorf("%s: %w", s.opts.Name, err)
@@ -244,6 +279,11 @@ func (s *Server) shutdown() {
 
 func (s *Server) doShutdown() {
 	s.cancel()
+	s.mu.Lock()
+	for _, c := range s.mu.inflight {
+		c.cancel()
+	}
+	s.mu.Unlock()
 	s.ch.Close()
 	s.wg.Wait()
 	s.mu.Lock()
@@ -269,29 +309,57 @@ func (s *Server) fail(err error) {
 }
 
 // buffers is one reader's memory: the fixed head and the payload area,
-// possibly lent by the device (WriteBufferer).
+// possibly lent by the device (WriteBufferer), and what handling the
+// request it read needs, reused so that the hot path allocates nothing.
 type buffers struct {
 	head []byte
 	own  []byte
+	ownp *[]byte // own's pointer, to put it back in the pool as it came
 	lent [][]byte
 	done func(used int)
+
+	ctx reqCtx   // of a READ, WRITE or POLL
+	pl  [][]byte // a WRITE's payload slices
+	rr  ReadRequest
+	wr  WriteRequest
+	pr  PollRequest
+	out [OutHeaderSize + 16]byte // a WRITE's or POLL's reply
+	iov [][]byte                 // ReadRequest's scatter list
 }
 
-func (b *buffers) iov() [][]byte {
+// scatter is the list the next request is read into.
+func (b *buffers) scatter() [][]byte {
+	b.iov = append(b.iov[:0], b.head)
 	if b.lent != nil {
-		return append([][]byte{b.head}, b.lent...)
+		b.iov = append(b.iov, b.lent...)
+	} else {
+		b.iov = append(b.iov, b.own)
 	}
-	return [][]byte{b.head, b.own}
+	return b.iov
+}
+
+// body returns a copy of what follows the in-header of an n-byte request
+// (for the rare opcodes whose body is longer than the head holds).
+func (b *buffers) body(n int) []byte {
+	out := append([]byte(nil), b.head[InHeaderSize:min(n, len(b.head))]...)
+	for _, p := range b.payload(max(0, n-len(b.head))) {
+		out = append(out, p...)
+	}
+	return out
 }
 
 // payload returns the n bytes after the head as slices of the buffers.
-func (b *buffers) payload(n int) [][]byte {
-	src := b.lent
-	if src == nil {
-		src = [][]byte{b.own}
+func (b *buffers) payload(n int) [][]byte { return b.payloadInto(nil, n) }
+
+// payloadInto is payload, appending to out.
+func (b *buffers) payloadInto(out [][]byte, n int) [][]byte {
+	if b.lent == nil {
+		if n == 0 {
+			return out
+		}
+		return append(out, b.own[:n])
 	}
-	var out [][]byte
-	for _, p := range src {
+	for _, p := range b.lent {
 		if n == 0 {
 			break
 		}
@@ -302,13 +370,12 @@ func (b *buffers) payload(n int) [][]byte {
 	return out
 }
 
-// reader is one request-reading goroutine (go-fuse's reader pool idea):
+// reader is one request-reading goroutine:
 // when the last idle reader takes a request it starts another before
 // handling it, so a handler that blocks never stops INTERRUPT from being
 // read; when enough readers are idle, a finished one exits.
 func (s *Server) reader() {
 	defer s.wg.Done()
-	wb, _ := s.dev.(WriteBufferer)
 	size := s.readBufferSize()
 	bufs := &buffers{head: make([]byte, RequestHeadSize)}
 	defer func() {
@@ -316,7 +383,7 @@ func (s *Server) reader() {
 		s.putBuffer(bufs)
 	}()
 	for {
-		if wb != nil && bufs.lent == nil {
+		if wb := s.writeBufferer(); wb != nil && bufs.lent == nil {
 			lent, done := s.devWriteBuffer(wb, size)
 			if total(lent) >= size {
 				bufs.lent, bufs.done = lent, done
@@ -325,9 +392,9 @@ func (s *Server) reader() {
 			}
 		}
 		if bufs.lent == nil && bufs.own == nil {
-			bufs.own = s.getBuffer()
+			s.getBuffer(bufs)
 		}
-		n, err := s.ch.ReadRequest(bufs.iov())
+		n, err := s.ch.ReadRequest(bufs.scatter())
 		if s.idle.Add(-1) == 0 && err == nil {
 			s.idle.Add(1)
 			s.wg.Add(1)
@@ -355,18 +422,31 @@ func (s *Server) reader() {
 	}
 }
 
-// getBuffer and putBuffer recycle readers' own payload buffers.
-func (s *Server) getBuffer() []byte {
-	if p, ok := s.bufPool.Get().(*[]byte); ok {
-		return *p
+// writeBufferer is the device's WriteBufferer for CUSE, or the one a
+// Dir was given (SetBuffers), or nil.
+func (s *Server) writeBufferer() WriteBufferer {
+	if s.fs != nil {
+		wb, _ := s.buffers.Load().(WriteBufferer)
+		return wb
 	}
-	return make([]byte, s.readBufferSize())
+	wb, _ := s.dev.(WriteBufferer)
+	return wb
+}
+
+// getBuffer and putBuffer recycle readers' own payload buffers.
+func (s *Server) getBuffer(bufs *buffers) {
+	if p, ok := s.bufPool.Get().(*[]byte); ok {
+		bufs.own, bufs.ownp = *p, p
+		return
+	}
+	own := make([]byte, s.readBufferSize())
+	bufs.own, bufs.ownp = own, &own
 }
 
 func (s *Server) putBuffer(bufs *buffers) {
-	if own := bufs.own; own != nil {
-		bufs.own = nil
-		s.bufPool.Put(&own)
+	if bufs.own != nil {
+		s.bufPool.Put(bufs.ownp)
+		bufs.own, bufs.ownp = nil, nil
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 )
 
 // readBufferSize is what one read(2) of a device may return at most: the
-// FUSE fallback's largest READ (fusefile.MaxIO). Reading into a buffer this
+// FUSE fallback's largest READ (cuse.MaxFuseIO). Reading into a buffer this
 // big keeps reads few; the data is verified in place.
 const readBufferSize = 1 << 20
 

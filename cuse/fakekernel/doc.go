@@ -20,6 +20,10 @@
 // when the server answers it EAGAIN. Everything the server does wrong is
 // recorded and returned by Violations.
 //
-// It does not model the page cache, splicing, FUSE (non-CUSE) opcodes or
-// more than one connection.
+// FUSE (a cuse.Dir's server) is played with raw messages: Reserve a call
+// for its unique, SendRaw the request, Wait for the reply; the kernel end
+// accepts FUSE_NOTIFY_INVAL_ENTRY besides NOTIFY_POLL (Invalidated lists
+// the names). It does not model the page cache, the dentry cache,
+// splicing, FUSE's own requests (it never sends FORGET or INIT by itself)
+// or more than one connection.
 package fakekernel

@@ -10,11 +10,14 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"tbstream/cuse"
 )
+
+// CuseUnrestrictedIoctl is CUSE_UNRESTRICTED_IOCTL (fuse_kernel.h), the
+// cuse_init_in flag the kernel offers and a server may accept.
+const CuseUnrestrictedIoctl uint32 = 1 << 0
 
 // Config describes the kernel being faked.
 type Config struct {
@@ -73,16 +76,17 @@ type Kernel struct {
 
 	mu struct {
 		sync.Mutex
-		next       uint64
-		pending    map[uint64]*Call // unique → call
-		interrupts map[uint64]*Call // unique|1 → the interrupted call
-		maxWrite   int
-		devName    string
-		node       string
-		violations []error
-		notify     []uint64
-		notifyCh   chan struct{} // closed and replaced on every notification
-		closed     bool
+		next        uint64
+		pending     map[uint64]*Call // unique → call
+		interrupts  map[uint64]*Call // unique|1 → the interrupted call
+		maxWrite    int
+		devName     string
+		node        string
+		violations  []error
+		notify      []uint64
+		invalidated []string
+		notifyCh    chan struct{} // closed and replaced on every notification
+		closed      bool
 	}
 	readerDone chan struct{}
 }
@@ -93,7 +97,7 @@ func New(cfg Config) (*Kernel, error) {
 		cfg.Major, cfg.Minor = cuse.KernelVersion, 38
 	}
 	if cfg.Flags == nil {
-		f := uint32(fuse.CUSE_UNRESTRICTED_IOCTL)
+		f := CuseUnrestrictedIoctl
 		cfg.Flags = &f
 	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
@@ -254,6 +258,37 @@ func (k *Kernel) serverGone() {
 	}
 }
 
+// notifyInvalEntry is FUSE_NOTIFY_INVAL_ENTRY, which a FUSE server (a
+// cuse.Dir) sends when a name appears or goes.
+const notifyInvalEntry = 3
+
+// invalEntry checks a FUSE_NOTIFY_INVAL_ENTRY body as
+// fuse_notify_inval_entry does: struct fuse_notify_inval_entry_out
+// {parent, namelen, flags}, then the name and a NUL. The fake caches no
+// entry, so there is nothing to drop; the name is recorded.
+func (k *Kernel) invalEntry(body []byte) error {
+	const fixed = 16
+	if len(body) < fixed {
+		return k.violation("NOTIFY_INVAL_ENTRY of %d bytes: %w", len(body), syscall.EINVAL)
+	}
+	n := int(binary.LittleEndian.Uint32(body[8:]))
+	if n > 1024 || len(body) != fixed+n+1 || body[fixed+n] != 0 {
+		return k.violation("NOTIFY_INVAL_ENTRY: namelen %d in %d bytes (% x): %w", n, len(body), body[:min(len(body), 64)], syscall.EINVAL)
+	}
+	k.mu.Lock()
+	k.mu.invalidated = append(k.mu.invalidated, string(body[fixed:fixed+n]))
+	k.mu.Unlock()
+	return nil
+}
+
+// Invalidated returns the names of the FUSE_NOTIFY_INVAL_ENTRY
+// notifications received so far.
+func (k *Kernel) Invalidated() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]string(nil), k.mu.invalidated...)
+}
+
 // process applies fuse_dev_do_write's checks and routes the message.
 func (k *Kernel) process(msg []byte) error {
 	if len(msg) < cuse.OutHeaderSize {
@@ -265,8 +300,11 @@ func (k *Kernel) process(msg []byte) error {
 		return k.violation("reply length field %d, wrote %d: %w", length, len(msg), syscall.EINVAL)
 	}
 	if unique == 0 {
+		if status == notifyInvalEntry {
+			return k.invalEntry(msg[cuse.OutHeaderSize:])
+		}
 		if status != cuse.NotifyPoll || len(msg) != cuse.OutHeaderSize+cuse.NotifyPollOutLen {
-			return k.violation("notification code %d, %d bytes: %w", status, len(msg), syscall.EINVAL)
+			return k.violation("notification code %d, %d bytes (% x): %w", status, len(msg), msg[:min(len(msg), 64)], syscall.EINVAL)
 		}
 		k.mu.Lock()
 		k.mu.notify = append(k.mu.notify, le.Uint64(msg[cuse.OutHeaderSize:]))

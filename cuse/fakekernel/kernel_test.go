@@ -61,7 +61,7 @@ func TestKernelChecksInitReply(t *testing.T) {
 			req, err := cuse.ParseRequest(buf[:n], n)
 			require.NoError(t, err)
 			require.Equal(t, cuse.OpCuseInit, req.Header.Opcode)
-			require.Equal(t, uint32(7), req.Init.Major)
+			require.Equal(t, uint32(7), req.CuseInit.Major)
 
 			werr := ch.WriteReply(initReply(req.Header.Unique, tt.major, tt.minor, tt.info, tt.lengthDelta))
 			if tt.wantErrno != 0 {
@@ -106,4 +106,51 @@ func TestKernelReplyRules(t *testing.T) {
 	binary.LittleEndian.PutUint32(hdr[4:], 5) // positive error
 	require.ErrorIs(t, ch.WriteReply([][]byte{hdr}), syscall.EINVAL, "error must be 0 or -errno")
 	require.Len(t, k.Violations(), 2)
+}
+
+// TestKernelNotifications: NOTIFY_POLL and FUSE_NOTIFY_INVAL_ENTRY are
+// accepted when well formed and recorded; anything else with unique 0 is
+// a violation.
+func TestKernelNotifications(t *testing.T) {
+	k, err := New(Config{})
+	require.NoError(t, err)
+	defer k.Close()
+	ch := k.Channel()
+	defer ch.Close()
+	le := binary.LittleEndian
+	notify := func(code int32, body []byte) error {
+		hdr := make([]byte, cuse.OutHeaderSize)
+		le.PutUint32(hdr[0:], uint32(len(hdr)+len(body)))
+		le.PutUint32(hdr[4:], uint32(code))
+		return ch.WriteReply([][]byte{hdr, body})
+	}
+	inval := func(parent uint64, namelen uint32, name string) []byte {
+		b := le.AppendUint64(nil, parent)
+		b = le.AppendUint32(b, namelen)
+		b = le.AppendUint32(b, 0)
+		return append(b, name...)
+	}
+
+	require.NoError(t, notify(cuse.NotifyPoll, le.AppendUint64(nil, 77)))
+	kh, _ := k.Notifications()
+	require.Equal(t, []uint64{77}, kh)
+	require.NoError(t, notify(notifyInvalEntry, inval(1, 3, "abc\x00")))
+	require.Equal(t, []string{"abc"}, k.Invalidated())
+	require.Empty(t, k.Violations())
+
+	for _, bad := range []struct {
+		name string
+		code int32
+		body []byte
+	}{
+		{"NOTIFY_POLL too short", cuse.NotifyPoll, make([]byte, 4)},
+		{"INVAL_ENTRY without its NUL", notifyInvalEntry, inval(1, 3, "abc")},
+		{"INVAL_ENTRY namelen disagrees", notifyInvalEntry, inval(1, 2, "abc\x00")},
+		{"INVAL_ENTRY too short", notifyInvalEntry, make([]byte, 8)},
+		{"unknown code", 9, nil},
+	} {
+		require.ErrorIs(t, notify(bad.code, bad.body), syscall.EINVAL, bad.name)
+	}
+	require.Len(t, k.Violations(), 5)
+	require.Equal(t, []string{"abc"}, k.Invalidated())
 }

@@ -42,11 +42,21 @@ func New(size int) *Pipe {
 
 var _ cuse.Device = (*Pipe)(nil)
 
-// changedLocked wakes blocked requests and poll waiters.
-func (p *Pipe) changedLocked() {
+// changedLocked wakes blocked requests and returns the poll waiters' and
+// parked reads' Wakers, to be called once mu is unlocked (and a turn the
+// caller holds is given back): a Waker may call Read.
+func (p *Pipe) changedLocked() []cuse.Waker {
 	close(p.mu.changed)
 	p.mu.changed = make(chan struct{})
+	ws := make([]cuse.Waker, 0, len(p.mu.wakers))
 	for _, w := range p.mu.wakers {
+		ws = append(ws, w)
+	}
+	return ws
+}
+
+func wakeAll(ws []cuse.Waker) {
+	for _, w := range ws {
 		w()
 	}
 }
@@ -114,15 +124,17 @@ func (h *handle) Read(ctx context.Context, req *cuse.ReadRequest) (cuse.ReadResu
 			p.mu.lent = k
 			p.mu.Unlock()
 			return cuse.ReadResult{Data: data, Done: func(delivered bool) {
+				var ws []cuse.Waker
 				p.mu.Lock()
 				p.mu.lent = 0
 				if delivered {
 					p.mu.r = (p.mu.r + k) % size
 					p.mu.n -= k
-					p.changedLocked()
 				}
+				ws = p.changedLocked() // room to write, or the bytes to read again
 				p.mu.Unlock()
 				<-p.readTurn
+				wakeAll(ws)
 			}}, nil
 		}
 		eof, changed := h.eofLocked(), p.mu.changed
@@ -161,8 +173,9 @@ func (h *handle) Write(ctx context.Context, req *cuse.WriteRequest) (int, error)
 				p.mu.n += k
 				src = src[k:]
 				taken += k
-				p.changedLocked()
+				ws := p.changedLocked()
 				p.mu.Unlock()
+				wakeAll(ws)
 				continue
 			}
 			changed := p.mu.changed
@@ -208,7 +221,6 @@ func (h *handle) Poll(ctx context.Context, req *cuse.PollRequest) (uint32, error
 func (h *handle) Release(ctx context.Context) {
 	p := h.p
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	delete(p.mu.wakers, h)
 	if h.writer {
 		p.mu.writers--
@@ -216,5 +228,7 @@ func (h *handle) Release(ctx context.Context) {
 			p.mu.hangups++
 		}
 	}
-	p.changedLocked()
+	ws := p.changedLocked()
+	p.mu.Unlock()
+	wakeAll(ws)
 }

@@ -184,6 +184,10 @@ func (d *Daemon) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("start host: %w", err)
 	}
+	if f, ok := devs.(*fuseDevices); ok {
+		// WRITE payloads land in TX buffers on the fallback too.
+		f.dir.SetBuffers(d.host.Streams)
+	}
 	configDir, err := makeSubdir(opts.RunDir, filepath.Base(ConfigDir(opts.RunDir)))
 	if err != nil {
 		return err
@@ -461,6 +465,9 @@ func (d *Daemon) Stop() {
 	}
 	if d.devices != nil {
 		d.devices.Close()
+		if d.host != nil {
+			d.host.Streams.CloseLending() // the mount's readers gave back what they held
+		}
 	}
 	d.cancel()
 	if d.status != nil {

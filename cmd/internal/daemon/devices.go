@@ -10,7 +10,6 @@ import (
 
 	"tbstream/cmd/internal/stream"
 	"tbstream/cuse"
-	"tbstream/cuse/fusefile"
 )
 
 // cuseDevices registers each stream as a CUSE device: a real character
@@ -124,20 +123,20 @@ func (c *cuseDevices) Close() error {
 // /dev/cuse is missing.
 // Each node also gets a link in DevLinksDir, the shells' /dev.
 type fuseDevices struct {
-	dir   *fusefile.Dir
+	dir   *cuse.Dir
 	links *devLinks
 	node  cuse.NodeOptions
 }
 
 // Panics counts the handler panics the mount recovered.
-func (f *fuseDevices) Panics() uint64 { return f.dir.Panics() }
+func (f *fuseDevices) Panics() uint64 { return f.dir.Stats().Panics.Load() }
 
 func newFuseDevices(run string, node cuse.NodeOptions, log *slog.Logger) (*fuseDevices, error) {
 	path, err := makeSubdir(run, filepath.Base(DevDir(run)))
 	if err != nil {
 		return nil, err
 	}
-	dir, err := fusefile.MountDir(path, fusefile.Options{Logger: log})
+	dir, err := cuse.MountDir(path, cuse.DirOptions{Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("mount device directory: %w", err)
 	}
@@ -150,7 +149,7 @@ func newFuseDevices(run string, node cuse.NodeOptions, log *slog.Logger) (*fuseD
 }
 
 func (f *fuseDevices) Register(name string, dev cuse.Device) (stream.Node, error) {
-	if err := f.dir.Add(name, fusefile.File{Device: dev, Mode: f.node.Mode, UID: uint32(f.node.UID), GID: uint32(f.node.GID)}); err != nil {
+	if err := f.dir.Add(name, cuse.File{Device: dev, Mode: f.node.Mode, UID: uint32(f.node.UID), GID: uint32(f.node.GID)}); err != nil {
 		return nil, err
 	}
 	if err := f.links.add(name); err != nil {

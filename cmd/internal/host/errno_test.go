@@ -194,10 +194,17 @@ func TestCloseAndRemove(t *testing.T) {
 	require.ErrorIs(t, err, syscall.ENXIO, "write after the peer's CLOSE")
 	r.Release(ctx)
 
-	// rmdir while open: read EOF, write ENXIO, the node is gone.
+	// rmdir while open: read EOF (poll says readable: a reader woken by
+	// it must find the EOF), write ENXIO, the node is gone.
 	r = open(t, h2, node(t, i2), syscall.O_RDWR)
+	ev, err := r.Poll(ctx, &cuse.PollRequest{Events: cuse.EventIn})
+	require.NoError(t, err)
+	require.Zero(t, ev&cuse.EventIn, "nothing to read yet")
 	require.NoError(t, i2.Remove(ctx))
 	require.Nil(t, h2.nodes.get("tbstream0"))
+	ev, err = r.Poll(ctx, &cuse.PollRequest{Events: cuse.EventIn})
+	require.NoError(t, err)
+	require.NotZero(t, ev&cuse.EventIn, "end of file is readable")
 	res, err := r.Read(ctx, &cuse.ReadRequest{Size: 10})
 	require.NoError(t, err)
 	require.Zero(t, res.Len())

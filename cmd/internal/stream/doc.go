@@ -29,7 +29,7 @@
 // The order, outermost first:
 //
 //	Service.mu → Group.mu → Stream.mu → Stream.sigMu
-//	Service.idxMu, Stream.lendMu (leaves, taken alone)
+//	Service.idxMu, Stream.lend.mu, Service.lend.mu (leaves, taken alone)
 //
 // Below them sit the locks of other packages the streams call while
 // holding one of theirs: the HopID spaces (hopid) and xdomain.Service's

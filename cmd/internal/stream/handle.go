@@ -182,9 +182,7 @@ func (st *Stream) admitLocked(d *rings, req *cuse.OpenRequest) *handle {
 	st.mu.Unlock()
 	st.sigMu.Lock()
 	st.wakers[h] = struct{}{}
-	if h.wake != nil {
-		st.pollers++
-	}
+	st.setWakersLocked()
 	st.sigMu.Unlock()
 	return h
 }
@@ -303,10 +301,8 @@ func (h *handle) undeliveredErr() error {
 func (h *handle) Release(ctx context.Context) {
 	st, d := h.st, h.d
 	st.sigMu.Lock()
-	if _, ok := st.wakers[h]; ok && h.wake != nil {
-		st.pollers--
-	}
 	delete(st.wakers, h)
+	st.setWakersLocked()
 	st.sigMu.Unlock()
 	st.mu.Lock()
 	st.users--

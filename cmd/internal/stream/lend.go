@@ -1,6 +1,9 @@
 package stream
 
 import (
+	"log/slog"
+	"sync"
+
 	"tbstream/cuse"
 	"tbstream/nhi"
 )
@@ -23,8 +26,12 @@ import (
 //
 // When the pool cannot lend (every buffer posted or lent) WriteBuffer
 // returns nil and the server reads into its own buffer; Write then
-// copies into the TX ring's own buffers, as for the FUSE fallback (go-fuse
-// reads WRITEs into its own buffers and never asks).
+// copies into the TX ring's own buffers.
+//
+// The FUSE fallback has one server for every stream's file, whose readers
+// lend before they know which file the next request is for: they borrow
+// from the service's pool (Service.WriteBuffer), which any stream's Write
+// can post from, as every ring pair of the host is on the same NHI.
 const (
 	// lendings is how many full-size lendings (cuse.DefaultMaxIO, 32
 	// buffers) the pool holds: about one per request reader that waits
@@ -33,6 +40,10 @@ const (
 	// lendBuffers is the lend pool's size: 1 MiB of DMA memory per
 	// stream that has been opened through CUSE.
 	lendBuffers = lendings * cuse.DefaultMaxIO / nhi.SlotSize
+	// mountLendBuffers is the service's pool, for the FUSE fallback's
+	// requests of up to 1 MiB (cuse.MaxFuseIO): two idle readers' and
+	// two WRITEs' worth, 4 MiB of DMA memory for the host.
+	mountLendBuffers = 4 * cuse.MaxFuseIO / nhi.SlotSize
 )
 
 // lending is one WriteBuffer answer: the buffers reserved, and the runs
@@ -40,72 +51,85 @@ const (
 type lending struct {
 	b    nhi.TxBuffers
 	runs [][]byte
+	done func(int) // giveBack of this lending, made once
 }
 
-var _ cuse.WriteBufferer = (*Stream)(nil)
+// lender is a pool of TX buffers lent to a device server and the
+// lendings out of it: a stream's, for its CUSE server, and the service's,
+// for the FUSE fallback's one server of every stream (whose readers lend
+// before they know which file the next request is for).
+type lender struct {
+	size int    // pool buffers
+	what string // for the log line when there is no memory
+	// mu guards the rest (a leaf lock, taken alone).
+	mu    sync.Mutex
+	pool  *nhi.TxPool        // nil until the first lending
+	lent  map[*byte]*lending // by the first byte lent
+	ended bool               // closed, or no DMA memory: lend no more
+	spare sync.Pool          // *lending given back, reused (lending is per request)
+}
 
-// WriteBuffer lends TX buffers for the next request a CUSE reader reads,
-// or nil (the server then uses its own): while no ring pair is open, when
-// size exceeds the pool, when the pool is short of free buffers, after
-// the stream finished, or when the pool cannot be allocated (logged once).
-// It does not block.
-func (st *Stream) WriteBuffer(size int) ([][]byte, func(int)) {
+// lend reserves buffers for size bytes from the pool, which it allocates
+// from n at the first call, or returns nil.
+func (ln *lender) lend(n *nhi.NHI, log *slog.Logger, size int) ([][]byte, func(int)) {
 	frames := (size + nhi.SlotSize - 1) / nhi.SlotSize
-	if size < 1 || frames > lendBuffers {
+	if size < 1 || frames > ln.size {
 		return nil, nil
 	}
-	st.mu.Lock()
-	open := st.data != nil
-	st.mu.Unlock()
-	if !open {
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	if ln.ended {
 		return nil, nil
 	}
-	st.lendMu.Lock()
-	defer st.lendMu.Unlock()
-	if st.lendEnded {
-		return nil, nil
-	}
-	if st.lend == nil {
-		pool, err := st.g.s.cfg.Data.NHI.AllocTxPool(lendBuffers)
+	if ln.pool == nil {
+		pool, err := n.AllocTxPool(ln.size)
 		if err != nil {
-			st.lendEnded = true
-			st.g.s.log.Warn("no DMA memory to lend for CUSE writes; they are copied", "stream", st.path(), "err", err)
+			ln.ended = true
+			log.Warn("no DMA memory to lend for writes; they are copied", "for", ln.what, "err", err)
 			return nil, nil
 		}
-		st.lend = pool
-		st.lent = make(map[*byte]*lending)
+		ln.pool = pool
+		ln.lent = make(map[*byte]*lending)
 	}
-	l := &lending{}
-	if st.lend.Reserve(&l.b, frames) < frames {
+	l, _ := ln.spare.Get().(*lending)
+	if l == nil {
+		l = &lending{}
+		l.done = func(int) { ln.giveBack(l) }
+	}
+	if ln.pool.Reserve(&l.b, frames) < frames {
 		l.b.Release()
+		ln.spare.Put(l)
 		return nil, nil
 	}
-	l.runs = append([][]byte(nil), l.b.Runs()...)
-	st.lent[&l.runs[0][0]] = l
-	return l.runs, func(int) { st.giveBack(l) }
+	l.runs = append(l.runs[:0], l.b.Runs()...)
+	ln.lent[&l.runs[0][0]] = l
+	return l.runs, l.done
 }
 
 // giveBack ends a lending: the buffers Write posted belong to their
 // descriptors (they return to the pool at completion), the rest go back
 // now.
-func (st *Stream) giveBack(l *lending) {
-	st.lendMu.Lock()
-	delete(st.lent, &l.runs[0][0])
-	st.lendMu.Unlock()
+func (ln *lender) giveBack(l *lending) {
+	ln.mu.Lock()
+	delete(ln.lent, &l.runs[0][0])
+	ln.mu.Unlock()
 	l.b.Release()
+	clear(l.runs)
+	l.runs = l.runs[:0]
+	ln.spare.Put(l) // its slices' capacity serves the next lending
 }
 
 // lendingOf returns the lending a WRITE payload was read into, or nil
-// when it is not one of ours (the server's own buffer, the FUSE
-// fallback). The payload must be a prefix of the lent runs: the server
-// cuts its n bytes from the front of them (full runs, then a tail).
-func (st *Stream) lendingOf(data [][]byte) *lending {
+// when it is not one of this lender's (the server's own buffer). The
+// payload must be a prefix of the lent runs: the server cuts its n bytes
+// from the front of them (full runs, then a tail).
+func (ln *lender) lendingOf(data [][]byte) *lending {
 	if len(data) == 0 || len(data[0]) == 0 {
 		return nil
 	}
-	st.lendMu.Lock()
-	l := st.lent[&data[0][0]]
-	st.lendMu.Unlock()
+	ln.mu.Lock()
+	l := ln.lent[&data[0][0]]
+	ln.mu.Unlock()
 	if l == nil || len(data) > len(l.runs) {
 		return nil
 	}
@@ -118,14 +142,55 @@ func (st *Stream) lendingOf(data [][]byte) *lending {
 	return l
 }
 
-// closeLend ends lending once the device's server has stopped; the pool's
-// memory is freed when its last posted buffer is back.
-func (st *Stream) closeLend() {
-	st.lendMu.Lock()
-	pool := st.lend
-	st.lend, st.lendEnded = nil, true
-	st.lendMu.Unlock()
+// close ends lending once the server that borrows has stopped; the
+// pool's memory is freed when its last posted buffer is back.
+func (ln *lender) close() {
+	ln.mu.Lock()
+	pool := ln.pool
+	ln.pool, ln.ended = nil, true
+	ln.mu.Unlock()
 	if pool != nil {
 		pool.Close()
 	}
+}
+
+var (
+	_ cuse.WriteBufferer = (*Stream)(nil)
+	_ cuse.WriteBufferer = (*Service)(nil)
+)
+
+// WriteBuffer lends TX buffers for the next request a CUSE reader reads,
+// or nil (the server then uses its own): while no ring pair is open, when
+// size exceeds the pool, when the pool is short of free buffers, after
+// the stream finished, or when the pool cannot be allocated (logged once).
+// It does not block.
+func (st *Stream) WriteBuffer(size int) ([][]byte, func(int)) {
+	st.mu.Lock()
+	open := st.data != nil
+	st.mu.Unlock()
+	if !open {
+		return nil, nil
+	}
+	return st.lend.lend(st.g.s.cfg.Data.NHI, st.g.s.log, size)
+}
+
+// WriteBuffer lends TX buffers for the next request a reader of the FUSE
+// fallback's mount reads, for whichever stream it turns out to be
+// (every stream's rings are on the service's NHI), or nil. The daemon
+// hands the service to the mount once both exist (cuse.Dir.SetBuffers).
+func (s *Service) WriteBuffer(size int) ([][]byte, func(int)) {
+	return s.lend.lend(s.cfg.Data.NHI, s.log, size)
+}
+
+// CloseLending ends the service's lending once the mount it lends to has
+// stopped.
+func (s *Service) CloseLending() { s.lend.close() }
+
+// lendingOf returns the lending a WRITE payload of st was read into: the
+// stream's own (CUSE) or the service's (the FUSE fallback), or nil.
+func (st *Stream) lendingOf(data [][]byte) *lending {
+	if l := st.lend.lendingOf(data); l != nil {
+		return l
+	}
+	return st.g.s.lend.lendingOf(data)
 }

@@ -14,7 +14,9 @@ import (
 // once the peer's session ended, OUT (a write does not block, it fails
 // with ENXIO), as the emptied TX ring would say anyway; while the session
 // awaits the end of the peer's last one, neither IN nor OUT (reads and
-// writes wait); what was carried over from the last session is IN.
+// writes wait); what was carried over from the last session is IN, and
+// so is end of file (the peer's CLOSE read, or the stream removed), which
+// a read returns without waiting.
 func (h *handle) Poll(ctx context.Context, req *cuse.PollRequest) (uint32, error) {
 	st, d := h.st, h.d
 	h.touch()
@@ -24,6 +26,7 @@ func (h *handle) Poll(ctx context.Context, req *cuse.PollRequest) (uint32, error
 		err = syscall.ENXIO
 	}
 	peerClosed, awaiting := d.peerClosed, d.awaiting
+	eof := st.closed || st.removed // a read returns 0 at once
 	st.mu.Unlock()
 	if busy {
 		return cuse.EventErr, nil
@@ -37,8 +40,13 @@ func (h *handle) Poll(ctx context.Context, req *cuse.PollRequest) (uint32, error
 	var mask uint32
 	if peerClosed || d.tx.TxFree() > 0 {
 		mask |= cuse.EventOut | cuse.EventWrNorm
+	} else {
+		st.outWanted.Store(true)
+		if d.tx.TxFree() > 0 { // a completion between the look and the flag
+			mask |= cuse.EventOut | cuse.EventWrNorm
+		}
 	}
-	if d.rx.RxReady() > 0 || h.carried() {
+	if eof || d.rx.RxReady() > 0 || h.carried() {
 		mask |= cuse.EventIn | cuse.EventRdNorm
 	}
 	return mask, nil

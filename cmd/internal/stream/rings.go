@@ -132,7 +132,10 @@ type rings struct {
 	// close(2) with EIO; the release after it does not wait again.
 	flushGaveUp atomic.Bool
 
-	readSem  chan struct{} // one READ at a time owns the RX frames
+	readSem chan struct{} // one READ at a time owns the RX frames
+	// readBusy: a READ found readSem taken and answered EAGAIN (parked);
+	// the holder's release wakes the handles so it is asked again.
+	readBusy atomic.Bool
 	writeSem chan struct{} // one WRITE at a time fills TX slots
 	// Owned by the holder of readSem: the bytes of the oldest RX frame
 	// already read, the gather's scratch runs, and what the last session
@@ -427,7 +430,16 @@ func (st *Stream) disablePaths(d *rings) {
 // open; its rings stay until its last handle closes.
 func (st *Stream) retire(d *rings) { st.disablePaths(d) }
 
-// ringNotify runs when a ring's completions were reaped: on the NHI's
-// interrupt goroutine, or on the goroutine that looked at the ring, maybe
-// under NHI locks. signal only closes a channel and kicks the notifier.
-func (st *Stream) ringNotify() { st.signal() }
+// ringNotify runs when the TX ring's completions were reaped: on the
+// NHI's interrupt goroutine, or on the goroutine that looked at the ring,
+// maybe under NHI locks. Blocked writers wait on the channel; the wakers
+// (on the notifier goroutine) are due only when a poll found no room
+// since the last time (outWanted): a goroutine wake-up per completion
+// saved.
+func (st *Stream) ringNotify() {
+	if st.outWanted.Swap(false) {
+		st.signal()
+		return
+	}
+	st.changedLocked()
+}

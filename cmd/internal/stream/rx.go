@@ -22,13 +22,23 @@ func (h *handle) Read(ctx context.Context, req *cuse.ReadRequest) (cuse.ReadResu
 	if err != nil {
 		return cuse.ReadResult{}, err
 	}
-	if err := h.awaitWait(ctx, req.Nonblock()); err != nil {
+	// A parkable READ is answered from rxNotify's goroutine once frames
+	// come; a busy-poll pair has no notification, so its readers wait
+	// here, reaping the ring themselves.
+	nonblock := req.Nonblock() && !(busy && req.Parkable)
+	if err := h.awaitWait(ctx, nonblock); err != nil {
 		return cuse.ReadResult{}, err
 	}
-	if err := acquire(ctx, d.readSem, req.Nonblock()); err != nil {
+	if err := acquire(ctx, d.readSem, nonblock); err != nil {
+		d.readBusy.Store(true) // the holder's release wakes the handles
 		return cuse.ReadResult{}, err
 	}
-	release := func() { <-d.readSem }
+	release := func() {
+		<-d.readSem
+		if d.readBusy.Swap(false) {
+			st.signalHere()
+		}
+	}
 	for {
 		ch := st.waitChan()
 		st.mu.Lock()
@@ -47,7 +57,7 @@ func (h *handle) Read(ctx context.Context, req *cuse.ReadRequest) (cuse.ReadResu
 		if d.rx.RxReady() > 0 {
 			break
 		}
-		if req.Nonblock() {
+		if nonblock {
 			release()
 			return cuse.ReadResult{}, syscall.EAGAIN
 		}

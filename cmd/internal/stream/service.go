@@ -89,6 +89,9 @@ type Service struct {
 
 	idxMu   sync.Mutex // a leaf lock
 	indexes map[int]bool
+
+	// lend is the WRITE buffers lent to the FUSE fallback's mount.
+	lend lender
 }
 
 var (
@@ -112,6 +115,7 @@ func New(cfg Config) (*Service, error) {
 		groups:  make(map[string]*Group),
 		remotes: make(map[string]*xdomain.Service),
 		indexes: make(map[int]bool),
+		lend:    lender{size: mountLendBuffers, what: "the device mount"},
 	}
 	if err := cfg.Host.RegisterPropertyDir(Key, staticDir()); err != nil {
 		return nil, fmt.Errorf("register stream properties: %w", err)

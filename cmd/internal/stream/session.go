@@ -40,12 +40,13 @@ func (st *Stream) resetSessionsLocked() {
 }
 
 // rxNotify is the RX ring's Notify (no lock held; on the interrupt
-// goroutine or whichever reaped): it wakes the waiters and looks at the
-// newly completed frames for a CLOSE, so that a session learns of the
-// peer's end without reading. The search reads descriptors only; what it
-// finds is handled on a goroutine of its own (peerClose).
+// goroutine or whichever reaped): it wakes the waiters, a parked READ
+// answered from here (signalHere), and looks at the newly completed
+// frames for a CLOSE, so that a session learns of the peer's end without
+// reading. The search reads descriptors only; what it finds is handled on
+// a goroutine of its own (peerClose).
 func (st *Stream) rxNotify(d *rings) {
-	st.signal()
+	st.signalHere()
 	if d.closeFound.Load() {
 		return
 	}

@@ -13,7 +13,6 @@ import (
 	"tbstream/configfs"
 	"tbstream/cuse"
 	"tbstream/hopid"
-	"tbstream/nhi"
 	"tbstream/xdomain"
 	"tbstream/xdomain/property"
 	"tbstream/xdomain/xdp"
@@ -33,18 +32,20 @@ type Stream struct {
 	sigMu   sync.Mutex
 	changed chan struct{} // closed and replaced on every change of state
 	wakers  map[*handle]struct{}
-	pollers int // handles in wakers with a waker: no kick without one
+	// wakeList is the open handles' Wakers, replaced (never changed in
+	// place) when a handle comes or goes: a copy taken under sigMu can be
+	// called after it.
+	wakeList []cuse.Waker
+	// outWanted: a poll found no TX room; the next TX completion calls
+	// the wakers (ringNotify).
+	outWanted atomic.Bool
 	// kick (capacity 1) tells the notifier goroutine that the wakers are
 	// due; done ends it once the stream is finished.
 	kick chan struct{}
 	done chan struct{}
 
-	// lendMu guards the WRITE buffers lent to the CUSE server (lend.go);
-	// a leaf lock, taken alone.
-	lendMu    sync.Mutex
-	lend      *nhi.TxPool        // nil until the first lending
-	lent      map[*byte]*lending // by the first byte lent
-	lendEnded bool               // finished, or no DMA memory: lend no more
+	// lend is the WRITE buffers lent to the CUSE server (lend.go).
+	lend lender
 
 	// waiting counts opens blocked for the peer or for another open's
 	// start or a close's stop (Info.Waiting).
@@ -121,6 +122,7 @@ func newStream(g *Group, name string, index int) *Stream {
 		ringSize:   DefaultRingSize,
 		throttling: DefaultThrottling,
 		changed:    make(chan struct{}),
+		lend:       lender{size: lendBuffers, what: "stream " + g.name + "/" + name},
 		wakers:     make(map[*handle]struct{}),
 		kick:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
@@ -134,16 +136,12 @@ func (st *Stream) DeviceName() string { return "tbstream" + strconv.Itoa(st.inde
 func (st *Stream) path() string { return st.g.name + "/" + st.name }
 
 // signal wakes everything that waits on the stream's state: blocked
-// opens, reads and writes at once, pollers through their wakers on the
-// notifier goroutine. It never blocks and may be called under any lock.
+// opens and writes at once, pollers and parked READs through their wakers
+// on the notifier goroutine. It never blocks and may be called under any
+// lock.
 func (st *Stream) signal() {
-	st.sigMu.Lock()
-	close(st.changed)
-	st.changed = make(chan struct{})
-	pollers := st.pollers
-	st.sigMu.Unlock()
-	if pollers == 0 {
-		return // a goroutine wake-up per frame saved
+	if len(st.changedLocked()) == 0 {
+		return // a goroutine wake-up saved
 	}
 	select {
 	case st.kick <- struct{}{}:
@@ -151,11 +149,27 @@ func (st *Stream) signal() {
 	}
 }
 
-// notifier calls the wakers after each signal, with no lock held: a
-// waker takes the CUSE server's lock and writes NOTIFY_POLL, which must
-// stall neither the interrupt goroutine nor the stream.
+// signalHere is signal for a caller that holds no lock, the RX ring's
+// notification on the goroutine that delivered the frames: the wakers
+// run here, so a parked READ is answered from this goroutine, with no
+// other woken in between.
+func (st *Stream) signalHere() {
+	for _, w := range st.changedLocked() {
+		w()
+	}
+}
+
+// changedLocked closes and replaces changed, and returns the wakers.
+func (st *Stream) changedLocked() []cuse.Waker {
+	st.sigMu.Lock()
+	defer st.sigMu.Unlock()
+	close(st.changed)
+	st.changed = make(chan struct{})
+	return st.wakeList
+}
+
+// notifier calls the wakers after each signal, with no lock held.
 func (st *Stream) notifier() {
-	var ws []cuse.Waker
 	for {
 		select {
 		case <-st.kick:
@@ -163,18 +177,23 @@ func (st *Stream) notifier() {
 			return
 		}
 		st.sigMu.Lock()
-		for h := range st.wakers {
-			if h.wake != nil {
-				ws = append(ws, h.wake)
-			}
-		}
+		ws := st.wakeList
 		st.sigMu.Unlock()
-		for i, w := range ws {
+		for _, w := range ws {
 			w()
-			ws[i] = nil
 		}
-		ws = ws[:0]
 	}
+}
+
+// setWakersLocked rebuilds wakeList from wakers (sigMu held).
+func (st *Stream) setWakersLocked() {
+	ws := make([]cuse.Waker, 0, len(st.wakers))
+	for h := range st.wakers {
+		if h.wake != nil {
+			ws = append(ws, h.wake)
+		}
+	}
+	st.wakeList = ws
 }
 
 // validLocked is tbstream_dev_valid: ENXIO without a live peer, EINVAL
@@ -237,7 +256,7 @@ func (st *Stream) finishLocked() bool {
 func (st *Stream) finish(sync bool) {
 	end := func() {
 		st.node.Close() // every lending is back once the server stopped
-		st.closeLend()
+		st.lend.close()
 	}
 	if sync {
 		end()

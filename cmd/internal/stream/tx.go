@@ -30,9 +30,15 @@ func (h *handle) Write(ctx context.Context, req *cuse.WriteRequest) (int, error)
 		return 0, err
 	}
 	if err := acquire(ctx, d.writeSem, req.Nonblock()); err != nil {
+		st.outWanted.Store(true) // the holder's release wakes the pollers
 		return 0, err
 	}
-	defer func() { <-d.writeSem }()
+	defer func() {
+		<-d.writeSem
+		if st.outWanted.Swap(false) {
+			st.signal()
+		}
+	}()
 	for {
 		ch := st.waitChan()
 		if _, err := h.check(true); err != nil {
@@ -42,6 +48,12 @@ func (h *handle) Write(ctx context.Context, req *cuse.WriteRequest) (int, error)
 			break
 		}
 		if req.Nonblock() {
+			// A poller waits for room now (Go's netpoller does after
+			// EAGAIN without polling again): the next completion wakes.
+			st.outWanted.Store(true)
+			if d.tx.TxFree() > 0 {
+				continue
+			}
 			return 0, syscall.EAGAIN
 		}
 		if err := st.wait(ctx, ch, d, busy); err != nil {
@@ -61,6 +73,7 @@ func (h *handle) Write(ctx context.Context, req *cuse.WriteRequest) (int, error)
 	}
 	if err != nil {
 		if errors.Is(err, nhi.ErrRingFull) {
+			st.outWanted.Store(true)
 			return 0, syscall.EAGAIN // TxFree said otherwise a moment ago
 		}
 		return 0, syscall.ENXIO

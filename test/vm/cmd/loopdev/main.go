@@ -27,7 +27,6 @@ import (
 	"syscall"
 
 	"tbstream/cuse"
-	"tbstream/cuse/fusefile"
 	"tbstream/cuse/loopback"
 )
 
@@ -76,18 +75,20 @@ func main() {
 		return loopback.New(*size)
 	}
 	if *fuseDir != "" {
-		files := map[string]fusefile.File{}
-		for _, s := range specs {
-			files[s.name] = fusefile.File{Device: device(s), Mode: s.mode}
-		}
-		srv, err := fusefile.Mount(*fuseDir, files, fusefile.Options{Logger: log})
+		dir, err := cuse.MountDir(*fuseDir, cuse.DirOptions{Logger: log, Debug: *debug})
 		if err != nil {
 			log.Error("mount", "err", err)
 			os.Exit(1)
 		}
-		log.Info("serving", "dir", *fuseDir, "files", len(files))
+		for _, s := range specs {
+			if err := dir.Add(s.name, cuse.File{Device: device(s), Mode: s.mode}); err != nil {
+				log.Error("add", "err", err)
+				os.Exit(1)
+			}
+		}
+		log.Info("serving", "dir", *fuseDir, "files", len(specs))
 		<-ctx.Done()
-		if err := srv.Unmount(); err != nil {
+		if err := dir.Unmount(); err != nil {
 			log.Error("unmount", "err", err)
 			os.Exit(1)
 		}
