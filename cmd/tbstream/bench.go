@@ -18,6 +18,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"tbstream/cmd/internal/daemon"
 	"tbstream/nhi"
 )
@@ -214,11 +216,17 @@ func bench(ctx context.Context, stdout, stderr io.Writer, run string, args []str
 // openDevice opens a stream device. A FUSE fallback device is a regular
 // file, whose reads and writes block in the kernel outside Go's poller:
 // the process then takes the Ps the daemons take (daemon.RaiseProcs).
+// openDevice opens a stream device in blocking mode, as a C or Python
+// client would: os.OpenFile would hand a pollable file to Go's netpoller,
+// and every read that finds nothing would then cost an EAGAIN, a poll
+// notification and a second read, three trips through the device server
+// where a blocking read(2) takes one.
 func openDevice(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open stream device: %w", err)
+		return nil, fmt.Errorf("open stream device: %w", &os.PathError{Op: "open", Path: path, Err: err})
 	}
+	f := os.NewFile(uintptr(fd), path)
 	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
 		daemon.RaiseProcs()
 	}

@@ -13,8 +13,10 @@
 #     tbddinproc the same on a third pair: both hosts in one process (up -cable inproc)
 #   round trip of 4 KiB messages, p50 (p99 beside it):
 #     tcp       TCP_NODELAY ping-pong over loopback    (test/bench/cmd/rtt -tcp)
-#     fusehop   write + read back on the loopdev file  (test/bench/cmd/rtt -file)
+#     fusehop   write + read back on the loopdev file  (test/bench/cmd/rtt -file),
+#               the floor: one hop through the same device server
 #     tblat     tbstream bench -lat -sizes 4096        (host1 → host2 → host1)
+#     tcp64, tblat64: the same two with 64-byte messages
 #     tblatsock the same on the socket-cable hosts
 #     tblatinproc the same on the in-process pair
 #   tbstream bench -bw, 1 stream and 4 streams at once (aggregate, each stream's share)
@@ -352,11 +354,12 @@ m_nc() {
   record nc "$round" "$(rate "$bytes" "$t0" "$t1")"
 }
 
-# rtt NAME ARGS...: test/bench/cmd/rtt's p50 (and p99 as NAME99)
+# rtt NAME ARGS...: test/bench/cmd/rtt's p50 (and p99 as NAME99), 4 KiB
+# messages unless ARGS say -size
 rtt() {
   local name=$1 out
   shift
-  GOMAXPROCS=${GOMAXPROCS:-$procs} "$work/rtt" "$@" -size 4096 -rounds 2000 -warmup 200 >"$work/$name.out" 2>&1 &
+  GOMAXPROCS=${GOMAXPROCS:-$procs} "$work/rtt" -size 4096 "$@" -rounds 2000 -warmup 200 >"$work/$name.out" 2>&1 &
   local pid=$!
   guard "$name" "$pid" "$pid" &
   guard=$!
@@ -372,6 +375,7 @@ rtt() {
   record "${name}99" "$round" "$(echo "$out" | sed -n 's/.*p99_us=\([0-9.]*\).*/\1/p')"
 }
 m_tcp() { rtt tcp -tcp; }
+m_tcp64() { rtt tcp64 -tcp -size 64; }
 m_fusehop() { rtt fusehop -file "$work/mnt/rtt0"; }
 
 # bench NAME ARGS...: tbstream bench -json into $work/NAME.json
@@ -387,6 +391,10 @@ m_tblat() {
   tbbench tblat -lat -sizes 4096 -rounds 2000 || return
   record tblat "$round" "$(jq '.latency.sizes[0].p50_us' "$work/tblat.json")"
   record tblat99 "$round" "$(jq '.latency.sizes[0].p99_us' "$work/tblat.json")"
+}
+m_tblat64() {
+  tbbench tblat64 -lat -sizes 64 -rounds 2000 || return
+  record tblat64 "$round" "$(jq '.latency.sizes[0].p50_us' "$work/tblat64.json")"
 }
 m_tblatsock() {
   on_run "$run_sock" tbbench tblatsock -lat -sizes 4096 -rounds 2000 || return
@@ -407,7 +415,7 @@ m_bw4() {
   echo "$round $(jq -r '.bandwidth.mb_per_s as $all | [.bandwidth.streams[].directions[0].mb_per_s / $all * 100 | floor | tostring + "%"] | join(" ")' "$work/bw4.json")" >>"$work/shares"
 }
 
-measures=(pipe nc fuse tbdd tbddsock tbddinproc tcp fusehop tblat tblatsock tblatinproc bw1 bw4)
+measures=(pipe nc fuse tbdd tbddsock tbddinproc tcp tcp64 fusehop tblat tblat64 tblatsock tblatinproc bw1 bw4)
 t_start=$(date +%s)
 loads=()
 for round in $(seq "$rounds"); do
@@ -514,6 +522,8 @@ row "RTT 4 KiB p50, FUSE hop: write + read back, loopdev file" µs fusehop
 row "RTT 4 KiB p99, FUSE hop" µs fusehop99
 row "RTT 4 KiB p50, tbstream bench -lat (host1, host2, back)" µs tblat
 row "RTT 4 KiB p99, tbstream bench -lat" µs tblat99
+row "RTT 64 B p50, loopback TCP, TCP_NODELAY" µs tcp64
+row "RTT 64 B p50, tbstream bench -lat" µs tblat64
 row "RTT 4 KiB p50, tbstream, cable frames on the unix socket" µs tblatsock
 row "RTT 4 KiB p50, tbstream, both hosts in one process" µs tblatinproc
 row "RTT 4 KiB p99, tbstream, both hosts in one process" µs tblatinproc99
@@ -534,6 +544,7 @@ rrow "tbstream RTT p50, in-process pair / TCP RTT p50" tblatinproc tcp
 rrow "FUSE hop dd / pipe" fuse pipe
 rrow "tbstream RTT p50 / FUSE hop RTT p50" tblat fusehop
 rrow "tbstream RTT p50 / TCP RTT p50" tblat tcp
+rrow "tbstream RTT 64 B p50 / TCP RTT 64 B p50" tblat64 tcp64
 rrow "FUSE hop RTT p50 / TCP RTT p50" fusehop tcp
 rrow "4 streams aggregate / 1 stream" bw4 bw1
 if [ $rss_ok = 1 ]; then

@@ -186,7 +186,7 @@ cp test/vm/gnu.sh "$stage/bin/gnu"
 cp test/vm/waitopen.sh "$stage/bin/wait-open"
 mkdir -p "$stage/host"
 mknod "$stage/dev/console" c 5 1 || fail_all "mknod /dev/console"
-cmds="./test/vm/cmd/loopdev ./test/vm/cmd/vmcheck ./test/vm/cmd/vfioedu"
+cmds="./test/vm/cmd/loopdev ./test/vm/cmd/vmcheck ./test/vm/cmd/vfioedu ./test/bench/cmd/rtt"
 if [ "$e2e" != none ]; then
   cp "$e2e" "$stage/e2e.sh"
   cp test/e2e/discover.sh "$stage/bin/discover.sh"
@@ -274,7 +274,14 @@ awk 'function median(a, n,   i, j, t) {
       split("", a); split("", b)
       for (r = 1; r <= rounds[k]; r++) { a[r] = v[k, r] / v["zero-null", r]; b[r] = v[k, r] / v["pipe", r] }
       printf "vm bench: %-10s / zero-null = %.3f, / pipe = %.3f (medians of the rounds)\n", k, median(a, rounds[k]), median(b, rounds[k])
-    } }' \
+    }
+    if (rtts["cuse"] > 0 && rtts["cuse"] == rtts["tcp"]) {
+      split("", a); split("", b); split("", q)
+      for (r = 1; r <= rtts["cuse"]; r++) { a[r] = rtt["cuse", r]; b[r] = rtt["tcp", r]; q[r] = b[r] > 0 ? a[r] / b[r] : 0 }
+      printf "vm bench: RTT 4 KiB p50: CUSE loopback %.1f µs, guest TCP loopback %.1f µs, CUSE / TCP = %.2f (medians of %d rounds)\n",
+        median(a, rtts["cuse"]), median(b, rtts["tcp"]), median(q, rtts["cuse"]), rtts["cuse"]
+    } }
+  /^VMRTT / && $3 != "" { r = ++rtts[$2]; rtt[$2, r] = $3 }' \
   "$work/serial.log"
 
 echo "vm: $lib_passed passed, $lib_failed failed, $lib_skipped skipped"

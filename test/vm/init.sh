@@ -207,6 +207,17 @@ for round in 1 2 3; do
   bench cuse-pipe "dd if=/dev/zero of=/dev/tbstream4 bs=256k count=$n 2>/dev/null & dd if=/dev/tbstream4 of=/dev/null bs=256k 2>/dev/null; wait"
 done
 
+# Round trips of 4 KiB, p50 in µs: write and read back through the CUSE
+# loopback pipe (one hop each way through the device server), beside the
+# guest's TCP loopback (TCP_NODELAY ping-pong); interleaved rounds, as
+# above. vm.sh reports the medians and their ratio.
+ifconfig lo 127.0.0.1 up 2>/dev/null || ip link set lo up 2>/dev/null
+p50() { sed -n 's/.*p50_us=\([0-9.]*\).*/\1/p'; }
+for round in 1 2 3; do
+  echo "VMRTT cuse $(rtt -file /dev/tbstream4 -rounds 300 -warmup 30 2>&1 | p50)"
+  echo "VMRTT tcp $(rtt -tcp -rounds 300 -warmup 30 2>&1 | p50)"
+done
+
 kill -TERM $server
 wait $server
 rc=$?
