@@ -213,14 +213,15 @@ func bench(ctx context.Context, stdout, stderr io.Writer, run string, args []str
 
 // ---- the two roles on devices given by path ----
 
-// openDevice opens a stream device. A FUSE fallback device is a regular
-// file, whose reads and writes block in the kernel outside Go's poller:
-// the process then takes the Ps the daemons take (daemon.RaiseProcs).
 // openDevice opens a stream device in blocking mode, as a C or Python
 // client would: os.OpenFile would hand a pollable file to Go's netpoller,
 // and every read that finds nothing would then cost an EAGAIN, a poll
 // notification and a second read, three trips through the device server
-// where a blocking read(2) takes one.
+// where a blocking read(2) takes one (and a process that serves the
+// fallback itself, as the tests do, must not poll its own files). Reads
+// and writes then block in the kernel outside Go's poller: for a FUSE
+// fallback device the process takes the Ps the daemons take
+// (daemon.RaiseProcs).
 func openDevice(path string) (*os.File, error) {
 	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
