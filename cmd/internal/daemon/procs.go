@@ -8,9 +8,9 @@ import (
 // MinProcs is the fewest Ps (GOMAXPROCS) a process runs with while it
 // serves the FUSE fallback's devices, or uses them (tbstream bench).
 //
-// go-fuse waits for requests in blocking read(2)s of /dev/fuse, and reads
-// and writes of the fallback's files block in the kernel (regular files
-// cannot use Go's poller). The Go runtime leaves a P with a goroutine
+// The fallback's device server (cuse.Dir) and go-fuse (configfs, the
+// sysfs view) wait for requests in blocking read(2)s of /dev/fuse, and
+// blocking reads and writes of the fallback's files wait in the kernel. The Go runtime leaves a P with a goroutine
 // blocked in a system call until sysmon takes it back, and sysmon does
 // that only when no P is idle. With as many Ps as a small machine has
 // cores these waits hold all of them, so sysmon ticks every 20 µs to

@@ -59,9 +59,12 @@
 //
 // signal takes only sigMu, which guards nothing but the channel and the set
 // of wakers, so it may run under any lock and on the NHI's interrupt
-// goroutine. The wakers themselves (a CUSE waker takes the server's lock and
-// writes NOTIFY_POLL) run on the stream's notifier goroutine, with no lock
-// held, after each signal.
+// goroutine. The wakers themselves (the device server's: NOTIFY_POLL, and
+// another try of its parked READs, which calls Read) run with no lock
+// held: on the goroutine that delivered RX frames (rxNotify, so a parked
+// READ is answered from there), and otherwise on the stream's notifier
+// goroutine after a signal. TX completions run them only when a poll or
+// a non-blocking write found no room (outWanted).
 //
 // # Sessions
 //
@@ -207,10 +210,15 @@
 // the WRITE's handle uses: there are no pool generations, and no WRITE is
 // copied or refused for the age of its buffers.
 //
+// The FUSE fallback has one device server for every stream's file, whose
+// readers lend before they know which file the next request is for: they
+// borrow from the service's pool (Service.WriteBuffer, 4 MiB), which any
+// stream's Write can post from, every ring pair of the host being on the
+// same NHI.
+//
 // Payloads in any other memory are copied once into the TX ring's own
-// buffers (reserved with TxReserve, posted with TxCommit): the FUSE
-// fallback (go-fuse reads WRITEs into its own buffers), and CUSE WRITEs
-// read while the pool had nothing to lend (all lent or posted), when
+// buffers (reserved with TxReserve, posted with TxCommit): WRITEs read
+// while the pool had nothing to lend (all lent or posted), when
 // WriteBuffer returns nil and the server uses its own buffer.
 //
 // # Detach and re-plug
