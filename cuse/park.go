@@ -99,9 +99,38 @@ func (s *Server) retryParked(oh *openHandle) {
 			s.devDone(res.Done, false)
 			continue
 		}
+		if err == nil && res.Len() > inlineReply && s.addWork() {
+			// A large reply is a copy of its own in the kernel: on the
+			// waking goroutine (for a stream, the one that takes every
+			// frame off the cable) it would hold up what comes next,
+			// and the replies of several streams would go out one by
+			// one. A goroutine of its own costs one wake-up, small
+			// beside the copy.
+			go func() {
+				defer s.wg.Done()
+				s.answerRead(p.unique, p.req.Size, res, nil)
+			}()
+			continue
+		}
 		s.answerRead(p.unique, p.req.Size, res, err)
 	}
 }
+
+// addWork counts a goroutine in wg unless shutdown has begun (it cancels
+// under mu before it waits for wg, so no Add can race with the Wait).
+func (s *Server) addWork() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx.Err() != nil {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
+// inlineReply is the largest parked READ's reply written on the waking
+// goroutine itself.
+const inlineReply = 64 << 10
 
 // answerRead sends a READ's reply: the device's slices by one writev, or
 // its error; then Done says whether the kernel took them.
