@@ -194,9 +194,12 @@ func TestDirPollWakes(t *testing.T) {
 					require.NoError(t, r.err)
 					require.Equal(t, events, r.rev, "woken by the change, not by the timeout")
 				case <-time.After(dirGuard):
+					// poll(2) and select(2) would ask again only at
+					// 3*dirGuard: only NOTIFY_POLL wakes them before.
+					// (It may not be needed: a waiter whose POLL was
+					// answered after the change returns at once.)
 					t.Fatalf("the waiter was not woken (NOTIFY_POLL sent: %d)", d.Stats().Notifies.Load())
 				}
-				require.Positive(t, d.Stats().Notifies.Load(), "NOTIFY_POLL sent")
 			})
 		}
 	}

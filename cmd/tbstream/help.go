@@ -406,11 +406,12 @@ configured streams stay and re-attach when the peer's service reappears.
 A daemon that serves FUSE fallback devices, and tbstream bench on them,
 run with at least 8 Go Ps (GOMAXPROCS) on machines with fewer cores:
 the device server waits for requests in blocking read(2)s of /dev/fuse
-(and reads of the fallback's files block too), and the Go runtime leaves a P with each
-blocked goroutine until its monitor thread takes it back, which it does
-only when no P is idle; with few Ps a goroutine woken by a request waits
-for one. With CUSE devices the daemon keeps Go's default (package cuse
-waits in Go's poller). GOMAXPROCS in the environment wins.
+(and reads of the fallback's files block too), and the Go runtime leaves
+a P with each blocked goroutine until its monitor thread takes it back,
+which it does only when no P is idle; with few Ps a goroutine woken by a
+request waits for one. With CUSE devices the daemon keeps Go's default
+(package cuse reads /dev/cuse through Go's poller). GOMAXPROCS in the
+environment wins.
 
 Exit status: 0 after -h, -version, or a stop by SIGTERM or SIGINT; 1 when
 the host fails to start; 2 for a command line it refuses.

@@ -190,10 +190,7 @@ func TestWatchRunningHosts(t *testing.T) {
 	_, err = client.Write(bytes.Repeat([]byte{0xa5}, n))
 	require.NoError(t, err)
 	require.NoError(t, <-got)
-	after := takeSample(run, hosts, time.Now())
 
-	iv := rateInterval(before, after)
-	require.Len(t, iv.Hosts, 2)
 	find := func(h watchHost) watchStream {
 		for _, s := range h.Streams {
 			if s.Stream == es.name {
@@ -203,7 +200,18 @@ func TestWatchRunningHosts(t *testing.T) {
 		t.Fatalf("%s: no stream %s in %+v", h.Name, es.name, h.Streams)
 		return watchStream{}
 	}
-	c, s := find(iv.Hosts[0]), find(iv.Hosts[1])
+	// A READ's bytes are counted once its reply is written, which may be
+	// a moment after the reader has them.
+	var iv watchInterval
+	var c, s watchStream
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		iv = rateInterval(before, takeSample(run, hosts, time.Now()))
+		require.Len(t, iv.Hosts, 2)
+		c, s = find(iv.Hosts[0]), find(iv.Hosts[1])
+		if s.RxBytes >= n || time.Now().After(deadline) {
+			break
+		}
+	}
 	assert.Equal(t, "host1", iv.Hosts[0].Name)
 	assert.GreaterOrEqual(t, c.TxBytes, uint64(n))
 	assert.GreaterOrEqual(t, s.RxBytes, uint64(n))
