@@ -446,6 +446,12 @@ func (e *streamEnd) writeLocked(kind CableKind, sof, eof uint8, hopID uint16, p 
 
 func (e *streamEnd) failLocked(err error) {
 	e.werr = err
+	if errors.Is(err, errShmClosed) {
+		// The shared-memory cable was closed (the peer's end, or ours):
+		// the read loop delivers what the peer published before it, and
+		// then unplugs. Unplugging here would drop those frames.
+		return
+	}
 	go e.cable.unplug()
 }
 
