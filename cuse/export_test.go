@@ -9,5 +9,5 @@ func NewDirServer(ch Channel, opts Options) (*Server, *Dir) {
 	t := newTree()
 	s := newServer(ch, opts, MaxFuseIO)
 	s.fs = t
-	return s, &Dir{srv: s, tree: t, done: make(chan error, 1)}
+	return s, &Dir{srv: s, tree: t}
 }

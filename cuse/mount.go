@@ -50,7 +50,6 @@ type Dir struct {
 	srv  *Server
 	tree *tree
 	conn uint64 // the mount's st_dev: its connection's name in fusectl
-	done chan error
 }
 
 // MountDir mounts an empty Dir on path (which must exist) and serves it
@@ -65,18 +64,18 @@ func MountDir(path string, opts DirOptions) (*Dir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: open %s: %w", path, DevFuse, err)
 	}
-	max := clampIO(opts.MaxIO, MaxFuseIO)
-	data := "fd=" + strconv.Itoa(fd) + ",rootmode=40755,user_id=0,group_id=0,allow_other,default_permissions,max_read=" + strconv.Itoa(max)
+	size := clampIO(opts.MaxIO, MaxFuseIO)
+	data := "fd=" + strconv.Itoa(fd) + ",rootmode=40755,user_id=0,group_id=0,allow_other,default_permissions,max_read=" + strconv.Itoa(size)
 	if err := unix.Mount(opts.Name, path, "fuse."+opts.Name, unix.MS_NOSUID|unix.MS_NODEV, data); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("mount %s: %w", path, err)
 	}
 	ch := &fdChannel{fd: fd}
 	t := newTree()
-	s := newServer(ch, Options{Name: opts.Name, MaxRead: max, MaxWrite: max, Logger: opts.Logger, Debug: opts.Debug}, MaxFuseIO)
+	s := newServer(ch, Options{Name: opts.Name, MaxRead: size, MaxWrite: size, Logger: opts.Logger, Debug: opts.Debug}, MaxFuseIO)
 	s.log = s.log.With("mount", path)
 	s.fs = t
-	d := &Dir{path: path, srv: s, tree: t, done: make(chan error, 1)}
+	d := &Dir{path: path, srv: s, tree: t}
 	ctx, cancel := context.WithTimeout(context.Background(), initTimeout)
 	defer cancel()
 	initErr := make(chan error, 1)
@@ -92,7 +91,7 @@ func MountDir(path string, opts DirOptions) (*Dir, error) {
 		ch.release()
 		return nil, fmt.Errorf("mount %s: %w", path, err)
 	}
-	go func() { d.done <- s.Serve(context.Background()) }()
+	go s.Serve(context.Background()) // its end is Unmount's: it logs why, if not
 	// Served now (the kernel sends this stat to the server).
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
