@@ -40,6 +40,16 @@ func ready(t *testing.T, w readiness, fd int, events int16) int16 {
 	return rev
 }
 
+// readySoon is ready for a state that must come: it waits for it (a READ's
+// bytes leave the pipe only once its reply is written, a moment after the
+// reader has them; the pipe's Waker then wakes the waiter).
+func readySoon(t *testing.T, w readiness, fd int, events int16) int16 {
+	t.Helper()
+	rev, err := w(fd, events, int(dirGuard/time.Millisecond))
+	require.NoError(t, err)
+	return rev
+}
+
 func retryEINTR[T any](f func() (T, error)) (T, error) {
 	for {
 		v, err := f()
@@ -125,18 +135,18 @@ func TestDirPollReadiness(t *testing.T) {
 			wr := openFD(t, path, unix.O_WRONLY)
 
 			require.Zero(t, ready(t, w.wait, rd, unix.POLLIN), "empty pipe: not readable")
-			require.Equal(t, int16(unix.POLLOUT), ready(t, w.wait, wr, unix.POLLOUT), "empty pipe: room to write")
+			require.Equal(t, int16(unix.POLLOUT), readySoon(t, w.wait, wr, unix.POLLOUT), "empty pipe: room to write")
 			writeAll(t, wr, []byte("x"))
-			require.Equal(t, int16(unix.POLLIN), ready(t, w.wait, rd, unix.POLLIN), "a byte to read")
-			require.Equal(t, int16(unix.POLLOUT), ready(t, w.wait, wr, unix.POLLOUT), "room for 15 more")
+			require.Equal(t, int16(unix.POLLIN), readySoon(t, w.wait, rd, unix.POLLIN), "a byte to read")
+			require.Equal(t, int16(unix.POLLOUT), readySoon(t, w.wait, wr, unix.POLLOUT), "room for 15 more")
 			writeAll(t, wr, make([]byte, 15))
 			require.Zero(t, ready(t, w.wait, wr, unix.POLLOUT), "full pipe: no room")
-			require.Equal(t, int16(unix.POLLIN), ready(t, w.wait, rd, unix.POLLIN))
+			require.Equal(t, int16(unix.POLLIN), readySoon(t, w.wait, rd, unix.POLLIN))
 			n, err := unix.Read(rd, make([]byte, 64))
 			require.NoError(t, err)
 			require.Equal(t, 16, n)
 			require.Zero(t, ready(t, w.wait, rd, unix.POLLIN), "drained: not readable again")
-			require.Equal(t, int16(unix.POLLOUT), ready(t, w.wait, wr, unix.POLLOUT))
+			require.Equal(t, int16(unix.POLLOUT), readySoon(t, w.wait, wr, unix.POLLOUT))
 			require.Positive(t, d.Stats().Polls.Load())
 		})
 	}
