@@ -176,7 +176,7 @@ func (s *Server) read(ctx context.Context, req *Request, caller Caller, bufs *bu
 	if err != nil && Errno(err) == syscall.EAGAIN && (continued || rr.Parkable) {
 		s.devDone(res.Done, false)
 		if rr.Parkable {
-			s.park(oh, req.Header.Unique, rr, ctx)
+			s.park(ctx, oh, req.Header.Unique, rr)
 			return
 		}
 		res, err = ReadResult{}, nil

@@ -27,7 +27,7 @@ type parkedRead struct {
 // park keeps a READ the device could not answer yet, or answers EINTR if
 // an INTERRUPT came meanwhile. A Waker call that raced with the device's
 // EAGAIN finds it on the list (the retry looks again).
-func (s *Server) park(oh *openHandle, unique uint64, req *ReadRequest, ctx context.Context) {
+func (s *Server) park(ctx context.Context, oh *openHandle, unique uint64, req *ReadRequest) {
 	s.mu.Lock()
 	if ctx.Err() != nil {
 		s.mu.Unlock()
@@ -52,8 +52,8 @@ func (s *Server) park(oh *openHandle, unique uint64, req *ReadRequest, ctx conte
 	}
 }
 
-// unpark takes a parked READ off its handle; false if it is not parked
-// (answered or interrupted already). s.mu is held.
+// unparkLocked takes a parked READ off its handle; false if it is not
+// parked (answered or interrupted already). s.mu is held.
 func (s *Server) unparkLocked(unique uint64) bool {
 	oh := s.mu.parked[unique]
 	if oh == nil {

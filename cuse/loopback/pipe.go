@@ -124,14 +124,13 @@ func (h *handle) Read(ctx context.Context, req *cuse.ReadRequest) (cuse.ReadResu
 			p.mu.lent = k
 			p.mu.Unlock()
 			return cuse.ReadResult{Data: data, Done: func(delivered bool) {
-				var ws []cuse.Waker
 				p.mu.Lock()
 				p.mu.lent = 0
 				if delivered {
 					p.mu.r = (p.mu.r + k) % size
 					p.mu.n -= k
 				}
-				ws = p.changedLocked() // room to write, or the bytes to read again
+				ws := p.changedLocked() // room to write, or the bytes to read again
 				p.mu.Unlock()
 				<-p.readTurn
 				wakeAll(ws)
