@@ -30,8 +30,15 @@ func (h *handle) Read(ctx context.Context, req *cuse.ReadRequest) (cuse.ReadResu
 		return cuse.ReadResult{}, err
 	}
 	if err := acquire(ctx, d.readSem, nonblock); err != nil {
-		d.readBusy.Store(true) // the holder's release wakes the handles
-		return cuse.ReadResult{}, err
+		if !nonblock {
+			return cuse.ReadResult{}, err
+		}
+		// The holder's release wakes the handles; a release between the
+		// try and the flag is caught by the second try.
+		d.readBusy.Store(true)
+		if err := acquire(ctx, d.readSem, true); err != nil {
+			return cuse.ReadResult{}, err
+		}
 	}
 	release := func() {
 		<-d.readSem

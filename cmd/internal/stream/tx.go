@@ -30,8 +30,15 @@ func (h *handle) Write(ctx context.Context, req *cuse.WriteRequest) (int, error)
 		return 0, err
 	}
 	if err := acquire(ctx, d.writeSem, req.Nonblock()); err != nil {
-		st.outWanted.Store(true) // the holder's release wakes the pollers
-		return 0, err
+		if !req.Nonblock() {
+			return 0, err
+		}
+		// The holder's release wakes the pollers; a release between the
+		// try and the flag is caught by the second try.
+		st.outWanted.Store(true)
+		if err := acquire(ctx, d.writeSem, true); err != nil {
+			return 0, err
+		}
 	}
 	defer func() {
 		<-d.writeSem
