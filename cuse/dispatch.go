@@ -378,6 +378,15 @@ func (s *Server) send(msg []byte) error {
 }
 
 func (s *Server) sendv(iov [][]byte) error {
+	// The kernel orders what a reply and the requests that follow it
+	// do (a RELEASE after its FLUSH's answer, a READ after the WRITE it
+	// waited for), but Go's memory model cannot see through /dev/fuse:
+	// every reply passes mu, which handle takes for each request before
+	// the device sees it, so what the device did before a reply
+	// happens before what it does for any later request.
+	s.mu.Lock()
+	s.mu.Unlock()
+
 	if s.opts.Debug && len(iov) > 0 && len(iov[0]) >= OutHeaderSize {
 		le := binary.LittleEndian
 		s.log.Debug("tx", "unique", le.Uint64(iov[0][8:]), "status", int32(le.Uint32(iov[0][4:])), "len", le.Uint32(iov[0]))
